@@ -1,0 +1,76 @@
+"""The trusted mints: one client each, and the checks a token passes before any swap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mints.client import MintClient
+from mints.errors import AmountTooSmall, MintUntrusted, UnitUnsupported
+from mints.keysets import input_fee
+from mints.token import Token, normalize_mint_url, parse_token
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedToken:
+    """A token that passed every local check: trusted mint, sat, worth more than its fee."""
+
+    token: Token
+    fee: int  # sat the mint keeps when the token is swapped
+
+    @property
+    def value_after_fee(self) -> int:
+        return self.token.amount - self.fee
+
+
+class MintDirectory:
+    """Clients for the trusted mints, first one primary."""
+
+    def __init__(self, trusted: list[str], *, timeout_s: float = 30.0) -> None:
+        if not trusted:
+            raise ValueError("at least one trusted mint is required")
+        self.urls = [normalize_mint_url(u) for u in trusted]
+        self._timeout_s = timeout_s
+        self._clients = {u: MintClient(u, timeout_s=timeout_s) for u in self.urls}
+        self._extra: dict[str, MintClient] = {}
+
+    @property
+    def primary(self) -> MintClient:
+        return self._clients[self.urls[0]]
+
+    def is_trusted(self, url: str) -> bool:
+        return normalize_mint_url(url) in self._clients
+
+    def client(self, url: str) -> MintClient:
+        try:
+            return self._clients[normalize_mint_url(url)]
+        except KeyError:
+            raise MintUntrusted(f"mint {url} is not trusted by this node") from None
+
+    def extra_client(self, url: str) -> MintClient:
+        """A client for a mint no longer trusted that still owes the node an operation."""
+        url = normalize_mint_url(url)
+        if url not in self._extra:
+            self._extra[url] = MintClient(url, timeout_s=self._timeout_s)
+        return self._extra[url]
+
+    def clients(self) -> list[MintClient]:
+        return list(self._clients.values())
+
+    async def close(self) -> None:
+        for c in [*self._clients.values(), *self._extra.values()]:
+            await c.close()
+
+    async def check_token(self, text: str) -> CheckedToken:
+        """Parse and check a token locally; raises a typed error and never spends anything."""
+        token = parse_token(text)
+        if token.unit != "sat":
+            raise UnitUnsupported(f"unit {token.unit!r} is not supported; only sat")
+        client = self.client(token.mint)
+        proofs = tuple(await client.resolve_keyset_ids(token.proofs))
+        token = Token(mint=client.url, unit=token.unit, proofs=proofs, memo=token.memo)
+        fee = input_fee(proofs, await client.keysets())
+        if token.amount <= fee:
+            raise AmountTooSmall(
+                f"token is worth {token.amount} sat, no more than the mint's fee of {fee} sat"
+            )
+        return CheckedToken(token=token, fee=fee)
