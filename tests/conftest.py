@@ -1,0 +1,49 @@
+"""Shared fixtures: real local mints, nutshell-made ecash, and a fake AI provider."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from support.ecash import EcashFactory
+
+from routstr_node.demo.mint import LocalMint, run_local_mint
+from routstr_node.demo.upstream import RunningUpstream, run_upstream
+
+FEE_MINT_INPUT_FEE_PPK = 100
+
+
+@pytest.fixture(scope="session")
+async def mint(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalMint]:
+    """A FakeWallet mint without input fees, shared by the whole session."""
+    async with run_local_mint(tmp_path_factory.mktemp("mint"), input_fee_ppk=0) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def fee_mint(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalMint]:
+    """A second mint charging 100 ppk input fees (fees live in the mint's database)."""
+    directory = tmp_path_factory.mktemp("fee-mint")
+    async with run_local_mint(directory, input_fee_ppk=FEE_MINT_INPUT_FEE_PPK) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def ecash(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EcashFactory]:
+    """Tokens minted and checked by nutshell's own wallet, one wallet per mint."""
+    factory = EcashFactory(tmp_path_factory.mktemp("nutshell-wallets"))
+    yield factory
+    await factory.close()
+
+
+@pytest.fixture(scope="session")
+async def _upstream_server() -> AsyncIterator[RunningUpstream]:
+    async with run_upstream() as running:
+        yield running
+
+
+@pytest.fixture
+async def upstream(_upstream_server: RunningUpstream) -> RunningUpstream:
+    """The fake provider, well-behaved and with no recorded requests at each test start."""
+    _upstream_server.behaviour.reset()
+    return _upstream_server
