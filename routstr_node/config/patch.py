@@ -1,0 +1,87 @@
+"""Dict-level helpers for the admin API: merge a PATCH, hide and restore secrets."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from routstr_node.config.errors import ConfigError
+
+REDACTED = "[REDACTED]"
+
+#: Secret keys of the table sections; upstreams carry theirs in `api_key`.
+SECTION_SECRETS = {"admin": "password", "nostr": "nsec"}
+LIST_SECTIONS = ("upstreams", "models")
+
+
+def merge_patch(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Sections merge key by key; lists and anything else are replaced whole.
+
+    Unknown sections and keys are left in place for validation to report.
+    """
+    if not isinstance(patch, Mapping):
+        raise ConfigError("settings must be an object", param=None)
+    merged = copy.deepcopy(dict(current))
+    for section, value in patch.items():
+        old = merged.get(section)
+        if section not in LIST_SECTIONS and isinstance(old, dict) and isinstance(value, Mapping):
+            merged[section] = {**old, **copy.deepcopy(dict(value))}
+        else:
+            merged[section] = copy.deepcopy(value)
+    return merged
+
+
+def redact(data: dict[str, Any]) -> dict[str, Any]:
+    """Replace every secret that is set by "[REDACTED]" (in place; returns `data`)."""
+    for section, key in SECTION_SECRETS.items():
+        table = data.get(section)
+        if isinstance(table, dict) and table.get(key) is not None:
+            table[key] = REDACTED
+    for upstream in data.get("upstreams") or []:
+        if isinstance(upstream, dict) and upstream.get("api_key") is not None:
+            upstream["api_key"] = REDACTED
+    return data
+
+
+def restore_redacted(data: dict[str, Any], current: Mapping[str, Any]) -> None:
+    """Put back the current secret wherever the patch says "[REDACTED]".
+
+    An upstream's key is matched by the upstream's name, never by position, so a
+    kept key cannot end up on a different upstream; a "[REDACTED]" key on an
+    upstream that does not exist yet is an error.
+    """
+    for section, key in SECTION_SECRETS.items():
+        table = data.get(section)
+        if isinstance(table, dict) and table.get(key) == REDACTED:
+            table[key] = current[section][key]
+    upstreams = data.get("upstreams")
+    if not isinstance(upstreams, list):
+        return
+    old_keys = {u["name"]: u["api_key"] for u in current.get("upstreams", [])}
+    for i, upstream in enumerate(upstreams):
+        if not isinstance(upstream, dict) or upstream.get("api_key") != REDACTED:
+            continue
+        name = upstream.get("name")
+        if name not in old_keys:
+            param = f"upstreams[{i}].api_key"
+            raise ConfigError(f"{param}: no upstream named '{name}' has a key to keep", param)
+        upstream["api_key"] = old_keys[name]
+
+
+def json_default(value: object) -> object:
+    """`json.dumps(..., default=json_default)` for settings and prices.
+
+    Decimals become numbers: int when integral, otherwise float. Use it only for
+    display; money itself never goes through a float.
+    """
+    if isinstance(value, Decimal | Fraction):
+        if value == int(value):
+            return int(value)
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

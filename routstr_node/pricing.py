@@ -1,0 +1,300 @@
+"""Exact pricing: model prices as Fractions of a msat per token, costs as integer msat.
+
+No float touches a price or an amount: config prices are Decimal, converted to
+Fraction, and a cost is rounded up to the msat once. Floats appear only in the
+display numbers of GET /v1/models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Any
+
+import aiohttp
+
+from routstr_node.config import ModelConfig, PricingSection, Settings
+
+log = logging.getLogger(__name__)
+
+MSAT_PER_SAT = 1000
+MSAT_PER_BTC = 100_000_000_000
+TOKENS_PER_PRICE_UNIT = 1_000_000  # config prices are per 1M tokens
+
+
+class PriceUnavailable(Exception):
+    """No BTC/USD rate is known, so USD-priced models cannot be priced now."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """What one model costs, markup included; token prices are exact msat per token."""
+
+    input_msat_per_token: Fraction
+    output_msat_per_token: Fraction
+    request_msat: int
+    max_output_tokens: int
+    context_length: int
+    min_request_msat: int = 0
+
+    @classmethod
+    def from_config(
+        cls, model: ModelConfig, pricing: PricingSection, btc_usd: Decimal | None
+    ) -> ModelPrice:
+        """Price `model` at `btc_usd` (needed only when the model is priced in USD).
+
+        The markup multiplies the token prices and the request fee; the request fee
+        is then rounded up to the msat (it is a price, not a sum of token costs).
+        """
+        markup = (100 + Fraction(pricing.markup_percent)) / 100
+        input_price = _msat_per_token(model.input_usd_per_1m, model.input_sat_per_1m, btc_usd)
+        output_price = _msat_per_token(model.output_usd_per_1m, model.output_sat_per_1m, btc_usd)
+        return cls(
+            input_msat_per_token=input_price * markup,
+            output_msat_per_token=output_price * markup,
+            request_msat=math.ceil(model.request_sat * MSAT_PER_SAT * markup),
+            max_output_tokens=model.max_output_tokens,
+            context_length=model.context_length,
+            min_request_msat=pricing.min_request_msat,
+        )
+
+
+def uses_usd(model: ModelConfig) -> bool:
+    """Whether pricing this model needs the BTC/USD rate."""
+    return model.input_usd_per_1m is not None or model.output_usd_per_1m is not None
+
+
+def _msat_per_token(
+    usd_per_1m: Decimal | None, sat_per_1m: Decimal | None, btc_usd: Decimal | None
+) -> Fraction:
+    if sat_per_1m is not None:
+        return Fraction(sat_per_1m) * MSAT_PER_SAT / TOKENS_PER_PRICE_UNIT
+    if usd_per_1m is None:
+        return Fraction(0)
+    if btc_usd is None:
+        raise PriceUnavailable("a model is priced in USD and no BTC/USD rate is known")
+    return Fraction(usd_per_1m) * MSAT_PER_BTC / Fraction(btc_usd) / TOKENS_PER_PRICE_UNIT
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """A charge split for `usage.cost`; the parts always add up to the total."""
+
+    input_msat: int
+    output_msat: int
+    request_msat: int
+
+    @property
+    def total_msat(self) -> int:
+        return self.input_msat + self.output_msat + self.request_msat
+
+
+def cost_msat(price: ModelPrice, input_tokens: int, output_tokens: int) -> Cost:
+    """ceil(input_tokens × input_price + output_tokens × output_price) + request fee.
+
+    The token part is rounded up once, as a whole. Its split: input_msat is the input
+    part rounded up, output_msat the rest (never negative). When [pricing]
+    min_request_msat is above the total, the difference is added to request_msat.
+    """
+    if input_tokens < 0 or output_tokens < 0:
+        raise ValueError("token counts cannot be negative")
+    input_exact = input_tokens * price.input_msat_per_token
+    tokens_msat = math.ceil(input_exact + output_tokens * price.output_msat_per_token)
+    input_msat = math.ceil(input_exact)
+    request_msat = max(price.request_msat, price.min_request_msat - tokens_msat)
+    return Cost(input_msat, tokens_msat - input_msat, request_msat)
+
+
+def max_cost_msat(
+    price: ModelPrice, prompt_tokens_estimate: int, max_output_tokens: int | None = None
+) -> int:
+    """The most a request can cost: what the node reserves before forwarding it.
+
+    `max_output_tokens` is the request's `max_tokens` (None: the model's maximum). It
+    is not capped at the model's maximum, so the reservation covers whatever the
+    client allowed the upstream to produce.
+    """
+    output = price.max_output_tokens if max_output_tokens is None else max_output_tokens
+    return cost_msat(price, prompt_tokens_estimate, output).total_msat
+
+
+def pricing_fields(price: ModelPrice) -> dict[str, dict[str, Any]]:
+    """The `pricing` and `sats_pricing` objects of a GET /v1/models entry (display only).
+
+    `max_cost` is the cost, in whole sat rounded up, of a request that fills the
+    context with input and also produces the model's maximum output.
+    """
+    per_token_sat_in = price.input_msat_per_token / MSAT_PER_SAT
+    per_token_sat_out = price.output_msat_per_token / MSAT_PER_SAT
+    request_sat = _display(Fraction(price.request_msat, MSAT_PER_SAT))
+    max_cost = max_cost_msat(price, price.context_length, price.max_output_tokens)
+    return {
+        "pricing": {
+            "prompt": _display(per_token_sat_in * 1000),
+            "completion": _display(per_token_sat_out * 1000),
+            "request": request_sat,
+            "unit": "1k tokens",
+            "currency": "sat",
+        },
+        "sats_pricing": {
+            "prompt": _display(per_token_sat_in),
+            "completion": _display(per_token_sat_out),
+            "request": request_sat,
+            "max_cost": -(-max_cost // MSAT_PER_SAT),
+        },
+    }
+
+
+def models_listing(
+    settings: Settings, btc_usd: Decimal | None, created: int
+) -> list[dict[str, Any]]:
+    """The `data` list of GET /v1/models.
+
+    Without a BTC/USD rate, USD-priced models are left out: they cannot be paid for
+    until a rate is known, and a listing must not show a wrong price.
+    """
+    entries = []
+    for model in settings.models:
+        if btc_usd is None and uses_usd(model):
+            continue
+        price = ModelPrice.from_config(model, settings.pricing, btc_usd)
+        entries.append(
+            {
+                "id": model.id,
+                "object": "model",
+                "created": created,
+                "owned_by": model.upstream,
+                "context_length": model.context_length,
+                **pricing_fields(price),
+            }
+        )
+    return entries
+
+
+def _display(value: Fraction) -> int | float:
+    """A JSON number for people to read: rounded to 9 decimals, int when whole."""
+    rounded = round(value, 9)
+    return int(rounded) if rounded.denominator == 1 else float(rounded)
+
+
+def _kraken(body: Any) -> Any:
+    if body["error"]:
+        raise ValueError(f"kraken: {body['error']}")
+    (ticker,) = body["result"].values()
+    return ticker["c"][0]  # last trade: [price, volume]
+
+
+def _coinbase(body: Any) -> Any:
+    return body["data"]["amount"]
+
+
+SOURCE_URLS: Mapping[str, str] = {
+    "kraken": "https://api.kraken.com/0/public/Ticker?pair=XBTUSD",
+    "coinbase": "https://api.coinbase.com/v2/prices/BTC-USD/spot",
+}
+SOURCE_PARSERS: Mapping[str, Callable[[Any], Any]] = {"kraken": _kraken, "coinbase": _coinbase}
+
+
+class BtcUsdRate:
+    """The BTC/USD rate: the fixed one from [pricing], or the median of the live sources.
+
+    A live rate is cached for `ttl_s`. When every source fails the last rate is
+    used while it is younger than `stale_s`; after a failed round the sources are
+    not asked again for `retry_s`, so an outage does not slow every request down.
+    Build a new instance when [pricing] changes.
+    """
+
+    def __init__(
+        self,
+        pricing: PricingSection,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        urls: Mapping[str, str] | None = None,
+        ttl_s: float = 60.0,
+        stale_s: float = 3600.0,
+        retry_s: float = 10.0,
+        timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if pricing.btc_usd is None and session is None:
+            raise ValueError("a live BTC/USD rate needs an aiohttp session")
+        self._fixed = pricing.btc_usd
+        self._sources = list(pricing.price_sources)
+        self._urls = {**SOURCE_URLS, **(urls or {})}
+        self._session = session
+        self._ttl_s, self._stale_s, self._retry_s = ttl_s, stale_s, retry_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._rate: Decimal | None = None
+        self._rate_at = 0.0
+        self._failed_at: float | None = None
+
+    async def get(self) -> Decimal:
+        """The rate in USD per BTC; raises PriceUnavailable when none is usable."""
+        if self._fixed is not None:
+            return self._fixed
+        if self._is_fresh(self._ttl_s):
+            assert self._rate is not None
+            return self._rate
+        async with self._lock:
+            return await self._refresh()
+
+    def _is_fresh(self, max_age_s: float) -> bool:
+        return self._rate is not None and self._clock() - self._rate_at < max_age_s
+
+    async def _refresh(self) -> Decimal:
+        if self._rate is not None and self._is_fresh(self._ttl_s):
+            return self._rate  # another request refreshed it while this one waited
+        if self._failed_at is None or self._clock() - self._failed_at >= self._retry_s:
+            rate = await self._ask_sources()
+            if rate is not None:
+                self._rate, self._rate_at, self._failed_at = rate, self._clock(), None
+                return rate
+            self._failed_at = self._clock()
+        if self._rate is not None and self._is_fresh(self._stale_s):
+            return self._rate
+        raise PriceUnavailable(f"no BTC/USD rate: {', '.join(self._sources)} did not answer")
+
+    async def _ask_sources(self) -> Decimal | None:
+        answers = await asyncio.gather(
+            *(self._ask(name) for name in self._sources), return_exceptions=True
+        )
+        rates = []
+        for name, answer in zip(self._sources, answers, strict=True):
+            if isinstance(answer, Decimal):
+                rates.append(answer)
+            else:
+                log.warning("BTC/USD price source %s failed: %r", name, answer)
+        return _median(rates) if rates else None
+
+    async def _ask(self, name: str) -> Decimal:
+        assert self._session is not None
+        async with self._session.get(self._urls[name], timeout=self._timeout) as response:
+            response.raise_for_status()
+            text = await response.text()
+        value = SOURCE_PARSERS[name](json.loads(text, parse_float=Decimal))
+        if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+            raise ValueError(f"{name}: price is not a number: {value!r}")
+        try:
+            rate = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"{name}: price is not a number: {value!r}") from None
+        if not rate.is_finite() or rate <= 0:
+            raise ValueError(f"{name}: price out of range: {rate}")
+        return rate
+
+
+def _median(values: list[Decimal]) -> Decimal:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2

@@ -1,0 +1,659 @@
+"""node.toml loading, environment overrides, secrets, errors and the admin PATCH merge."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from routstr_node.config import (
+    REDACTED,
+    ConfigError,
+    Settings,
+    json_default,
+    load_settings,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_EXAMPLE = Path("/work/shared/node.example.toml")
+
+# A copy of the contract's node.example.toml, so the test stands without /work/shared.
+EXAMPLE_TOML = """\
+[node]
+name = "Example Node"
+description = "Pay-per-request AI with Cashu ecash"
+host = "127.0.0.1"
+port = 8000
+data_dir = "./data"            # SQLite database and the wallet seed live here: back it up
+public_url = ""                # announced on Nostr and shown in /v1/info
+
+[mints]
+trusted = ["https://mint.example.com"]   # the first one is primary
+
+[pricing]
+btc_usd = 100000.0             # fixed exchange rate; remove it to follow live price sources
+price_sources = ["kraken", "coinbase"]
+markup_percent = 0.0           # added on top of every model price
+min_request_msat = 0
+
+[[upstreams]]
+name = "openai"
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY" # or api_key = "..."
+timeout_s = 300
+
+[[models]]
+id = "gpt-4o-mini"
+upstream = "openai"
+upstream_model = "gpt-4o-mini" # optional: the name the upstream knows it by
+input_usd_per_1m = 0.15        # or input_sat_per_1m
+output_usd_per_1m = 0.60       # or output_sat_per_1m
+request_sat = 0                # optional flat price per request
+context_length = 128000
+max_output_tokens = 16384
+
+[admin]
+password_env = "ROUTSTR_ADMIN_PASSWORD"  # unset: a password is generated at first start
+
+[limits]
+requests_per_minute = 60
+requests_per_hour = 1000
+requests_per_day = 10000
+max_body_bytes = 10485760
+
+[nostr]
+relays = []                    # e.g. ["wss://relay.damus.io"]
+nsec_env = "ROUTSTR_NSEC"      # unset: a key is generated and kept in data_dir
+announce = false
+"""
+
+MINIMAL = '[mints]\ntrusted = ["https://mint.example.com"]\n'
+
+UPSTREAM_AND_MODEL = """
+[[upstreams]]
+name = "up"
+base_url = "http://127.0.0.1:8001/v1"
+
+[[models]]
+id = "m"
+upstream = "up"
+input_sat_per_1m = 100
+context_length = 1000
+max_output_tokens = 100
+"""
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work in a temporary directory so errors say "node.toml: ..."."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def load_text(text: str, environ: dict[str, str] | None = None) -> Settings:
+    Path("node.toml").write_text(text)
+    return load_settings(Path("node.toml"), environ or {})
+
+
+def load_error(text: str, environ: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_text(text, environ)
+    return caught.value
+
+
+def check_example(settings: Settings) -> None:
+    assert settings.node.name == "Example Node"
+    assert settings.node.description == "Pay-per-request AI with Cashu ecash"
+    assert (settings.node.host, settings.node.port) == ("127.0.0.1", 8000)
+    assert settings.node.data_dir == Path("./data")
+    assert settings.node.public_url == ""
+    assert settings.mints.trusted == ["https://mint.example.com"]
+    assert settings.mints.primary == "https://mint.example.com"
+    assert settings.pricing.btc_usd == Decimal("100000.0")
+    assert isinstance(settings.pricing.btc_usd, Decimal)
+    assert settings.pricing.price_sources == ["kraken", "coinbase"]
+    assert settings.pricing.markup_percent == 0
+    assert isinstance(settings.pricing.markup_percent, Decimal)
+    assert settings.pricing.min_request_msat == 0
+    (upstream,) = settings.upstreams
+    assert upstream.name == "openai"
+    assert upstream.base_url == "https://api.openai.com/v1"
+    assert upstream.api_key_env == "OPENAI_API_KEY"
+    assert upstream.api_key == "sk-from-env"
+    assert upstream.timeout_s == 300
+    (model,) = settings.models
+    assert (model.id, model.upstream, model.upstream_model) == ("gpt-4o-mini", "openai", model.id)
+    assert model.input_usd_per_1m == Decimal("0.15")
+    assert model.output_usd_per_1m == Decimal("0.60")
+    assert isinstance(model.input_usd_per_1m, Decimal)
+    assert model.input_sat_per_1m is None and model.output_sat_per_1m is None
+    assert model.request_sat == 0
+    assert (model.context_length, model.max_output_tokens) == (128000, 16384)
+    assert settings.admin.password is None
+    assert settings.admin.password_env == "ROUTSTR_ADMIN_PASSWORD"
+    assert settings.limits.requests_per_minute == 60
+    assert settings.limits.requests_per_hour == 1000
+    assert settings.limits.requests_per_day == 10000
+    assert settings.limits.max_body_bytes == 10485760
+    assert settings.nostr.relays == []
+    assert settings.nostr.nsec is None
+    assert settings.nostr.nsec_env == "ROUTSTR_NSEC"
+    assert settings.nostr.announce is False
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def test_embedded_example_loads_exactly(in_tmp: Path) -> None:
+    check_example(load_text(EXAMPLE_TOML, {"OPENAI_API_KEY": "sk-from-env"}))
+
+
+@pytest.mark.skipif(not SHARED_EXAMPLE.exists(), reason="no shared example file")
+def test_shared_example_file_loads_exactly() -> None:
+    settings = load_settings(SHARED_EXAMPLE, {"OPENAI_API_KEY": "sk-from-env"})
+    check_example(settings)
+
+
+def test_defaults_are_the_example_values(in_tmp: Path) -> None:
+    example = load_text(EXAMPLE_TOML)
+    settings = load_text(MINIMAL)
+    for section in ("node", "limits", "admin", "nostr"):
+        assert getattr(settings, section) == getattr(example, section)
+    assert settings.pricing.btc_usd is None  # removed: live price sources
+    assert settings.pricing.price_sources == ["kraken", "coinbase"]
+    assert settings.pricing.markup_percent == 0 and settings.pricing.min_request_msat == 0
+    assert settings.upstreams == [] and settings.models == []
+
+
+def test_repo_node_toml_loads() -> None:
+    settings = load_settings(REPO / "node.toml", {})
+    assert (settings.node.host, settings.node.port) == ("127.0.0.1", 8000)
+    assert settings.mints.trusted == ["http://127.0.0.1:3338"]
+    assert settings.pricing.btc_usd is not None
+    assert settings.upstream("local").base_url == "http://127.0.0.1:8001/v1"
+    assert settings.upstream("local").api_key == "sk-local-demo"
+    assert any(m.input_usd_per_1m is not None for m in settings.models)
+    assert any(m.input_sat_per_1m is not None for m in settings.models)
+    assert settings.nostr.announce is False
+
+
+def test_model_defaults_and_normalised_urls(in_tmp: Path) -> None:
+    settings = load_text(
+        '[mints]\ntrusted = ["http://a.example/", "https://b.example/mint/"]\n'
+        '[node]\npublic_url = "https://node.example/"\n' + UPSTREAM_AND_MODEL
+    )
+    assert settings.mints.trusted == ["http://a.example", "https://b.example/mint"]
+    assert settings.node.public_url == "https://node.example"
+    model = settings.model("m")
+    assert model is not None
+    assert model.upstream_model == "m"
+    assert model.output_usd_per_1m is None and model.output_sat_per_1m is None
+    assert model.request_sat == 0
+    assert settings.model("nope") is None
+
+
+# --- environment overrides ---------------------------------------------------------------
+
+
+def test_env_overrides(in_tmp: Path) -> None:
+    settings = load_text(
+        EXAMPLE_TOML,
+        {
+            "ROUTSTR_NODE__PORT": "9000",
+            "ROUTSTR_PRICING__BTC_USD": "95000.5",
+            "ROUTSTR_MINTS__TRUSTED": '["http://a", "http://b/"]',
+            "ROUTSTR_NODE__HOST": "0.0.0.0",
+            "ROUTSTR_NODE__NAME": "123",
+            "ROUTSTR_NOSTR__ANNOUNCE": "true",
+            "ROUTSTR_NOSTR__RELAYS": '["wss://relay.example"]',
+            "ROUTSTR_LIMITS__REQUESTS_PER_MINUTE": "5",
+            "ROUTSTR_ADMIN_PASSWORD": "not-an-override",
+            "ROUTSTR_BASE_URL": "http://ignored",
+            "HOME": "/root",
+        },
+    )
+    assert settings.node.port == 9000
+    assert settings.pricing.btc_usd == Decimal("95000.5")
+    assert isinstance(settings.pricing.btc_usd, Decimal)
+    assert settings.mints.trusted == ["http://a", "http://b"]
+    assert settings.node.host == "0.0.0.0"
+    assert settings.node.name == "123"  # a text key takes the raw text
+    assert settings.nostr.announce is True
+    assert settings.nostr.relays == ["wss://relay.example"]
+    assert settings.limits.requests_per_minute == 5
+    assert settings.limits.requests_per_hour == 1000
+
+
+def test_env_override_section_and_key_are_case_insensitive(in_tmp: Path) -> None:
+    settings = load_text(
+        MINIMAL, {"ROUTSTR_Node__Port": "9001", "ROUTSTR_limits__max_BODY_bytes": "7"}
+    )
+    assert settings.node.port == 9001
+    assert settings.limits.max_body_bytes == 7
+
+
+def test_env_override_null_switches_to_live_rate(in_tmp: Path) -> None:
+    settings = load_text(EXAMPLE_TOML, {"ROUTSTR_PRICING__BTC_USD": "null"})
+    assert settings.pricing.btc_usd is None
+
+
+def test_env_override_creates_missing_section(in_tmp: Path) -> None:
+    settings = load_text(
+        MINIMAL, {"ROUTSTR_NOSTR__NSEC": "nsec1direct", "ROUTSTR_ADMIN__PASSWORD": "12"}
+    )
+    assert settings.nostr.nsec == "nsec1direct"
+    assert settings.admin.password == "12"  # text, although it parses as JSON
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("ROUTSTR_NODEE__PORT", "1", "ROUTSTR_NODEE__PORT: unknown key 'nodee.port'"),
+        ("ROUTSTR_NODE__PROT", "1", "ROUTSTR_NODE__PROT: unknown key 'node.prot'"),
+        ("ROUTSTR_NODE__PORT__X", "1", "ROUTSTR_NODE__PORT__X: unknown key 'node.port__x'"),
+        (
+            "ROUTSTR_NODE__PORT",
+            "70000",
+            "ROUTSTR_NODE__PORT: node.port: Input should be less than or equal to 65535",
+        ),
+        (
+            "ROUTSTR_NODE__PORT",
+            "abc",
+            "ROUTSTR_NODE__PORT: node.port: Input should be a valid integer",
+        ),
+        (
+            "ROUTSTR_MINTS__TRUSTED",
+            '["ftp://x"]',
+            "ROUTSTR_MINTS__TRUSTED: mints.trusted[0]: 'ftp://x' is not a http/https URL",
+        ),
+        (
+            "ROUTSTR_PRICING__BTC_USD",
+            "NaN",
+            "ROUTSTR_PRICING__BTC_USD: pricing.btc_usd: Input should be a finite number",
+        ),
+    ],
+)
+def test_env_override_errors_name_the_variable(
+    in_tmp: Path, variable: str, value: str, expected: str
+) -> None:
+    error = load_error(EXAMPLE_TOML, {variable: value})
+    assert str(error).startswith(expected), str(error)
+
+
+def test_env_override_of_a_list_section_is_refused(in_tmp: Path) -> None:
+    error = load_error(EXAMPLE_TOML, {"ROUTSTR_UPSTREAMS__API_KEY": "x"})
+    assert str(error).startswith(
+        "ROUTSTR_UPSTREAMS__API_KEY: upstreams can only be set in the file"
+    )
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+def test_secrets_come_from_the_named_variables(in_tmp: Path) -> None:
+    settings = load_text(
+        EXAMPLE_TOML,
+        {
+            "OPENAI_API_KEY": "sk-env",
+            "ROUTSTR_ADMIN_PASSWORD": "pw-env",
+            "ROUTSTR_NSEC": "nsec1env",
+        },
+    )
+    assert settings.upstreams[0].api_key == "sk-env"
+    assert settings.admin.password == "pw-env"
+    assert settings.nostr.nsec == "nsec1env"
+
+
+def test_a_direct_secret_wins_over_its_env(in_tmp: Path) -> None:
+    text = EXAMPLE_TOML.replace(
+        'api_key_env = "OPENAI_API_KEY"', 'api_key = "sk-file"\napi_key_env = "K"'
+    )
+    text = text.replace('password_env = "ROUTSTR_ADMIN_PASSWORD"', 'password = "pw-file"')
+    settings = load_text(text, {"K": "sk-env", "ROUTSTR_ADMIN_PASSWORD": "pw-env"})
+    assert settings.upstreams[0].api_key == "sk-file"
+    assert settings.admin.password == "pw-file"
+    overridden = load_text(text, {"ROUTSTR_ADMIN__PASSWORD": "pw-override"})
+    assert overridden.admin.password == "pw-override"
+
+
+def test_unset_or_empty_secret_variables_leave_the_secret_unset(in_tmp: Path) -> None:
+    settings = load_text(EXAMPLE_TOML, {"OPENAI_API_KEY": "", "ROUTSTR_NSEC": ""})
+    assert settings.upstreams[0].api_key is None
+    assert settings.admin.password is None
+    assert settings.nostr.nsec is None
+
+
+# --- errors ------------------------------------------------------------------------------
+
+ERROR_CASES: list[tuple[str, str, str]] = [
+    (
+        MINIMAL + "[limits]\nrequests_per_minute = 0\n",
+        "node.toml: limits.requests_per_minute: Input should be greater than 0",
+        "limits.requests_per_minute",
+    ),
+    (MINIMAL + "[nodee]\nport = 1\n", "node.toml: unknown key 'nodee'", "nodee"),
+    (MINIMAL + "[node]\nprot = 1\n", "node.toml: unknown key 'node.prot'", "node.prot"),
+    (
+        MINIMAL + "[node]\nport = 0\n",
+        "node.toml: node.port: Input should be greater than or equal to 1",
+        "node.port",
+    ),
+    (
+        MINIMAL + "[node]\nport = 65536\n",
+        "node.toml: node.port: Input should be less than or equal to 65535",
+        "node.port",
+    ),
+    (
+        MINIMAL + "[node]\nport = true\n",
+        "node.toml: node.port: Input should be a valid integer",
+        "node.port",
+    ),
+    (
+        MINIMAL + '[node]\npublic_url = "node.example"\n',
+        "node.toml: node.public_url: 'node.example' is not a http/https URL",
+        "node.public_url",
+    ),
+    (
+        MINIMAL + '[[upstreams]]\nname = "u"\nbase_url = "nope"\n',
+        "node.toml: upstreams[0].base_url: 'nope' is not a http/https URL",
+        "upstreams[0].base_url",
+    ),
+    (
+        MINIMAL + '[[upstreams]]\nname = "u"\nbase_url = "http://x"\nkey = "k"\n',
+        "node.toml: unknown key 'upstreams[0].key'",
+        "upstreams[0].key",
+    ),
+    (
+        MINIMAL + '[[upstreams]]\nname = "u"\nbase_url = "http://x"\napi_key = ""\n',
+        "node.toml: upstreams[0].api_key: String should have at least 1 character",
+        "upstreams[0].api_key",
+    ),
+    (
+        MINIMAL + '[[upstreams]]\nname = "u"\nbase_url = "http://x"\n'
+        '[[upstreams]]\nname = "u"\nbase_url = "http://y"\n',
+        "node.toml: upstreams[1].name: duplicate upstream 'u'",
+        "upstreams[1].name",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL.replace('upstream = "up"', 'upstream = "other"'),
+        "node.toml: models[0].upstream: no upstream named 'other'",
+        "models[0].upstream",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL + '[[models]]\nid = "m"\nupstream = "up"\n'
+        "context_length = 10\nmax_output_tokens = 1\n",
+        "node.toml: models[1].id: duplicate model 'm'",
+        "models[1].id",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL + "input_usd_per_1m = 1\n",
+        "node.toml: models[0].input_sat_per_1m: "
+        "give input_usd_per_1m or input_sat_per_1m, not both",
+        "models[0].input_sat_per_1m",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL + "output_sat_per_1m = -1\n",
+        "node.toml: models[0].output_sat_per_1m: Input should be greater than or equal to 0",
+        "models[0].output_sat_per_1m",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL + "output_usd_per_1m = nan\n",
+        "node.toml: models[0].output_usd_per_1m: Input should be a finite number",
+        "models[0].output_usd_per_1m",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL.replace("max_output_tokens = 100", "max_output_tokens = 2000"),
+        "node.toml: models[0].max_output_tokens: is larger than context_length",
+        "models[0].max_output_tokens",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL.replace("context_length = 1000\n", ""),
+        "node.toml: models[0].context_length: Field required",
+        "models[0].context_length",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL + "request_sat = 1.5\n",
+        "node.toml: models[0].request_sat: Input should be a valid integer",
+        "models[0].request_sat",
+    ),
+    ("[node]\nport = 1\n", "node.toml: mints: Field required", "mints"),
+    (
+        "[mints]\ntrusted = []\n",
+        "node.toml: mints.trusted: List should have at least 1 item after validation, not 0",
+        "mints.trusted",
+    ),
+    (
+        '[mints]\ntrusted = ["mint.example.com"]\n',
+        "node.toml: mints.trusted[0]: 'mint.example.com' is not a http/https URL",
+        "mints.trusted[0]",
+    ),
+    (
+        '[mints]\ntrusted = ["http://a", "http://a/"]\n',
+        "node.toml: mints.trusted[1]: 'http://a' is listed twice",
+        "mints.trusted[1]",
+    ),
+    (
+        MINIMAL + "[pricing]\nbtc_usd = 0\n",
+        "node.toml: pricing.btc_usd: Input should be greater than 0",
+        "pricing.btc_usd",
+    ),
+    (
+        MINIMAL + "[pricing]\nmarkup_percent = -1.5\n",
+        "node.toml: pricing.markup_percent: Input should be greater than or equal to 0",
+        "pricing.markup_percent",
+    ),
+    (
+        MINIMAL + '[pricing]\nprice_sources = ["bitstamp"]\n',
+        "node.toml: pricing.price_sources[0]: "
+        "unknown price source 'bitstamp' (known: kraken, coinbase)",
+        "pricing.price_sources[0]",
+    ),
+    (
+        MINIMAL + "[pricing]\nprice_sources = []\n",
+        "node.toml: pricing.price_sources: needs a source when btc_usd is not set",
+        "pricing.price_sources",
+    ),
+    (
+        MINIMAL + '[nostr]\nrelays = ["https://relay"]\n',
+        "node.toml: nostr.relays[0]: 'https://relay' is not a ws/wss URL",
+        "nostr.relays[0]",
+    ),
+    (
+        MINIMAL + '[nostr]\nannounce = "yes"\n',
+        "node.toml: nostr.announce: Input should be a valid boolean",
+        "nostr.announce",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected", "param"), ERROR_CASES)
+def test_errors_name_the_file_and_the_key(
+    in_tmp: Path, text: str, expected: str, param: str
+) -> None:
+    error = load_error(text)
+    assert str(error).splitlines()[0] == expected
+    assert error.param == param
+
+
+def test_every_problem_is_reported(in_tmp: Path) -> None:
+    error = load_error(MINIMAL + "[limits]\nrequests_per_minute = 0\nrequests_per_day = -1\n")
+    assert str(error).splitlines() == [
+        "node.toml: limits.requests_per_minute: Input should be greater than 0",
+        "node.toml: limits.requests_per_day: Input should be greater than 0",
+    ]
+
+
+def test_toml_syntax_error_names_file_and_line(in_tmp: Path) -> None:
+    error = load_error('[node]\nname = "x"\nport = \n')
+    assert str(error).startswith("node.toml: line 3: ")
+
+
+def test_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, {})
+    assert str(caught.value) == f"{path}: file not found"
+
+
+def test_binary_file_is_an_error(in_tmp: Path) -> None:
+    Path("node.toml").write_bytes(b"\xff\xfe[node]")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(Path("node.toml"), {})
+    assert str(caught.value) == "node.toml: not UTF-8 text"
+
+
+# --- admin: redacted view and PATCH --------------------------------------------------------
+
+SECRET_TOML = (
+    EXAMPLE_TOML.replace(
+        'api_key_env = "OPENAI_API_KEY" # or api_key = "..."', 'api_key = "sk-openai"'
+    )
+    + '\n[[upstreams]]\nname = "local"\nbase_url = "http://127.0.0.1:8001/v1"\n'
+)
+
+
+@pytest.fixture
+def secret_settings(in_tmp: Path) -> Settings:
+    return load_text(SECRET_TOML, {"ROUTSTR_ADMIN_PASSWORD": "pw", "ROUTSTR_NSEC": "nsec1key"})
+
+
+def test_redacted_hides_every_secret(secret_settings: Settings) -> None:
+    shown = secret_settings.redacted()
+    assert list(shown) == [
+        "node",
+        "mints",
+        "pricing",
+        "upstreams",
+        "models",
+        "admin",
+        "limits",
+        "nostr",
+    ]
+    assert shown["upstreams"][0]["api_key"] == REDACTED
+    assert shown["upstreams"][1]["api_key"] is None  # unset stays visible as unset
+    assert shown["admin"]["password"] == REDACTED
+    assert shown["nostr"]["nsec"] == REDACTED
+    text = json.dumps(shown, default=json_default)
+    for secret in ("sk-openai", '"pw"', "nsec1key"):
+        assert secret not in text
+    assert json.loads(text)["pricing"]["btc_usd"] == 100000
+    assert json.loads(text)["models"][0]["input_usd_per_1m"] == 0.15
+    assert shown["pricing"]["btc_usd"] == Decimal("100000.0")  # the Decimal itself is kept
+    assert secret_settings.upstreams[0].api_key == "sk-openai"  # the settings are untouched
+
+
+def test_redacted_round_trips_through_patch(secret_settings: Settings) -> None:
+    shown = json.loads(json.dumps(secret_settings.redacted(), default=str), parse_float=Decimal)
+    assert secret_settings.merged(shown, {}) == secret_settings
+
+
+def test_patch_merges_sections_key_by_key(secret_settings: Settings) -> None:
+    new = secret_settings.merged({"limits": {"requests_per_minute": 5}, "node": {"port": 9000}}, {})
+    assert new.limits.requests_per_minute == 5
+    assert new.limits.requests_per_hour == 1000
+    assert new.node.port == 9000
+    assert new.node.name == "Example Node"
+    assert new.upstreams == secret_settings.upstreams
+    assert secret_settings.limits.requests_per_minute == 60  # the original is untouched
+
+
+def test_patch_replaces_lists_whole(secret_settings: Settings) -> None:
+    new = secret_settings.merged(
+        {"mints": {"trusted": ["http://b"]}, "models": [], "nostr": {"relays": ["wss://r"]}}, {}
+    )
+    assert new.mints.trusted == ["http://b"]
+    assert new.models == []
+    assert new.nostr.relays == ["wss://r"]
+    assert len(new.upstreams) == 2
+
+
+def test_patch_redacted_keeps_secrets(secret_settings: Settings) -> None:
+    shown = secret_settings.redacted()
+    upstreams = list(reversed(shown["upstreams"]))  # matched by name, not position
+    upstreams[1]["base_url"] = "https://api.example.org/v1"
+    new = secret_settings.merged(
+        {
+            "upstreams": upstreams,
+            "admin": {"password": REDACTED},
+            "nostr": {"nsec": REDACTED, "announce": True},
+        },
+        {},
+    )
+    assert [u.name for u in new.upstreams] == ["local", "openai"]
+    assert new.upstream("openai").api_key == "sk-openai"
+    assert new.upstream("openai").base_url == "https://api.example.org/v1"
+    assert new.upstream("local").api_key is None
+    assert new.admin.password == "pw"
+    assert new.nostr.nsec == "nsec1key"
+    assert new.nostr.announce is True
+
+
+def test_patch_can_change_and_clear_secrets(secret_settings: Settings) -> None:
+    new = secret_settings.merged({"admin": {"password": "new-pw"}, "nostr": {"nsec": None}}, {})
+    assert new.admin.password == "new-pw"
+    assert new.nostr.nsec is None
+
+
+def test_patch_redacted_key_on_an_unknown_upstream_is_refused(secret_settings: Settings) -> None:
+    upstream = {"name": "new", "base_url": "http://new", "api_key": REDACTED}
+    with pytest.raises(ConfigError) as caught:
+        secret_settings.merged({"upstreams": [upstream], "models": []}, {})
+    assert caught.value.param == "upstreams[0].api_key"
+
+
+def test_patch_new_upstream_reads_its_env_key(secret_settings: Settings) -> None:
+    upstream = {"name": "new", "base_url": "http://new", "api_key_env": "NEW_KEY"}
+    new = secret_settings.merged({"upstreams": [upstream], "models": []}, {"NEW_KEY": "sk-new"})
+    assert new.upstream("new").api_key == "sk-new"
+
+
+def test_patch_switches_to_live_rate(secret_settings: Settings) -> None:
+    assert secret_settings.merged({"pricing": {"btc_usd": None}}, {}).pricing.btc_usd is None
+
+
+@pytest.mark.parametrize(
+    ("patch", "param", "message"),
+    [
+        (
+            {"limits": {"requests_per_minute": 0}},
+            "limits.requests_per_minute",
+            "limits.requests_per_minute: Input should be greater than 0",
+        ),
+        ({"nodee": {}}, "nodee", "unknown key 'nodee'"),
+        ({"node": {"prot": 1}}, "node.prot", "unknown key 'node.prot'"),
+        ({"limits": 5}, "limits", "limits: Input should be a valid dictionary"),
+        (
+            {
+                "models": [
+                    {"id": "x", "upstream": "nope", "context_length": 9, "max_output_tokens": 1}
+                ]
+            },
+            "models[0].upstream",
+            "models[0].upstream: no upstream named 'nope'",
+        ),
+        (
+            {"pricing": {"btc_usd": 0.5, "markup_percent": "-1"}},
+            "pricing.markup_percent",
+            "pricing.markup_percent: Input should be greater than or equal to 0",
+        ),
+    ],
+)
+def test_patch_errors_name_the_field(
+    secret_settings: Settings, patch: dict[str, Any], param: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        secret_settings.merged(patch, {})
+    assert caught.value.param == param
+    assert str(caught.value).startswith(message)
+
+
+def test_json_default() -> None:
+    assert json_default(Decimal("100000.0")) == 100000
+    assert isinstance(json_default(Decimal("100000.0")), int)
+    assert json_default(Decimal("0.15")) == 0.15
+    assert json_default(Path("./data")) == "data"
+    with pytest.raises(TypeError):
+        json_default(object())
