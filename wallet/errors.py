@@ -1,0 +1,46 @@
+"""Ledger failures the node maps to contract codes."""
+
+from __future__ import annotations
+
+
+class WalletError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InsufficientBalance(WalletError):
+    """The account cannot cover the amount (balance − reserved is too small)."""
+
+    def __init__(self, message: str, *, needed_msat: int = 0, available_msat: int = 0) -> None:
+        super().__init__(message)
+        self.needed_msat = needed_msat
+        self.available_msat = available_msat
+
+
+class AccountNotFound(WalletError):
+    pass
+
+
+class TokenAlreadyRedeemed(WalletError):
+    """This node already redeemed the token (its proofs are spent here)."""
+
+    def __init__(self, message: str, *, account_id: int | None = None) -> None:
+        super().__init__(message)
+        self.account_id = account_id
+
+
+class TokenBeingRedeemed(WalletError):
+    """Another request is redeeming the same token right now."""
+
+
+class OperationInFlight(WalletError):
+    """The mint has not settled an operation yet; recovery will finish it."""
+
+
+class InsufficientCustody(WalletError):
+    """The node does not hold enough proofs at that mint (should not happen when balanced)."""
+
+
+class InvalidAmount(WalletError):
+    pass

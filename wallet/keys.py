@@ -1,0 +1,22 @@
+"""API keys: random, shown once, stored only as hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+API_KEY_PREFIX = "sk-"
+ADMIN_KEY_PREFIX = "radmin_"
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_hex(32)
+
+
+def new_admin_key() -> str:
+    return ADMIN_KEY_PREFIX + secrets.token_hex(32)
+
+
+def key_hash(key: str) -> str:
+    """Keys carry 256 random bits, so one SHA-256 is enough to store them safely."""
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -1,0 +1,117 @@
+"""Finishing operations a crash or a lost answer left pending.
+
+The mint is the judge: NUT-07 says whether the inputs were spent, NUT-09 returns the
+signatures it gave for outputs the node wrote down (derived from its seed). A spent
+input with restorable outputs completes the operation through the very code the live
+path uses; unspent inputs mean it never happened; pending ones are left for later.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from mints.errors import MintError
+from mints.outputs import proof_y
+from wallet.custody import Custody
+from wallet.sqlite import custody as sql
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecoveryReport:
+    completed: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    still_pending: list[int] = field(default_factory=list)
+
+
+async def recover_all(custody: Custody) -> RecoveryReport:
+    """Resolve every pending operation; run at start, before serving."""
+    report = RecoveryReport()
+    pending = await custody.db.read(sql.pending_operations)
+    for op in pending:
+        try:
+            outcome = await recover_operation(custody, op.id)
+        except MintError as exc:
+            log.warning("operation %s: mint error during recovery: %s", op.id, exc.message)
+            outcome = "pending"
+        getattr(
+            report, {"done": "completed", "failed": "failed"}.get(outcome, "still_pending")
+        ).append(op.id)
+    return report
+
+
+async def recover_operation(custody: Custody, op_id: int) -> str:
+    """Settle one operation; returns 'done', 'failed' or 'pending'."""
+    op = await custody.db.read(lambda c: sql.operation(c, op_id))
+    if op.state != "pending":
+        return op.state
+    rows = await custody.db.read(lambda c: sql.operation_outputs(c, op_id))
+    client = custody.client_for(op.mint_url)
+
+    if op.kind == "melt":
+        return await _recover_melt(custody, op, rows)
+
+    if op.kind == "receive":
+        ys = [proof_y(p.secret) for p in op.foreign_inputs]
+    else:
+        ys = [s.y for s in await custody.db.read(lambda c: sql.operation_inputs(c, op_id))]
+    states = await client.check_state(ys) if ys else {}
+    values = set(states.values())
+    if "PENDING" in values:
+        return "pending"
+    if values <= {"UNSPENT"}:
+        if op.kind == "receive":
+            await custody.db.write(
+                lambda c: sql.finish_operation(c, op_id, "failed", error="never reached the mint")
+            )
+        else:
+            await custody.revert_send(op_id, "never reached the mint")
+        return "failed"
+    signed = await client.restore([r.output.message() for r in rows]) if rows else {}
+    found = [(r, signed[r.output.B_]) for r in rows if r.output.B_ in signed]
+    if rows and not found:
+        # the inputs went elsewhere (a double spend by the token's sender)
+        if op.kind == "receive":
+            await custody.db.write(
+                lambda c: sql.finish_operation(c, op_id, "failed", error="inputs spent elsewhere")
+            )
+            return "failed"
+        log.error("operation %s: own proofs spent elsewhere; custody is short", op_id)
+        await custody.db.write(lambda c: _mark_lost(c, op_id))
+        return "failed"
+    if op.kind == "receive":
+        await custody.complete_receive(op_id, [r for r, _ in found], [s for _, s in found])
+    else:
+        await custody.complete_send(op_id, [r for r, _ in found], [s for _, s in found])
+    return "done"
+
+
+async def _recover_melt(custody: Custody, op: sql.Operation, rows: list[sql.OutputRow]) -> str:
+    client = custody.client_for(op.mint_url)
+    assert op.quote_id is not None
+    quote = await client.get_melt_quote(op.quote_id)
+    if quote.state == "PAID":
+        signed = await client.restore([r.output.message() for r in rows]) if rows else {}
+        found = [(r, signed[r.output.B_]) for r in rows if r.output.B_ in signed]
+        await custody.complete_melt(
+            op.id, [r for r, _ in found], [s for _, s in found], quote.payment_preimage
+        )
+        return "done"
+    if quote.state == "PENDING":
+        return "pending"
+    inputs = await custody.db.read(lambda c: sql.operation_inputs(c, op.id))
+    states = await client.check_state([s.y for s in inputs])
+    if all(v == "UNSPENT" for v in states.values()):
+        await custody.revert_send(op.id, "the invoice was not paid")
+        return "failed"
+    return "pending"
+
+
+def _mark_lost(c: object, op_id: int) -> None:
+    import sqlite3
+
+    assert isinstance(c, sqlite3.Connection)
+    sql.settle_inputs(c, op_id, "spent")
+    sql.finish_operation(c, op_id, "failed", error="inputs spent elsewhere")

@@ -1,0 +1,320 @@
+"""Custody transactions: proofs, write-ahead operations and their outputs, outgoing tokens."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mints.models import Proof
+from mints.outputs import PreparedOutput
+from wallet.errors import TokenAlreadyRedeemed, TokenBeingRedeemed
+from wallet.selection import Coin
+from wallet.sqlite.ledger import now
+
+
+@dataclass(frozen=True, slots=True)
+class StoredProof:
+    proof: Proof
+    y: str
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    id: int
+    kind: str
+    mint_url: str
+    state: str
+    token_id: str | None
+    foreign_inputs: list[Proof]
+    intent: dict[str, Any]
+    quote_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRow:
+    role: str
+    output: PreparedOutput
+
+
+def next_counter(conn: sqlite3.Connection, keyset_id: str) -> int:
+    """The first derivation counter never used for this keyset (from counters and outputs)."""
+    row = conn.execute("SELECT next FROM counters WHERE keyset_id = ?", (keyset_id,)).fetchone()
+    stored = int(row[0]) if row else 0
+    used = conn.execute(
+        "SELECT COALESCE(MAX(counter) + 1, 0) FROM operation_outputs WHERE keyset_id = ?",
+        (keyset_id,),
+    ).fetchone()[0]
+    return max(stored, int(used))
+
+
+def bump_counter(conn: sqlite3.Connection, keyset_id: str, next_value: int) -> None:
+    conn.execute(
+        "INSERT INTO counters (keyset_id, next) VALUES (?, ?)"
+        " ON CONFLICT (keyset_id) DO UPDATE SET next = MAX(next, excluded.next)",
+        (keyset_id, next_value),
+    )
+
+
+def insert_operation(
+    conn: sqlite3.Connection,
+    kind: str,
+    mint_url: str,
+    intent: dict[str, Any],
+    outputs: Sequence[OutputRow],
+    *,
+    token_id: str | None = None,
+    foreign_inputs: Sequence[Proof] = (),
+    quote_id: str | None = None,
+) -> int:
+    """Write an operation down before it is sent: intent, inputs and every output's secrets."""
+    if token_id is not None:
+        existing = conn.execute(
+            "SELECT state, intent, result FROM operations WHERE token_id = ? AND state != 'failed'",
+            (token_id,),
+        ).fetchone()
+        if existing is not None:
+            if existing[0] == "pending":
+                raise TokenBeingRedeemed("this token is being redeemed by another request")
+            result = json.loads(existing[2] or "{}")
+            raise TokenAlreadyRedeemed(
+                "this token was already redeemed here", account_id=result.get("account_id")
+            )
+    cur = conn.execute(
+        "INSERT INTO operations (kind, mint_url, state, token_id, foreign_inputs, intent,"
+        " quote_id, created_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
+        (
+            kind,
+            mint_url,
+            token_id,
+            json.dumps([p.to_wire() for p in foreign_inputs]) if foreign_inputs else None,
+            json.dumps(intent),
+            quote_id,
+            now(),
+        ),
+    )
+    op_id = cur.lastrowid
+    assert op_id is not None
+    conn.executemany(
+        "INSERT INTO operation_outputs (operation_id, idx, role, keyset_id, amount, counter,"
+        " secret, r, b_) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                op_id,
+                i,
+                o.role,
+                o.output.keyset_id,
+                o.output.amount,
+                o.output.counter,
+                o.output.secret,
+                o.output.r,
+                o.output.B_,
+            )
+            for i, o in enumerate(outputs)
+        ],
+    )
+    tops: dict[str, int] = {}
+    for o in outputs:
+        tops[o.output.keyset_id] = max(tops.get(o.output.keyset_id, 0), o.output.counter + 1)
+    for keyset_id, top in tops.items():
+        bump_counter(conn, keyset_id, top)
+    return op_id
+
+
+def set_quote(conn: sqlite3.Connection, op_id: int, quote_id: str) -> None:
+    conn.execute("UPDATE operations SET quote_id = ? WHERE id = ?", (quote_id, op_id))
+
+
+def operation(conn: sqlite3.Connection, op_id: int) -> Operation:
+    row = conn.execute(
+        "SELECT id, kind, mint_url, state, token_id, foreign_inputs, intent, quote_id"
+        " FROM operations WHERE id = ?",
+        (op_id,),
+    ).fetchone()
+    if row is None:
+        raise KeyError(op_id)
+    return _operation(row)
+
+
+def pending_operations(conn: sqlite3.Connection) -> list[Operation]:
+    rows = conn.execute(
+        "SELECT id, kind, mint_url, state, token_id, foreign_inputs, intent, quote_id"
+        " FROM operations WHERE state = 'pending' ORDER BY id"
+    ).fetchall()
+    return [_operation(r) for r in rows]
+
+
+def _operation(row: Any) -> Operation:
+    inputs = [
+        Proof(amount=int(p["amount"]), keyset_id=p["id"], secret=p["secret"], C=p["C"])
+        for p in json.loads(row[5] or "[]")
+    ]
+    return Operation(row[0], row[1], row[2], row[3], row[4], inputs, json.loads(row[6]), row[7])
+
+
+def operation_outputs(conn: sqlite3.Connection, op_id: int) -> list[OutputRow]:
+    rows = conn.execute(
+        "SELECT role, keyset_id, amount, counter, secret, r, b_ FROM operation_outputs"
+        " WHERE operation_id = ? ORDER BY idx",
+        (op_id,),
+    ).fetchall()
+    return [
+        OutputRow(
+            r[0],
+            PreparedOutput(amount=r[2], keyset_id=r[1], counter=r[3], secret=r[4], r=r[5], B_=r[6]),
+        )
+        for r in rows
+    ]
+
+
+def finish_operation(
+    conn: sqlite3.Connection,
+    op_id: int,
+    state: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> bool:
+    """Mark a pending operation done or failed; False if it was already finished."""
+    cur = conn.execute(
+        "UPDATE operations SET state = ?, result = ?, error = ?, finished_at = ?"
+        " WHERE id = ? AND state = 'pending'",
+        (state, json.dumps(result) if result is not None else None, error, now(), op_id),
+    )
+    return cur.rowcount == 1
+
+
+def insert_proofs(
+    conn: sqlite3.Connection,
+    mint_url: str,
+    proofs: Sequence[StoredProof],
+    *,
+    state: str,
+    operation_id: int | None = None,
+    outgoing_token_id: int | None = None,
+) -> None:
+    conn.executemany(
+        "INSERT INTO proofs (mint_url, keyset_id, amount, secret, c, y, state, operation_id,"
+        " outgoing_token_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                mint_url,
+                s.proof.keyset_id,
+                s.proof.amount,
+                s.proof.secret,
+                s.proof.C,
+                s.y,
+                state,
+                operation_id,
+                outgoing_token_id,
+                now(),
+            )
+            for s in proofs
+        ],
+    )
+
+
+def unspent_coins(conn: sqlite3.Connection, mint_url: str) -> list[Coin]:
+    rows = conn.execute(
+        "SELECT id, amount, keyset_id FROM proofs WHERE mint_url = ? AND state = 'unspent'",
+        (mint_url,),
+    ).fetchall()
+    return [Coin(int(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+
+def lock_proofs(conn: sqlite3.Connection, proof_ids: Sequence[int], op_id: int) -> bool:
+    """Mark proofs as inputs of an operation; False (and nothing changed) if any is taken."""
+    marks = ",".join("?" * len(proof_ids))
+    cur = conn.execute(
+        f"UPDATE proofs SET state = 'pending', operation_id = ? WHERE id IN ({marks})"
+        " AND state = 'unspent'",
+        (op_id, *proof_ids),
+    )
+    if cur.rowcount != len(proof_ids):
+        raise _Conflict()
+    return True
+
+
+class _Conflict(Exception):
+    """Another operation took one of the selected proofs first."""
+
+
+SelectionConflict = _Conflict
+
+
+def operation_inputs(conn: sqlite3.Connection, op_id: int) -> list[StoredProof]:
+    rows = conn.execute(
+        "SELECT amount, keyset_id, secret, c, y FROM proofs WHERE operation_id = ?"
+        " AND state = 'pending' ORDER BY id",
+        (op_id,),
+    ).fetchall()
+    return [StoredProof(Proof(int(r[0]), r[1], r[2], r[3]), r[4]) for r in rows]
+
+
+def proofs_by_ids(conn: sqlite3.Connection, proof_ids: Sequence[int]) -> list[StoredProof]:
+    marks = ",".join("?" * len(proof_ids))
+    rows = conn.execute(
+        f"SELECT amount, keyset_id, secret, c, y FROM proofs WHERE id IN ({marks}) ORDER BY id",
+        tuple(proof_ids),
+    ).fetchall()
+    return [StoredProof(Proof(int(r[0]), r[1], r[2], r[3]), r[4]) for r in rows]
+
+
+def settle_inputs(conn: sqlite3.Connection, op_id: int, state: str) -> int:
+    """Inputs of an operation become spent, or unspent again when it never happened."""
+    cur = conn.execute(
+        "UPDATE proofs SET state = ? WHERE operation_id = ? AND state = 'pending'",
+        (state, op_id),
+    )
+    return cur.rowcount
+
+
+def mark_sent(conn: sqlite3.Connection, proof_ids: Sequence[int], outgoing_token_id: int) -> None:
+    marks = ",".join("?" * len(proof_ids))
+    cur = conn.execute(
+        f"UPDATE proofs SET state = 'sent', outgoing_token_id = ? WHERE id IN ({marks})"
+        " AND state = 'unspent'",
+        (outgoing_token_id, *proof_ids),
+    )
+    if cur.rowcount != len(proof_ids):
+        raise _Conflict()
+
+
+def insert_outgoing_token(
+    conn: sqlite3.Connection,
+    account_id: int | None,
+    purpose: str,
+    mint_url: str,
+    amount_sat: int,
+    token: str,
+) -> int:
+    cur = conn.execute(
+        "INSERT INTO outgoing_tokens (account_id, purpose, mint_url, amount_sat, token, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (account_id, purpose, mint_url, amount_sat, token, now()),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def outgoing_tokens(
+    conn: sqlite3.Connection, account_id: int, purpose: str
+) -> list[tuple[str, int]]:
+    rows = conn.execute(
+        "SELECT token, amount_sat FROM outgoing_tokens WHERE account_id = ? AND purpose = ?"
+        " ORDER BY id",
+        (account_id, purpose),
+    ).fetchall()
+    return [(str(r[0]), int(r[1])) for r in rows]
+
+
+def custody_totals(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Sat held per mint and state."""
+    totals: dict[str, dict[str, int]] = {}
+    for mint_url, state, amount in conn.execute(
+        "SELECT mint_url, state, SUM(amount) FROM proofs GROUP BY mint_url, state"
+    ):
+        totals.setdefault(mint_url, {})[state] = int(amount)
+    return totals

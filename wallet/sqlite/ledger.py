@@ -1,0 +1,264 @@
+"""Ledger transactions: accounts, reservations, charges and the journal.
+
+Each function runs inside one write transaction (see :mod:`wallet.sqlite.database`)
+and writes its journal row in that same transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from wallet.errors import AccountNotFound, InsufficientBalance, InvalidAmount
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    id: int
+    kind: str
+    balance_msat: int
+    reserved_msat: int
+    mint_url: str | None
+    token_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    reservation_id: int
+    account_id: int
+    reserved_msat: int
+    charged_msat: int
+    state: str
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def journal(
+    conn: sqlite3.Connection,
+    kind: str,
+    *,
+    account_id: int | None = None,
+    reservation_id: int | None = None,
+    operation_id: int | None = None,
+    custody: int = 0,
+    balance: int = 0,
+    reserved: int = 0,
+    earnings: int = 0,
+    memo: str | None = None,
+) -> None:
+    conn.execute(
+        "INSERT INTO journal (at, kind, account_id, reservation_id, operation_id,"
+        " custody_delta_msat, balance_delta_msat, reserved_delta_msat, earnings_delta_msat, memo)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            now(),
+            kind,
+            account_id,
+            reservation_id,
+            operation_id,
+            custody,
+            balance,
+            reserved,
+            earnings,
+            memo,
+        ),
+    )
+
+
+def _positive(amount_msat: int) -> None:
+    if type(amount_msat) is not int or amount_msat < 0:
+        raise InvalidAmount(f"amount must be a non-negative integer msat, got {amount_msat!r}")
+
+
+def create_account(
+    conn: sqlite3.Connection,
+    kind: str,
+    *,
+    key_hash: str | None = None,
+    admin_key_hash: str | None = None,
+    token_id: str | None = None,
+    mint_url: str | None = None,
+) -> int:
+    cur = conn.execute(
+        "INSERT INTO accounts (kind, key_hash, admin_key_hash, token_id, mint_url, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (kind, key_hash, admin_key_hash, token_id, mint_url, now()),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def get_account(conn: sqlite3.Connection, account_id: int) -> AccountRow:
+    row = conn.execute(
+        "SELECT id, kind, balance_msat, reserved_msat, mint_url, token_id"
+        " FROM accounts WHERE id = ?",
+        (account_id,),
+    ).fetchone()
+    if row is None:
+        raise AccountNotFound(f"no account {account_id}")
+    return AccountRow(*row)
+
+
+def find_account(conn: sqlite3.Connection, column: str, value: str) -> AccountRow | None:
+    if column not in ("key_hash", "admin_key_hash", "token_id"):
+        raise ValueError(column)
+    row = conn.execute(
+        "SELECT id, kind, balance_msat, reserved_msat, mint_url, token_id"
+        f" FROM accounts WHERE {column} = ?",
+        (value,),
+    ).fetchone()
+    return AccountRow(*row) if row else None
+
+
+def credit_from_custody(
+    conn: sqlite3.Connection,
+    account_id: int,
+    amount_msat: int,
+    *,
+    operation_id: int | None,
+    kind: str = "credit",
+) -> None:
+    """New proofs entered custody and back this much of the account's balance."""
+    _positive(amount_msat)
+    cur = conn.execute(
+        "UPDATE accounts SET balance_msat = balance_msat + ? WHERE id = ?",
+        (amount_msat, account_id),
+    )
+    if cur.rowcount != 1:
+        raise AccountNotFound(f"no account {account_id}")
+    journal(
+        conn,
+        kind,
+        account_id=account_id,
+        operation_id=operation_id,
+        custody=amount_msat,
+        balance=amount_msat,
+    )
+
+
+def reserve(conn: sqlite3.Connection, account_id: int, amount_msat: int, purpose: str) -> int:
+    """Hold ``amount_msat`` of the balance; one conditional update, never negative."""
+    _positive(amount_msat)
+    cur = conn.execute(
+        "UPDATE accounts SET balance_msat = balance_msat - ?, reserved_msat = reserved_msat + ?"
+        " WHERE id = ? AND balance_msat >= ?",
+        (amount_msat, amount_msat, account_id, amount_msat),
+    )
+    if cur.rowcount != 1:
+        account = get_account(conn, account_id)
+        raise InsufficientBalance(
+            f"needs {amount_msat} msat, the account has {account.balance_msat} msat available",
+            needed_msat=amount_msat,
+            available_msat=account.balance_msat,
+        )
+    cur = conn.execute(
+        "INSERT INTO reservations (account_id, amount_msat, state, purpose, created_at)"
+        " VALUES (?, ?, 'open', ?, ?)",
+        (account_id, amount_msat, purpose, now()),
+    )
+    assert cur.lastrowid is not None
+    journal(
+        conn,
+        "reserve",
+        account_id=account_id,
+        reservation_id=cur.lastrowid,
+        balance=-amount_msat,
+        reserved=amount_msat,
+        memo=purpose,
+    )
+    return cur.lastrowid
+
+
+def settle(
+    conn: sqlite3.Connection,
+    reservation_id: int,
+    charge_msat: int,
+    *,
+    destination: str = "earnings",
+    operation_id: int | None = None,
+) -> Settlement:
+    """Charge at most the reservation and release the rest, exactly once.
+
+    ``destination`` is where the charged msat go: ``earnings`` (a paid request) or
+    ``out`` (the money left custody: a token sent or an invoice paid). A second call
+    for the same reservation changes nothing and returns the first outcome.
+    """
+    _positive(charge_msat)
+    if destination not in ("earnings", "out"):
+        raise ValueError(destination)
+    row = conn.execute(
+        "UPDATE reservations SET state = CASE WHEN ? > 0 THEN 'charged' ELSE 'released' END,"
+        " charged_msat = MIN(?, amount_msat), settled_at = ?"
+        " WHERE id = ? AND state = 'open' RETURNING account_id, amount_msat, charged_msat, state",
+        (charge_msat, charge_msat, now(), reservation_id),
+    ).fetchone()
+    if row is None:
+        return _settled(conn, reservation_id)
+    account_id, amount, charged, state = row
+    returned = amount - charged
+    conn.execute(
+        "UPDATE accounts SET reserved_msat = reserved_msat - ?, balance_msat = balance_msat + ?"
+        " WHERE id = ?",
+        (amount, returned, account_id),
+    )
+    if destination == "earnings" and charged:
+        conn.execute("UPDATE earnings SET amount_msat = amount_msat + ? WHERE id = 1", (charged,))
+    journal(
+        conn,
+        "charge" if charged else "release",
+        account_id=account_id,
+        reservation_id=reservation_id,
+        operation_id=operation_id,
+        custody=-charged if destination == "out" else 0,
+        balance=returned,
+        reserved=-amount,
+        earnings=charged if destination == "earnings" else 0,
+        memo=destination,
+    )
+    return Settlement(reservation_id, account_id, amount, charged, state)
+
+
+def _settled(conn: sqlite3.Connection, reservation_id: int) -> Settlement:
+    row = conn.execute(
+        "SELECT account_id, amount_msat, COALESCE(charged_msat, 0), state"
+        " FROM reservations WHERE id = ?",
+        (reservation_id,),
+    ).fetchone()
+    if row is None:
+        raise AccountNotFound(f"no reservation {reservation_id}")
+    return Settlement(reservation_id, *row)
+
+
+def reservation_state(conn: sqlite3.Connection, reservation_id: int) -> Settlement:
+    return _settled(conn, reservation_id)
+
+
+def debit_to_earnings(
+    conn: sqlite3.Connection, account_id: int, amount_msat: int, *, kind: str, memo: str = ""
+) -> None:
+    """Move part of an account's balance to the node (sat rounding, sub-sat remainders)."""
+    _positive(amount_msat)
+    if amount_msat == 0:
+        return
+    cur = conn.execute(
+        "UPDATE accounts SET balance_msat = balance_msat - ? WHERE id = ? AND balance_msat >= ?",
+        (amount_msat, account_id, amount_msat),
+    )
+    if cur.rowcount != 1:
+        raise InsufficientBalance("balance too small", needed_msat=amount_msat)
+    conn.execute("UPDATE earnings SET amount_msat = amount_msat + ? WHERE id = 1", (amount_msat,))
+    journal(
+        conn,
+        kind,
+        account_id=account_id,
+        balance=-amount_msat,
+        earnings=amount_msat,
+        memo=memo or None,
+    )
+
+
+def earnings_msat(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT amount_msat FROM earnings WHERE id = 1").fetchone()[0])

@@ -1,0 +1,150 @@
+"""Schema migrations, numbered from the first version on.
+
+Every journal row must balance: the change in custody (proofs the node holds) equals the
+change in balances + reserved + earnings. SQLite enforces it, and the journal is
+append-only, so the audit can recompute every total from it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('key', 'token', 'xcashu')),
+        key_hash TEXT UNIQUE,
+        admin_key_hash TEXT UNIQUE,
+        token_id TEXT UNIQUE,
+        mint_url TEXT,
+        balance_msat INTEGER NOT NULL DEFAULT 0 CHECK (balance_msat >= 0),
+        reserved_msat INTEGER NOT NULL DEFAULT 0 CHECK (reserved_msat >= 0),
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE reservations (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        amount_msat INTEGER NOT NULL CHECK (amount_msat >= 0),
+        state TEXT NOT NULL CHECK (state IN ('open', 'charged', 'released')),
+        charged_msat INTEGER,
+        purpose TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        settled_at INTEGER
+    );
+    CREATE INDEX reservations_open ON reservations (state) WHERE state = 'open';
+    CREATE TABLE earnings (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        amount_msat INTEGER NOT NULL CHECK (amount_msat >= 0)
+    );
+    INSERT INTO earnings (id, amount_msat) VALUES (1, 0);
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        account_id INTEGER,
+        reservation_id INTEGER,
+        operation_id INTEGER,
+        custody_delta_msat INTEGER NOT NULL DEFAULT 0,
+        balance_delta_msat INTEGER NOT NULL DEFAULT 0,
+        reserved_delta_msat INTEGER NOT NULL DEFAULT 0,
+        earnings_delta_msat INTEGER NOT NULL DEFAULT 0,
+        memo TEXT,
+        CHECK (custody_delta_msat
+               = balance_delta_msat + reserved_delta_msat + earnings_delta_msat)
+    );
+    CREATE INDEX journal_account ON journal (account_id);
+    CREATE TRIGGER journal_append_only_update BEFORE UPDATE ON journal
+        BEGIN SELECT RAISE(ABORT, 'journal is append-only'); END;
+    CREATE TRIGGER journal_append_only_delete BEFORE DELETE ON journal
+        BEGIN SELECT RAISE(ABORT, 'journal is append-only'); END;
+    CREATE TABLE proofs (
+        id INTEGER PRIMARY KEY,
+        mint_url TEXT NOT NULL,
+        keyset_id TEXT NOT NULL,
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        secret TEXT NOT NULL UNIQUE,
+        c TEXT NOT NULL,
+        y TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL CHECK (state IN ('unspent', 'pending', 'spent', 'sent')),
+        operation_id INTEGER,
+        outgoing_token_id INTEGER,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX proofs_by_state ON proofs (mint_url, state, amount);
+    CREATE TABLE counters (
+        keyset_id TEXT PRIMARY KEY,
+        next INTEGER NOT NULL
+    );
+    CREATE TABLE operations (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('receive', 'swap', 'melt', 'mint')),
+        mint_url TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
+        token_id TEXT,
+        foreign_inputs TEXT,
+        intent TEXT NOT NULL,
+        quote_id TEXT,
+        result TEXT,
+        error TEXT,
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER
+    );
+    CREATE UNIQUE INDEX operations_live_token ON operations (token_id)
+        WHERE token_id IS NOT NULL AND state != 'failed';
+    CREATE INDEX operations_pending ON operations (state) WHERE state = 'pending';
+    CREATE TABLE operation_outputs (
+        operation_id INTEGER NOT NULL REFERENCES operations (id),
+        idx INTEGER NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('keep', 'send', 'change')),
+        keyset_id TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        counter INTEGER NOT NULL,
+        secret TEXT NOT NULL,
+        r TEXT NOT NULL,
+        b_ TEXT NOT NULL,
+        PRIMARY KEY (operation_id, idx)
+    );
+    CREATE TABLE outgoing_tokens (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER REFERENCES accounts (id),
+        purpose TEXT NOT NULL,
+        mint_url TEXT NOT NULL,
+        amount_sat INTEGER NOT NULL,
+        token TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX outgoing_by_account ON outgoing_tokens (account_id, purpose);
+    """,
+]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the database to the newest schema, one numbered step at a time."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    for number, script in enumerate(MIGRATIONS, start=1):
+        if number <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script on ';' while keeping trigger bodies (BEGIN … END;) whole."""
+    statements: list[str] = []
+    current = ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip())
+            current = ""
+    return statements
