@@ -15,6 +15,7 @@ from wallet.keys import key_hash, new_admin_key, new_api_key
 from wallet.ledger import Ledger
 from wallet.recovery import RecoveryReport, recover_all
 from wallet.seed import load_or_create_seed
+from wallet.sqlite.custody import outgoing_tokens
 from wallet.sqlite.database import Database
 
 log = logging.getLogger(__name__)
@@ -140,3 +141,15 @@ class WalletService:
 
     async def audit(self) -> AuditReport:
         return await audit(self.db, self.mints)
+
+    async def change_of(self, token_id: str) -> tuple[str, int] | None:
+        """The change token of an X-Cashu payment (issued now if it was not yet)."""
+        account = await self.ledger.account_by_token_id(token_id)
+        if account is None or account.kind != "xcashu":
+            return None
+        if account.balance_msat >= 1000:
+            await self.issue_change(account.id)
+        tokens = await self.db.read(lambda c: outgoing_tokens(c, account.id, "change"))
+        if not tokens:
+            return "", 0
+        return tokens[-1]

@@ -1,0 +1,171 @@
+"""The node's aiohttp application: factory, shared state, middlewares, routes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from mints.directory import MintDirectory
+from routstr_node import discovery, wallet_api
+from routstr_node.config import Settings
+from routstr_node.errors import ApiError, from_domain
+from routstr_node.identity import load_secret, npub
+from routstr_node.metrics import Metrics
+from routstr_node.payment import presented_key
+from routstr_node.pricing import BtcUsdRate
+from routstr_node.proxy import PROXIED_PATHS, handle_proxy
+from routstr_node.ratelimit import RateLimiter
+from routstr_node.state import NODE, NodeState
+from routstr_node.upstream import Upstreams
+from wallet.service import WalletService
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_UNCOUNTED = ("/health", "/metrics")
+
+
+def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.limits.max_body_bytes,
+        middlewares=[_outer_middleware, _rate_limit_middleware],
+    )
+    app["config_path"] = config_path
+    app.cleanup_ctx.append(_node_context(settings))
+    for path in PROXIED_PATHS:
+        app.router.add_post(path, handle_proxy)
+    discovery.add_routes(app)
+    wallet_api.add_routes(app)
+    return app
+
+
+def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        mints = MintDirectory(list(settings.mints.trusted))
+        wallet = WalletService(settings.node.data_dir, mints)
+        upstreams = Upstreams()
+        price_session = aiohttp.ClientSession()
+        try:
+            await wallet.open()
+            await upstreams.configure(list(settings.upstreams))
+            nostr_secret = load_secret(settings.node.data_dir, settings.nostr.nsec)
+            limits = settings.limits
+            app[NODE] = NodeState(
+                settings=settings,
+                mints=mints,
+                wallet=wallet,
+                upstreams=upstreams,
+                rate=BtcUsdRate(settings.pricing, price_session),
+                limiter=RateLimiter(
+                    limits.requests_per_minute, limits.requests_per_hour, limits.requests_per_day
+                ),
+                metrics=Metrics(),
+                npub=npub(nostr_secret),
+            )
+            yield
+        finally:
+            await upstreams.close()
+            await price_session.close()
+            await wallet.close()
+            await mints.close()
+
+    return context
+
+
+@web.middleware
+async def _outer_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id on every answer, the contract's error envelope, metrics."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    if len(request_id) > 128 or not request_id.isprintable():
+        request_id = uuid.uuid4().hex
+    headers: dict[str, str] = {"X-Request-Id": request_id}
+    request["request_id"] = request_id
+    request["response_headers"] = headers
+    started = time.perf_counter()
+    try:
+        response = await _answer(request, handler)
+    finally:
+        node = request.app.get(NODE)
+        if node is not None and request.get("counted_stream"):
+            node.metrics.open_streams -= 1
+    if not response.prepared:
+        for name, value in request["response_headers"].items():
+            response.headers.setdefault(name, value)
+    node = request.app.get(NODE)
+    if node is not None:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        node.metrics.request_done(name, response.status, time.perf_counter() - started)
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPRequestEntityTooLarge:
+        return ApiError(
+            413, "invalid_request_error", "body_too_large", "the request body is too large"
+        ).response()
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return ApiError(
+                404, "not_found_error", "not_found", f"no route {request.method} {request.path}"
+            ).response()
+        if exc.status == 405:
+            return ApiError(
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+                f"{request.method} is not allowed on {request.path}",
+            ).response()
+        return ApiError(exc.status, "invalid_request_error", "http_error", exc.reason).response()
+    except Exception as exc:
+        mapped = from_domain(exc)
+        if mapped is not None:
+            return mapped.response()
+        log.exception("internal error (request id %s)", request["request_id"])
+        return ApiError(
+            500,
+            "api_error",
+            "internal_error",
+            f"internal error; request id {request['request_id']}",
+        ).response()
+
+
+@web.middleware
+async def _rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Per payer on paid routes, per client address elsewhere; /health and /metrics free."""
+    node = request.app.get(NODE)
+    if node is None or request.path in _UNCOUNTED:
+        return await handler(request)
+    if request.path in PROXIED_PATHS:
+        credential = request.headers.get("X-Cashu") or presented_key(request) or ""
+        key = "payer:" + hashlib.sha256(credential.encode()).hexdigest() if credential else ""
+    else:
+        key = ""
+    key = key or "ip:" + (request.remote or "unknown")
+    verdict = node.limiter.hit(key)
+    headers = {
+        "X-RateLimit-Limit": str(verdict.limit),
+        "X-RateLimit-Remaining": str(verdict.remaining),
+        "X-RateLimit-Reset": str(verdict.reset_s),
+    }
+    request["response_headers"].update(headers)
+    if not verdict.allowed:
+        raise ApiError(
+            429,
+            "rate_limit_error",
+            "rate_limited",
+            "too many requests; slow down",
+            headers={**headers, "Retry-After": str(verdict.retry_after_s)},
+        )
+    return await handler(request)

@@ -1,0 +1,21 @@
+"""``routstr-node audit``: the custody invariant, read beside a running node (WAL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mints.directory import MintDirectory
+from routstr_node.config import Settings
+from wallet.service import WalletService
+
+
+async def run_audit(settings: Settings) -> dict[str, Any]:
+    mints = MintDirectory(list(settings.mints.trusted))
+    wallet = WalletService(settings.node.data_dir, mints)
+    try:
+        await wallet.open(recover=False)
+        report = await wallet.audit()
+        return report.to_dict()
+    finally:
+        await wallet.close()
+        await mints.close()

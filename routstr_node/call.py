@@ -1,0 +1,134 @@
+"""A paid request between its reservation and its settlement, and upstream failures.
+
+Shared by the plain and the streaming path so both settle, report and refund alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from routstr_node.errors import ApiError
+from routstr_node.payment import Payer
+from routstr_node.pricing import Cost, ModelPrice, cost_msat
+from routstr_node.state import NodeState
+from routstr_node.upstream import Upstream
+from routstr_node.usage import TokenUsage, estimate_tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PaidCall:
+    """One paid request between its reservation and its settlement."""
+
+    node: NodeState
+    path: str
+    body: dict[str, Any]
+    price: ModelPrice
+    payer: Payer
+    reservation_id: int
+    reserved_msat: int
+    prompt_text: str
+    settled: bool = False
+    charged: Cost | None = None
+    change_token: str | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    def own_count(self, output_text: str) -> TokenUsage:
+        return TokenUsage(estimate_tokens(self.prompt_text), estimate_tokens(output_text), False)
+
+    async def settle(self, usage: TokenUsage | None) -> Cost:
+        """Charge what the usage costs (capped at the reservation), exactly once."""
+        if self.charged is not None:
+            return self.charged
+        cost = (
+            cost_msat(self.price, usage.input_tokens, usage.output_tokens)
+            if usage is not None
+            else Cost(0, 0, 0)
+        )
+        charge = min(cost.total_msat, self.reserved_msat)
+        settlement = await self.node.wallet.ledger.settle(self.reservation_id, charge)
+        charged = settlement.charged_msat
+        if charged != cost.total_msat:
+            input_part = min(cost.input_msat, charged)
+            cost = Cost(input_part, charged - input_part, 0)
+        self.charged = cost
+        self.node.metrics.charged_msat += charged
+        if self.payer.mode == "xcashu":
+            self.change_token = await change_for(self.node, self.payer)
+        self.settled = True
+        return cost
+
+
+async def change_for(node: NodeState, payer: Payer) -> str | None:
+    """The X-Cashu remainder as a token; stays claimable via refund if this fails."""
+    try:
+        sent = await node.wallet.issue_change(payer.account_id, legacy=payer.legacy)
+    except Exception as exc:
+        log.warning(
+            "change for account %s not issued now: %s", payer.account_id, type(exc).__name__
+        )
+        return None
+    return sent.token if sent is not None else None
+
+
+def cost_json(cost: Cost) -> dict[str, int]:
+    return {
+        "total_msats": cost.total_msat,
+        "input_msats": cost.input_msat,
+        "output_msats": cost.output_msat + cost.request_msat,
+    }
+
+
+def upstream_timeout(upstream: Upstream) -> ApiError:
+    return ApiError(
+        504,
+        "upstream_error",
+        "upstream_timeout",
+        f"the upstream '{upstream.name}' did not answer in time",
+    )
+
+
+def upstream_failed(upstream: Upstream, why: str) -> ApiError:
+    return ApiError(
+        502, "upstream_error", "upstream_error", f"the upstream '{upstream.name}' failed: {why}"
+    )
+
+
+def upstream_status_error(upstream: Upstream, status: int, raw: bytes) -> ApiError:
+    """Client errors the upstream found are the client's to see; the rest is a 502."""
+    message = ""
+    upstream_code = None
+    try:
+        err = json.loads(raw).get("error")
+        if isinstance(err, dict):
+            message = str(err.get("message") or "")
+            upstream_code = err.get("code")
+        elif isinstance(err, str):
+            message = err
+    except (ValueError, AttributeError):
+        pass
+    if status in (400, 404, 409, 413, 422):
+        return ApiError(
+            status,
+            "invalid_request_error",
+            str(upstream_code or "upstream_rejected"),
+            message or f"the upstream rejected the request ({status})",
+        )
+    if status == 429:
+        return ApiError(
+            429,
+            "rate_limit_error",
+            "rate_limited",
+            message or "the upstream is rate limiting",
+            headers={"Retry-After": "1"},
+        )
+    return ApiError(
+        502,
+        "upstream_error",
+        "upstream_error",
+        f"the upstream '{upstream.name}' answered {status}" + (f": {message}" if message else ""),
+    )

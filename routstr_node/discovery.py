@@ -1,0 +1,101 @@
+"""What the node offers: health, metrics, models with prices, providers, node info."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+import routstr_node
+from routstr_node.errors import not_found
+from routstr_node.pricing import models_listing
+from routstr_node.proxy import PROXIED_PATHS, STREAMING_PATHS
+from routstr_node.state import NODE, NodeState
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/info", info)
+    app.router.add_get("/v1/providers", providers)
+    app.router.add_get("/v1/providers/{name}", provider)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = request.app[NODE].metrics.render()
+    return web.Response(
+        text=text,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+async def models(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    btc_usd = await node.btc_usd_or_none()
+    data = models_listing(node.settings, btc_usd, int(node.started_at))
+    return web.json_response({"object": "list", "data": data})
+
+
+async def info(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    settings = node.settings
+    return web.json_response(
+        {
+            "name": settings.node.name,
+            "description": settings.node.description,
+            "version": routstr_node.__version__,
+            "npub": node.npub,
+            "mints": list(node.mints.urls),
+            "http_url": settings.node.public_url or f"http://{request.host}",
+            "models": [m.id for m in settings.models],
+        }
+    )
+
+
+def _provider_summary(node: NodeState, name: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "models": [m.id for m in node.settings.models if m.upstream == name],
+        "endpoints": list(PROXIED_PATHS),
+        "status": "active" if node.upstreams.get(name) is not None else "down",
+    }
+
+
+async def providers(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return web.json_response(
+        {"providers": [_provider_summary(node, u.name) for u in node.settings.upstreams]}
+    )
+
+
+async def provider(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    name = request.match_info["name"]
+    if all(u.name != name for u in node.settings.upstreams):
+        raise not_found("not_found", f"no provider named '{name}'")
+    btc_usd = await node.btc_usd_or_none()
+    listed = {m["id"]: m for m in models_listing(node.settings, btc_usd, int(node.started_at))}
+    summary = _provider_summary(node, name)
+    return web.json_response(
+        {
+            **summary,
+            "display_name": name,
+            "description": f"{node.settings.node.name} via {name}",
+            "models": [
+                {
+                    "id": m.id,
+                    "name": m.id,
+                    "context_window": m.context_length,
+                    "pricing": listed.get(m.id, {}).get("pricing"),
+                }
+                for m in node.settings.models
+                if m.upstream == name
+            ],
+            "features": ["streaming"] if set(STREAMING_PATHS) else [],
+        }
+    )

@@ -1,0 +1,105 @@
+"""The contract's error envelope, and the one mapping from typed failures to it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from mints import errors as mint_errors
+from wallet import errors as wallet_errors
+
+
+class ApiError(Exception):
+    """An error answer: status, type, code and a message people can act on."""
+
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.code = code
+        self.message = message
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "code": self.code,
+                "param": self.param,
+            }
+        }
+
+    def response(self) -> web.Response:
+        return web.Response(
+            status=self.status,
+            body=json.dumps(self.body()).encode(),
+            content_type="application/json",
+            headers=self.headers,
+        )
+
+
+def invalid_request(code: str, message: str, *, param: str | None = None) -> ApiError:
+    return ApiError(400, "invalid_request_error", code, message, param=param)
+
+
+def not_found(code: str, message: str) -> ApiError:
+    return ApiError(404, "not_found_error", code, message)
+
+
+def unauthorized(code: str, message: str) -> ApiError:
+    return ApiError(401, "authentication_error", code, message)
+
+
+def from_domain(exc: Exception) -> ApiError | None:
+    """The contract's answer for a mint or wallet failure (None: not one of ours)."""
+    match exc:
+        case mint_errors.TokenInvalid():
+            return invalid_request("cashu_token_invalid", exc.message)
+        case mint_errors.UnitUnsupported():
+            return invalid_request("cashu_unit_unsupported", exc.message)
+        case mint_errors.MintUntrusted():
+            return invalid_request("cashu_mint_untrusted", exc.message)
+        case mint_errors.AmountTooSmall():
+            return ApiError(402, "insufficient_quota", "payment_required", exc.message)
+        case mint_errors.ProofsSpent() | wallet_errors.TokenAlreadyRedeemed():
+            return invalid_request("cashu_token_spent", "this token has already been spent")
+        case mint_errors.ProofsPending() | wallet_errors.TokenBeingRedeemed():
+            return ApiError(
+                409,
+                "invalid_request_error",
+                "cashu_token_pending",
+                "this token is being redeemed by another request",
+            )
+        case mint_errors.MintUnreachable() | mint_errors.MintRateLimited():
+            return ApiError(503, "api_error", "cashu_mint_unreachable", exc.message)
+        case mint_errors.MintRefused():
+            return invalid_request(
+                "cashu_token_invalid", f"the mint refused the token: {exc.detail}"
+            )
+        case wallet_errors.InsufficientBalance():
+            return ApiError(402, "insufficient_quota", "insufficient_balance", exc.message)
+        case wallet_errors.InvalidAmount():
+            return invalid_request("invalid_amount", exc.message, param="amount")
+        case wallet_errors.OperationInFlight():
+            return ApiError(
+                409,
+                "invalid_request_error",
+                "operation_pending",
+                "the mint has not settled this operation yet; it will be finished automatically",
+            )
+        case mint_errors.ProtocolError() | wallet_errors.InsufficientCustody():
+            return ApiError(502, "upstream_error", "cashu_mint_error", exc.message)
+    return None

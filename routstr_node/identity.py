@@ -1,0 +1,54 @@
+"""The node's Nostr identity: from the configured nsec, or generated once in data_dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bech32
+import secp256k1
+
+KEY_FILE = "nostr.key"
+
+
+def _bech32(prefix: str, data: bytes) -> str:
+    words = bech32.convertbits(data, 8, 5)
+    assert words is not None
+    return str(bech32.bech32_encode(prefix, words))
+
+
+def _secret_from_nsec(nsec: str) -> bytes:
+    if nsec.startswith("nsec1"):
+        prefix, words = bech32.bech32_decode(nsec)
+        data = bech32.convertbits(words, 5, 8, False) if words is not None else None
+        if prefix != "nsec" or data is None or len(data) != 32:
+            raise ValueError("nostr.nsec is not a valid nsec")
+        return bytes(data)
+    secret = bytes.fromhex(nsec)
+    if len(secret) != 32:
+        raise ValueError("nostr.nsec must be an nsec1… or 64 hex characters")
+    return secret
+
+
+def load_secret(data_dir: Path, nsec: str | None) -> bytes:
+    if nsec:
+        return _secret_from_nsec(nsec)
+    path = data_dir / KEY_FILE
+    if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = os.urandom(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret.hex() + "\n")
+    return secret
+
+
+def public_key_hex(secret: bytes) -> str:
+    """The x-only public key Nostr uses (BIP-340)."""
+    key = secp256k1.PrivateKey(secret, raw=True)
+    return str(key.pubkey.serialize(compressed=True)[1:].hex())
+
+
+def npub(secret: bytes) -> str:
+    return _bech32("npub", bytes.fromhex(public_key_hex(secret)))

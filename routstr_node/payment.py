@@ -1,0 +1,112 @@
+"""Who pays for a request: an sk- account, a token used as a key, or an X-Cashu token.
+
+A token is checked locally (format, unit, trusted mint, value after the mint's fee
+against the most the request can cost) before it is redeemed, so a token the node
+refuses stays unspent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from aiohttp import web
+from cashu.core.nuts.nut18 import PaymentRequest
+
+from mints.token import looks_like_token, parse_token
+from routstr_node.errors import ApiError, unauthorized
+from routstr_node.state import NodeState
+from wallet.keys import ADMIN_KEY_PREFIX, API_KEY_PREFIX
+
+
+@dataclass(frozen=True, slots=True)
+class Payer:
+    account_id: int
+    mode: str  # "account" | "token" | "xcashu"
+    legacy: bool = False  # the X-Cashu token was cashuA: change comes back as cashuA
+
+
+def payment_required(
+    node: NodeState, needed_msat: int, message: str, *, code: str = "payment_required"
+) -> ApiError:
+    """402 with a NUT-18 payment request for what this request needs (NUT-24)."""
+    amount_sat = max(1, math.ceil(needed_msat / 1000))
+    request = PaymentRequest(
+        a=amount_sat,
+        u="sat",
+        s=True,
+        m=list(node.mints.urls),
+        d=f"{node.settings.node.name}: payment for this request",
+    )
+    return ApiError(
+        402,
+        "insufficient_quota",
+        code,
+        message,
+        headers={"X-Cashu": str(request.serialize())},
+    )
+
+
+def presented_key(request: web.Request) -> str | None:
+    """The credential in ``Authorization: Bearer …`` or ``X-API-Key``."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        value = auth[7:].strip()
+        if value:
+            return value
+    value = request.headers.get("X-API-Key", "").strip()
+    return value or None
+
+
+async def account_for_key(node: NodeState, key: str) -> int:
+    """The account an sk- or radmin_ key opens; 401 when none."""
+    ledger = node.wallet.ledger
+    if key.startswith(API_KEY_PREFIX):
+        account = await ledger.account_by_api_key(key)
+    elif key.startswith(ADMIN_KEY_PREFIX):
+        account = await ledger.account_by_admin_key(key)
+    else:
+        account = None
+    if account is None:
+        raise unauthorized("invalid_api_key", "the API key is not valid")
+    return account.id
+
+
+async def resolve_payer(request: web.Request, node: NodeState, max_cost_msat: int) -> Payer:
+    x_cashu = request.headers.get("X-Cashu", "").strip()
+    if x_cashu:
+        return await _pay_per_request(node, x_cashu, max_cost_msat)
+    key = presented_key(request)
+    if key is None:
+        raise payment_required(
+            node,
+            max_cost_msat,
+            "this request needs payment: an sk- key, a Cashu token as the key, or X-Cashu",
+        )
+    if looks_like_token(key):
+        return Payer(await _token_as_key(node, key), "token")
+    return Payer(await account_for_key(node, key), "account")
+
+
+async def _pay_per_request(node: NodeState, text: str, max_cost_msat: int) -> Payer:
+    checked = await node.mints.check_token(text)
+    if checked.value_after_fee * 1000 < max_cost_msat:
+        raise payment_required(
+            node,
+            max_cost_msat + checked.fee * 1000,
+            f"the token is worth {checked.value_after_fee} sat after the mint's fee;"
+            f" this request may cost up to {math.ceil(max_cost_msat / 1000)} sat",
+        )
+    received = await node.wallet.redeem_for_request(checked)
+    return Payer(
+        received.account_id, "xcashu", legacy=text.lstrip().startswith(("cashuA", "cashu:cashuA"))
+    )
+
+
+async def _token_as_key(node: NodeState, text: str) -> int:
+    token = parse_token(text)
+    existing = await node.wallet.ledger.account_by_token_id(token.token_id)
+    if existing is not None:
+        return existing.id
+    checked = await node.mints.check_token(text)
+    return await node.wallet.redeem_as_key(checked)

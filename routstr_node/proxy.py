@@ -1,0 +1,188 @@
+"""Paid, OpenAI-compatible requests: check, reserve, forward, settle, return change.
+
+A request is validated before any money moves; the payer's most possible cost is
+reserved; the upstream's answer (or its stream) is relayed; the real cost from
+``usage`` is charged and the rest released exactly once, also when the client or the
+upstream goes away (the settlement runs shielded from cancellation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from routstr_node.call import (
+    PaidCall,
+    change_for,
+    cost_json,
+    upstream_failed,
+    upstream_status_error,
+    upstream_timeout,
+)
+from routstr_node.errors import ApiError, invalid_request, not_found
+from routstr_node.payment import payment_required, resolve_payer
+from routstr_node.pricing import PriceUnavailable, max_cost_msat
+from routstr_node.relay import relay_stream
+from routstr_node.state import NODE
+from routstr_node.upstream import Upstream
+from routstr_node.usage import (
+    TokenUsage,
+    reported_usage,
+    request_text,
+    requested_max_output,
+    response_text,
+)
+from wallet.errors import InsufficientBalance
+
+log = logging.getLogger(__name__)
+
+PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
+STREAMING_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
+_REQUIRED_INPUT = {
+    "/v1/chat/completions": ("messages", "messages_required"),
+    "/v1/completions": ("prompt", "prompt_required"),
+    "/v1/embeddings": ("input", "input_required"),
+    "/v1/responses": ("input", "input_required"),
+}
+
+
+async def handle_proxy(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    path = request.path
+    body = _parse_body(await request.read())
+    model_id = body.get("model")
+    if not isinstance(model_id, str) or not model_id:
+        raise invalid_request("model_required", "the request must name a model", param="model")
+    field_name, code = _REQUIRED_INPUT[path]
+    if body.get(field_name) in (None, "", []):
+        raise invalid_request(code, f"the request must carry '{field_name}'", param=field_name)
+    model = node.settings.model(model_id)
+    upstream = node.upstreams.get(model.upstream) if model is not None else None
+    if model is None or upstream is None:
+        raise not_found("model_not_available", f"the model '{model_id}' is not available here")
+    try:
+        price = await node.price(model_id)
+    except PriceUnavailable as exc:
+        raise ApiError(503, "api_error", "price_unavailable", str(exc)) from None
+    assert price is not None
+    stream = bool(body.get("stream")) and path in STREAMING_PATHS
+    max_output = requested_max_output(body)
+    if max_output is not None and max_output <= 0:
+        raise invalid_request(
+            "invalid_max_tokens", "max_tokens must be a positive integer", param="max_tokens"
+        )
+    raw_len = request.content_length or len(json.dumps(body))
+    prompt_bound = min(raw_len, model.context_length)
+    output_bound = 0 if path == "/v1/embeddings" else max_output
+    most = max_cost_msat(price, prompt_bound, output_bound)
+
+    payer = await resolve_payer(request, node, most)
+    try:
+        reservation_id = await node.wallet.ledger.reserve(payer.account_id, most)
+    except InsufficientBalance as exc:
+        headers: dict[str, str] = {}
+        if payer.mode == "xcashu":
+            change = await change_for(node, payer)
+            if change:
+                headers["X-Cashu-Change"] = change
+        error = payment_required(
+            node,
+            most - exc.available_msat,
+            f"insufficient balance: this request may cost up to {most} msat,"
+            f" {exc.available_msat} msat are available",
+            code="insufficient_balance",
+        )
+        error.headers.update(headers)
+        raise error from None
+
+    call = PaidCall(node, path, body, price, payer, reservation_id, most, request_text(body))
+    upstream_body = _upstream_body(body, model.upstream_model or model.id, stream, path)
+    try:
+        if stream:
+            return await relay_stream(request, call, upstream, upstream_body)
+        return await _forward(call, upstream, upstream_body)
+    except ApiError as error:
+        # the upstream failed before any output: nothing is charged, X-Cashu comes back whole
+        await asyncio.shield(call.settle(None))
+        if call.change_token:
+            error.headers["X-Cashu"] = call.change_token
+        raise
+    finally:
+        if not call.settled:
+            await asyncio.shield(call.settle(None))
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise invalid_request("invalid_json", "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise invalid_request("invalid_json", "the request body must be a JSON object")
+    return body
+
+
+def _upstream_body(body: dict[str, Any], upstream_model: str, stream: bool, path: str) -> bytes:
+    forwarded = dict(body)
+    forwarded["model"] = upstream_model
+    if stream and path != "/v1/responses":
+        options = forwarded.get("stream_options")
+        forwarded["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+    return json.dumps(forwarded).encode()
+
+
+async def _forward(call: PaidCall, upstream: Upstream, payload: bytes) -> web.Response:
+    started = time.perf_counter()
+    try:
+        async with upstream.session.post(
+            upstream.url(call.path), data=payload, headers=upstream.headers(stream=False)
+        ) as resp:
+            raw = await resp.read()
+            status = resp.status
+            content_type = resp.content_type
+    except TimeoutError:
+        raise upstream_timeout(upstream) from None
+    except aiohttp.ClientError as exc:
+        raise upstream_failed(upstream, f"{type(exc).__name__}") from None
+    finally:
+        call.node.metrics.upstream_latency[upstream.name].observe(time.perf_counter() - started)
+    if status >= 400:
+        raise upstream_status_error(upstream, status, raw)
+    try:
+        data: Any = json.loads(raw)
+    except ValueError:
+        data = None
+    counts = reported_usage(data.get("usage")) if isinstance(data, dict) else None
+    usage = (
+        TokenUsage(counts[0], counts[1], True)
+        if counts
+        else call.own_count(
+            response_text(data) if data is not None else raw.decode("utf-8", "replace")
+        )
+    )
+    cost = await call.settle(usage)
+    headers = {"X-Routstr-Cost-Msats": str(cost.total_msat)}
+    if call.change_token:
+        headers["X-Cashu"] = call.change_token
+    if isinstance(data, dict):
+        found = data.get("usage")
+        usage_obj: dict[str, Any] = found if isinstance(found, dict) else {}
+        if not counts:
+            usage_obj = {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+                **usage_obj,
+            }
+        data["usage"] = {**usage_obj, "cost": cost_json(cost)}
+        return web.json_response(data, status=status, headers=headers)
+    return web.Response(body=raw, status=status, content_type=content_type, headers=headers)

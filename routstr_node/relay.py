@@ -1,0 +1,204 @@
+"""Relaying a stream as it arrives, then the usage event with the cost (and change).
+
+Events are passed on one by one the moment they are complete. The upstream's own
+usage event and ``[DONE]`` are held back: the node settles first, then ends the
+stream with one usage event (``choices: []``) carrying ``usage.cost`` and, for
+X-Cashu, ``cashu_change``. Nothing is sent to the client before the first upstream
+event, so an upstream that fails early costs nothing and becomes a plain error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from routstr_node.call import (
+    PaidCall,
+    cost_json,
+    upstream_failed,
+    upstream_status_error,
+    upstream_timeout,
+)
+from routstr_node.pricing import Cost
+from routstr_node.sse import DONE, EventSplitter, encode_event, event_data, event_json
+from routstr_node.upstream import Upstream
+from routstr_node.usage import TokenUsage, delta_text, reported_usage
+
+_CLIENT_GONE = (ConnectionError, aiohttp.ClientConnectionResetError)
+_FINAL_RESPONSE_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+
+
+@dataclass
+class _StreamState:
+    usage: tuple[int, int] | None = None
+    usage_extra: dict[str, Any] = field(default_factory=dict)
+    delivered: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    final_response_event: dict[str, Any] | None = None
+    done: bool = False
+
+    def process(self, event: bytes) -> bytes:
+        """What of this event to pass on now (b"" to hold it back)."""
+        data = event_data(event)
+        if data is None:
+            return event
+        if data.strip() == "[DONE]":
+            self.done = True
+            return b""
+        obj = event_json(data)
+        if obj is None:
+            return event
+        for key in ("id", "created", "model", "object"):
+            if key in obj:
+                self.meta[key] = obj[key]
+        if obj.get("type") in _FINAL_RESPONSE_EVENTS:
+            response = obj.get("response")
+            if isinstance(response, dict):
+                self._take_usage(response.get("usage"))
+            self.final_response_event = obj
+            return b""
+        if obj.get("usage"):
+            self._take_usage(obj["usage"])
+            if not obj.get("choices"):
+                return b""
+        text = delta_text(obj)
+        if text:
+            self.delivered.append(text)
+        return event
+
+    def _take_usage(self, usage: Any) -> None:
+        counts = reported_usage(usage)
+        if counts is not None and isinstance(usage, dict):
+            self.usage = counts
+            self.usage_extra = {k: v for k, v in usage.items() if k != "cost"}
+
+
+async def relay_stream(
+    request: web.Request, call: PaidCall, upstream: Upstream, payload: bytes
+) -> web.StreamResponse:
+    node = call.node
+    started = time.perf_counter()
+    try:
+        upstream_resp = await upstream.session.post(
+            upstream.url(call.path), data=payload, headers=upstream.headers(stream=True)
+        )
+    except TimeoutError:
+        raise upstream_timeout(upstream) from None
+    except aiohttp.ClientError as exc:
+        raise upstream_failed(upstream, type(exc).__name__) from None
+    node.metrics.upstream_latency[upstream.name].observe(time.perf_counter() - started)
+    response: web.StreamResponse | None = None
+    state = _StreamState()
+    splitter = EventSplitter()
+    upstream_broke: str | None = None
+    client_gone = False
+    try:
+        if upstream_resp.status >= 400:
+            raise upstream_status_error(upstream, upstream_resp.status, await upstream_resp.read())
+        chunks = upstream_resp.content.iter_any().__aiter__()
+        while not state.done:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                upstream_broke = type(exc).__name__
+                break
+            out = b"".join(state.process(e) for e in splitter.feed(chunk))
+            if not out:
+                continue
+            if response is None:
+                response = await _start(request, call)
+            try:
+                await response.write(out)
+            except _CLIENT_GONE:
+                client_gone = True
+                break
+        nothing_came = state.usage is None and state.final_response_event is None and not state.done
+        if response is None and (upstream_broke or nothing_came):
+            raise upstream_failed(upstream, upstream_broke or "the stream ended empty")
+    finally:
+        upstream_resp.release()
+
+    usage = (
+        TokenUsage(state.usage[0], state.usage[1], True)
+        if state.usage
+        else call.own_count("".join(state.delivered))
+    )
+    cost = await asyncio.shield(call.settle(usage))
+    if client_gone:
+        return response if response is not None else web.Response(status=499)
+    if response is None:
+        response = await _start(request, call)
+    try:
+        await response.write(_final_events(call, state, usage, cost, upstream_broke))
+        await response.write_eof()
+    except _CLIENT_GONE:
+        pass
+    return response
+
+
+async def _start(request: web.Request, call: PaidCall) -> web.StreamResponse:
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            **request.get("response_headers", {}),
+        },
+    )
+    await response.prepare(request)
+    call.node.metrics.open_streams += 1
+    request["counted_stream"] = True  # the outer middleware counts it down at the end
+    return response
+
+
+def _final_events(
+    call: PaidCall, state: _StreamState, usage: TokenUsage, cost: Cost, upstream_broke: str | None
+) -> bytes:
+    usage_obj: dict[str, Any] = {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        **state.usage_extra,
+        "cost": cost_json(cost),
+    }
+    out = b""
+    final = state.final_response_event
+    if final is not None and isinstance(final.get("response"), dict):
+        final["response"]["usage"] = {**state.usage_extra, "cost": cost_json(cost)}
+        if call.change_token:
+            final["cashu_change"] = call.change_token
+        out += encode_event(final, event=str(final.get("type")))
+    usage_event: dict[str, Any] = {
+        "id": state.meta.get("id", ""),
+        "object": state.meta.get("object", "chat.completion.chunk"),
+        "created": state.meta.get("created", int(time.time())),
+        "model": state.meta.get("model", call.body.get("model")),
+        "choices": [],
+        "usage": usage_obj,
+    }
+    if call.change_token:
+        usage_event["cashu_change"] = call.change_token
+    if final is None or call.path != "/v1/responses":
+        out += encode_event(usage_event)
+    if upstream_broke:
+        out += encode_event(
+            {
+                "error": {
+                    "message": f"the upstream stream broke off ({upstream_broke})",
+                    "type": "upstream_error",
+                    "code": "upstream_error",
+                    "param": None,
+                }
+            }
+        )
+    if call.path != "/v1/responses" or final is None:
+        out += DONE
+    return out

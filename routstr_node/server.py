@@ -1,0 +1,49 @@
+"""Serving the node until SIGTERM/SIGINT; in-flight requests finish or are released."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from routstr_node.app import create_app
+from routstr_node.config import Settings
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 30.0
+
+
+async def serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    config_path: Path | None = None,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    app = create_app(settings, config_path=config_path)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S, access_log=None)
+    await runner.setup()
+    bind_host = host or settings.node.host
+    bind_port = settings.node.port if port is None else port
+    site = web.TCPSite(runner, bind_host, bind_port, backlog=1024)
+    await site.start()
+    log.info("routstr-node serving on http://%s:%s", bind_host, bind_port)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: letting requests in flight finish")
+        await runner.cleanup()

@@ -1,0 +1,49 @@
+"""Splitting a server-sent-event byte stream into whole events as bytes arrive."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class EventSplitter:
+    """Feed bytes, get complete events (each ending in a blank line) back at once."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        data = self._buffer + chunk.replace(b"\r\n", b"\n")
+        events = data.split(b"\n\n")
+        self._buffer = events.pop()
+        return [e + b"\n\n" for e in events if e.strip()]
+
+    def rest(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+
+def event_data(event: bytes) -> str | None:
+    """The joined ``data:`` lines of an event, or None when it has none."""
+    lines = [
+        line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
+    ]
+    if not lines:
+        return None
+    return b"\n".join(lines).decode("utf-8", "replace")
+
+
+def event_json(data: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def encode_event(payload: dict[str, Any], *, event: str | None = None) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"

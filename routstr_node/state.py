@@ -1,0 +1,51 @@
+"""What the node's handlers share, under typed application keys."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from aiohttp import web
+
+from mints.directory import MintDirectory
+from routstr_node.config import Settings
+from routstr_node.metrics import Metrics
+from routstr_node.pricing import BtcUsdRate, ModelPrice, PriceUnavailable, uses_usd
+from routstr_node.ratelimit import RateLimiter
+from routstr_node.upstream import Upstreams
+from wallet.service import WalletService
+
+
+@dataclass
+class NodeState:
+    """The running node: settings (replaceable at run time) and its long-lived parts."""
+
+    settings: Settings
+    mints: MintDirectory
+    wallet: WalletService
+    upstreams: Upstreams
+    rate: BtcUsdRate
+    limiter: RateLimiter
+    metrics: Metrics
+    npub: str
+    started_at: float = field(default_factory=time.time)
+
+    async def price(self, model_id: str) -> ModelPrice | None:
+        """The model's price now (None: not offered); USD prices at the current rate."""
+        model = self.settings.model(model_id)
+        if model is None:
+            return None
+        btc_usd: Decimal | None = None
+        if uses_usd(model):
+            btc_usd = await self.rate.get()
+        return ModelPrice.from_config(model, self.settings.pricing, btc_usd)
+
+    async def btc_usd_or_none(self) -> Decimal | None:
+        try:
+            return await self.rate.get()
+        except PriceUnavailable:
+            return None
+
+
+NODE = web.AppKey("node", NodeState)

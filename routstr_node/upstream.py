@@ -1,0 +1,81 @@
+"""The AI providers the node forwards to: one pooled ClientSession per upstream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from routstr_node.config import UpstreamConfig
+
+
+@dataclass
+class Upstream:
+    name: str
+    base_url: str
+    api_key: str | None
+    timeout_s: float
+    session: aiohttp.ClientSession
+
+    def url(self, node_path: str) -> str:
+        """``/v1/chat/completions`` → ``<base_url>/chat/completions``."""
+        suffix = node_path[len("/v1") :] if node_path.startswith("/v1/") else node_path
+        return self.base_url.rstrip("/") + suffix
+
+    def headers(self, *, stream: bool) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+        }
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+
+class Upstreams:
+    """Sessions keyed by upstream name; rebuilt when the configured list changes."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Upstream] = {}
+
+    def get(self, name: str) -> Upstream | None:
+        return self._by_name.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    async def configure(self, configs: list[UpstreamConfig]) -> None:
+        wanted = {c.name: c for c in configs}
+        for name in list(self._by_name):
+            current = self._by_name[name]
+            config = wanted.get(name)
+            if config is None or (config.base_url, config.timeout_s) != (
+                current.base_url,
+                current.timeout_s,
+            ):
+                await current.session.close()
+                del self._by_name[name]
+        for name, config in wanted.items():
+            if name in self._by_name:
+                self._by_name[name].api_key = config.api_key
+                continue
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=min(10.0, config.timeout_s), sock_read=config.timeout_s
+            )
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
+            )
+            session = aiohttp.ClientSession(
+                timeout=timeout,
+                connector=connector,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+            self._by_name[name] = Upstream(
+                name, config.base_url, config.api_key, config.timeout_s, session
+            )
+
+    async def close(self) -> None:
+        for upstream in self._by_name.values():
+            await upstream.session.close()
+        self._by_name.clear()

@@ -1,0 +1,98 @@
+"""Token counts: the upstream's ``usage`` when it reports one, the node's own count when not.
+
+The reservation needs an upper bound on prompt tokens: a byte-level tokenizer never
+makes more tokens than the UTF-8 bytes it reads, so the raw body length bounds it.
+The fallback when usage is missing is an estimate (4 bytes a token), capped by the
+reservation, so missing usage is never free and never costs more than was reserved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+_BYTES_PER_TOKEN = 4
+_TEXT_KEYS = ("content", "text", "prompt", "input", "instructions", "system")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    input_tokens: int
+    output_tokens: int
+    reported: bool  # False: the node's own count
+
+
+def estimate_tokens(text: str) -> int:
+    return -(-len(text.encode()) // _BYTES_PER_TOKEN)
+
+
+def request_text(body: dict[str, Any]) -> str:
+    """Every piece of prompt text in a request body, joined."""
+    parts: list[str] = []
+    for key in ("messages", "prompt", "input", "instructions"):
+        _collect(body.get(key), parts)
+    return "\n".join(parts)
+
+
+def _collect(value: Any, parts: list[str]) -> None:
+    if isinstance(value, str):
+        parts.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item, parts)
+    elif isinstance(value, dict):
+        for key in _TEXT_KEYS:
+            if key in value:
+                _collect(value[key], parts)
+
+
+def requested_max_output(body: dict[str, Any]) -> int | None:
+    """The client's output cap, whichever name the endpoint uses."""
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(key)
+        if value is not None:
+            return value if isinstance(value, int) and not isinstance(value, bool) else -1
+    return None
+
+
+def reported_usage(usage: Any) -> tuple[int, int] | None:
+    """(input, output) from an OpenAI-style ``usage`` object, any endpoint's names."""
+    if not isinstance(usage, dict):
+        return None
+    input_tokens = usage.get("prompt_tokens", usage.get("input_tokens"))
+    output_tokens = usage.get("completion_tokens", usage.get("output_tokens", 0))
+    if _count(input_tokens) and _count(output_tokens):
+        return input_tokens, output_tokens
+    return None
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def response_text(body: Any) -> str:
+    """The generated text of a non-streaming response (for the own count)."""
+    parts: list[str] = []
+    if isinstance(body, dict):
+        for choice in body.get("choices") or []:
+            if isinstance(choice, dict):
+                message = choice.get("message") or {}
+                _collect(message.get("content") if isinstance(message, dict) else None, parts)
+                _collect(choice.get("text"), parts)
+        for item in body.get("output") or []:
+            _collect(item, parts)
+    return "".join(parts)
+
+
+def delta_text(event: dict[str, Any]) -> str:
+    """The generated text one stream event carries."""
+    parts: list[str] = []
+    for choice in event.get("choices") or []:
+        if isinstance(choice, dict):
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                _collect(delta.get("content"), parts)
+            _collect(choice.get("text"), parts)
+    if event.get("type") == "response.output_text.delta":
+        _collect(event.get("delta"), parts)
+    return "".join(parts)
