@@ -6,10 +6,16 @@ from typing import Any
 
 from mints.directory import MintDirectory
 from routstr_node.config import Settings
-from wallet.service import WalletService
+from wallet.service import DB_FILE, WalletService
+
+
+class NoLedger(Exception):
+    """There is no wallet database in data_dir: nothing to audit."""
 
 
 async def run_audit(settings: Settings) -> dict[str, Any]:
+    if not (settings.node.data_dir / DB_FILE).exists():
+        raise NoLedger(f"no wallet database in {settings.node.data_dir}")
     mints = MintDirectory(list(settings.mints.trusted))
     wallet = WalletService(settings.node.data_dir, mints)
     try:

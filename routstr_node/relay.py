@@ -101,7 +101,7 @@ async def relay_stream(
         if upstream_resp.status >= 400:
             raise upstream_status_error(upstream, upstream_resp.status, await upstream_resp.read())
         chunks = upstream_resp.content.iter_any().__aiter__()
-        while not state.done:
+        while not state.done:  # a cancellation (shutdown) still pays for what was delivered
             try:
                 chunk = await chunks.__anext__()
             except StopAsyncIteration:
@@ -122,6 +122,11 @@ async def relay_stream(
         nothing_came = state.usage is None and state.final_response_event is None and not state.done
         if response is None and (upstream_broke or nothing_came):
             raise upstream_failed(upstream, upstream_broke or "the stream ended empty")
+    except asyncio.CancelledError:
+        if response is not None:
+            delivered = call.own_count("".join(state.delivered))
+            await asyncio.shield(call.settle(delivered))
+        raise
     finally:
         upstream_resp.release()
 

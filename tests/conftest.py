@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from support.ecash import EcashFactory
+from support.node import RunningNode, run_node
 
 from routstr_node.demo.mint import LocalMint, run_local_mint
 from routstr_node.demo.upstream import RunningUpstream, run_upstream
@@ -47,3 +49,12 @@ async def upstream(_upstream_server: RunningUpstream) -> RunningUpstream:
     """The fake provider, well-behaved and with no recorded requests at each test start."""
     _upstream_server.behaviour.reset()
     return _upstream_server
+
+
+@pytest.fixture
+async def node(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream
+) -> AsyncIterator[RunningNode]:
+    """A fresh node (own data dir) trusting the session's mint, in front of the fake upstream."""
+    async with run_node(tmp_path / "node", [mint.url], upstream.url) as running:
+        yield running

@@ -10,7 +10,7 @@ from typing import Any
 from mints.directory import CheckedToken, MintDirectory
 from wallet.audit import AuditReport, audit
 from wallet.custody import Custody, Received, SentToken
-from wallet.errors import TokenAlreadyRedeemed
+from wallet.errors import InsufficientCustody, TokenAlreadyRedeemed
 from wallet.keys import key_hash, new_admin_key, new_api_key
 from wallet.ledger import Ledger
 from wallet.recovery import RecoveryReport, recover_all
@@ -131,12 +131,18 @@ class WalletService:
         account = await self.ledger.account(account_id)
         if account.balance_msat < 1000:
             return None
+        # change comes from the primary mint; from the paying mint when the primary is short
+        candidates = list(dict.fromkeys([self.mints.urls[0], account.mint_url or ""]))
+        candidates = [u for u in candidates if u and self.mints.is_trusted(u)]
+        for mint_url in candidates[:-1]:
+            try:
+                return await self.custody.send(
+                    account_id, mint_url, None, purpose="change", legacy=legacy
+                )
+            except InsufficientCustody:
+                continue
         return await self.custody.send(
-            account_id,
-            account.mint_url or self.mints.urls[0],
-            None,
-            purpose="change",
-            legacy=legacy,
+            account_id, candidates[-1], None, purpose="change", legacy=legacy
         )
 
     async def audit(self) -> AuditReport:

@@ -1,0 +1,87 @@
+"""The ``routstr-node`` command: run, demo, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from routstr_node.config import DEFAULT_PATH, ConfigError, Settings, load_settings
+
+
+def _settings(config: Path) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="routstr-node")
+def main() -> None:
+    """A self-hosted node selling OpenAI-compatible AI API access for Cashu ecash."""
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_PATH,
+    show_default=True,
+    help="The node's configuration file.",
+)
+@click.option("--host", help="Listen on this address (overrides [node] host).")
+@click.option("--port", type=int, help="Listen on this port (overrides [node] port).")
+def run(config: Path, host: str | None, port: int | None) -> None:
+    """Serve the node; ready when GET /health answers 200."""
+    from routstr_node.server import serve
+
+    settings = _settings(config)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(settings, host=host, port=port, config_path=config))
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_PATH,
+    show_default=True,
+    help="The node's configuration file.",
+)
+def audit(config: Path) -> None:
+    """Check custody against the ledger (also while the node runs).
+
+    Prints one JSON object; exits 0 when unspent proofs (checked at the mints) plus
+    proofs in flight equal balances + reserved + unclaimed change + earnings, else 1.
+    """
+    from routstr_node.audit_command import NoLedger, run_audit
+
+    settings = _settings(config)
+    try:
+        report = asyncio.run(run_audit(settings))
+    except NoLedger as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(report, sort_keys=True))
+    sys.exit(0 if report["balanced"] else 1)
+
+
+@main.command()
+def demo() -> None:
+    """A whole local economy: a test mint, a demo upstream and the node; pays a completion.
+
+    Prints cost, change and balances, then keeps serving and prints ROUTSTR_BASE_URL
+    and ROUTSTR_TOKEN (a funded token) to try. Ctrl-C stops everything it started.
+    """
+    from routstr_node.demo.run import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(run_demo())
