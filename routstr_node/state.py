@@ -31,15 +31,29 @@ class NodeState:
     npub: str
     started_at: float = field(default_factory=time.time)
 
+    _prices: dict[tuple[str, Decimal | None], ModelPrice] = field(default_factory=dict)
+    _prices_for: Settings | None = None
+
     async def price(self, model_id: str) -> ModelPrice | None:
-        """The model's price now (None: not offered); USD prices at the current rate."""
+        """The model's price now (None: not offered); USD prices at the current rate.
+
+        Prices are exact Fractions, worth computing once per settings and rate.
+        """
         model = self.settings.model(model_id)
         if model is None:
             return None
         btc_usd: Decimal | None = None
         if uses_usd(model):
             btc_usd = await self.rate.get()
-        return ModelPrice.from_config(model, self.settings.pricing, btc_usd)
+        if self._prices_for is not self.settings or len(self._prices) > 1024:
+            self._prices.clear()
+            self._prices_for = self.settings
+        key = (model_id, btc_usd)
+        price = self._prices.get(key)
+        if price is None:
+            price = ModelPrice.from_config(model, self.settings.pricing, btc_usd)
+            self._prices[key] = price
+        return price
 
     async def btc_usd_or_none(self) -> Decimal | None:
         try:
