@@ -21,6 +21,7 @@ from mints.errors import (
     ProofsPending,
     ProofsSpent,
     ProtocolError,
+    TokenInvalid,
 )
 from mints.keysets import expand_keyset_id
 from mints.models import BlindedMessage, BlindSignature, Keyset, MeltQuote, MintQuote, Proof
@@ -154,7 +155,7 @@ class MintClient:
                 keysets = await self.keysets(refresh=True)
                 full = expand_keyset_id(p.keyset_id, keysets)
             if full is None:
-                raise ProtocolError(f"unknown keyset {p.keyset_id} at {self.url}")
+                raise TokenInvalid(f"the mint {self.url} has no keyset {p.keyset_id}")
             result.append(p if full == p.keyset_id else _with_keyset(p, full))
         return result
 

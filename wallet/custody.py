@@ -83,6 +83,7 @@ class Custody:
         self.mints = mints
         self._seed = seed
         self._counters = CounterAllocator(db)
+        self._selection_locks: dict[str, asyncio.Lock] = {}
 
     def client_for(self, mint_url: str) -> MintClient:
         """The mint's client; also for a mint no longer trusted that still owes an operation."""
@@ -175,20 +176,29 @@ class Custody:
         keysets = await client.keysets()
         fee_ppk = {k.id: k.input_fee_ppk for k in keysets.values()}
         for _ in range(_SELECTION_ATTEMPTS):
-            coins, available = await self.db.read(
-                lambda c: (
-                    sql.unspent_coins(c, client.url),
-                    ledger_sql.get_account(c, account_id).balance_msat,
+            # selecting proofs and locking them is one step per mint, never across a mint call
+            async with self._selection_lock(client.url):
+                coins, available = await self.db.read(
+                    lambda c: (
+                        sql.unspent_coins(c, client.url),
+                        ledger_sql.get_account(c, account_id).balance_msat,
+                    )
                 )
-            )
-            amount, plan = _plan_send(coins, fee_ppk, amount_sat, available // 1000)
-            if isinstance(plan, tuple):
-                sent = await self._send_exact(account_id, client.url, amount, plan, purpose, legacy)
-            else:
-                sent = await self._send_swap(account_id, client, amount, plan, purpose, legacy)
-            if sent is not None:
-                return sent
+                amount, plan = _plan_send(coins, fee_ppk, amount_sat, available // 1000)
+                if isinstance(plan, tuple):
+                    sent = await self._send_exact(
+                        account_id, client.url, amount, plan, purpose, legacy
+                    )
+                    if sent is not None:
+                        return sent
+                    continue
+                written = await self._write_swap(account_id, client, amount, plan, purpose, legacy)
+            if written is not None:
+                return await self._run_swap(client, *written)
         raise InsufficientCustody("custody changed under every attempt to select proofs")
+
+    def _selection_lock(self, mint_url: str) -> asyncio.Lock:
+        return self._selection_locks.setdefault(mint_url, asyncio.Lock())
 
     async def _send_exact(
         self,
@@ -216,7 +226,7 @@ class Custody:
         except sql.SelectionConflict:
             return None
 
-    async def _send_swap(
+    async def _write_swap(
         self,
         account_id: int,
         client: MintClient,
@@ -224,7 +234,8 @@ class Custody:
         selection: Selection,
         purpose: str,
         legacy: bool,
-    ) -> SentToken | None:
+    ) -> tuple[int, list[sql.StoredProof], list[sql.OutputRow]] | None:
+        """Reserve, lock the inputs and write the swap down; None if the inputs were taken."""
         keyset = await client.active_keyset()
         change = selection.total - amount - selection.fee
         send_outputs = await self.prepare(keyset, amount_split(amount))
@@ -253,6 +264,15 @@ class Custody:
             op_id, inputs = await self.db.write(txn)
         except sql.SelectionConflict:
             return None
+        return op_id, inputs, rows
+
+    async def _run_swap(
+        self,
+        client: MintClient,
+        op_id: int,
+        inputs: list[sql.StoredProof],
+        rows: list[sql.OutputRow],
+    ) -> SentToken:
         fault_point("send:written")
         try:
             signatures = await client.swap(
@@ -284,8 +304,7 @@ class Custody:
         def txn(c: Any) -> SentToken:
             current = sql.operation(c, op_id)
             if current.state != "pending":
-                tokens = sql.outgoing_tokens(c, int(intent["account_id"]), str(intent["purpose"]))
-                return SentToken(tokens[-1][0] if tokens else "", amount, fee, op.mint_url)
+                return SentToken(sql.operation_token(c, op_id), amount, fee, op.mint_url)
             sql.settle_inputs(c, op_id, "spent")
             sql.insert_proofs(c, op.mint_url, keep, state="unspent", operation_id=op_id)
             out_id = sql.insert_outgoing_token(
@@ -332,18 +351,32 @@ class Custody:
         fee_ppk = {k.id: k.input_fee_ppk for k in keysets.values()}
         needed = quote.amount + quote.fee_reserve
         for _ in range(_SELECTION_ATTEMPTS):
-            coins = await self.db.read(lambda c: sql.unspent_coins(c, client.url))
-            selection = select_covering(coins, needed, fee_ppk)
-            if selection is None:
-                raise InsufficientCustody("the node holds too little at this mint to pay")
-            result = await self._melt_with(account_id, client, quote, selection)
-            if result is not None:
-                return result
+            async with self._selection_lock(client.url):
+                coins, available = await self.db.read(
+                    lambda c: (
+                        sql.unspent_coins(c, client.url),
+                        ledger_sql.get_account(c, account_id).balance_msat,
+                    )
+                )
+                if needed * 1000 > available:
+                    raise InsufficientBalance(
+                        f"paying this invoice needs {needed} sat (amount and fee reserve);"
+                        f" the account has {available // 1000} sat",
+                        needed_msat=needed * 1000,
+                        available_msat=available,
+                    )
+                selection = select_covering(coins, needed, fee_ppk)
+                if selection is None:
+                    raise InsufficientCustody("the node holds too little at this mint to pay")
+                written = await self._write_melt(account_id, client, quote, selection)
+            if written is not None:
+                return await self._run_melt(client, quote, *written)
         raise InsufficientCustody("custody changed under every attempt to select proofs")
 
-    async def _melt_with(
+    async def _write_melt(
         self, account_id: int, client: MintClient, quote: MeltQuote, selection: Selection
-    ) -> MeltResult | None:
+    ) -> tuple[int, list[sql.StoredProof], list[sql.OutputRow]] | None:
+        """Hold amount + fee reserve, lock the inputs, write the melt down."""
         keyset = await client.active_keyset()
         overpaid = selection.total - quote.amount - selection.fee
         blanks = await self.prepare(keyset, [1] * max(1, overpaid.bit_length()))
@@ -369,6 +402,16 @@ class Custody:
             op_id, inputs = await self.db.write(txn)
         except sql.SelectionConflict:
             return None
+        return op_id, inputs, rows
+
+    async def _run_melt(
+        self,
+        client: MintClient,
+        quote: MeltQuote,
+        op_id: int,
+        inputs: list[sql.StoredProof],
+        rows: list[sql.OutputRow],
+    ) -> MeltResult:
         fault_point("melt:written")
         try:
             answer = await client.melt(
@@ -473,6 +516,12 @@ def _plan_send(
     if amount_sat is not None and (type(amount_sat) is not int or amount_sat <= 0):
         raise InvalidAmount("amount must be a positive integer of sat")
     amount = available_sat if amount_sat is None else amount_sat
+    if amount > available_sat:
+        raise InsufficientBalance(
+            f"the account can pay {available_sat} sat, not {amount}",
+            needed_msat=amount * 1000,
+            available_msat=available_sat * 1000,
+        )
     if amount <= 0:
         raise InsufficientBalance("nothing to send", needed_msat=1000, available_msat=0)
     for _ in range(4):

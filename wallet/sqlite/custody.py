@@ -310,6 +310,16 @@ def outgoing_tokens(
     return [(str(r[0]), int(r[1])) for r in rows]
 
 
+def operation_token(conn: sqlite3.Connection, op_id: int) -> str:
+    """The token a finished send operation produced ("" if it produced none)."""
+    row = conn.execute(
+        "SELECT t.token FROM operations o JOIN outgoing_tokens t"
+        " ON t.id = json_extract(o.result, '$.outgoing_token_id') WHERE o.id = ?",
+        (op_id,),
+    ).fetchone()
+    return str(row[0]) if row else ""
+
+
 def custody_totals(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
     """Sat held per mint and state."""
     totals: dict[str, dict[str, int]] = {}

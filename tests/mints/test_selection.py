@@ -1,0 +1,140 @@
+"""Coin selection (wallet/selection.py) is pure: its promises, checked by hypothesis.
+
+Coins are what a mint signs: powers of two, in a few keysets with input fees of at most
+1000 ppk (so one more coin never costs more in fee than it is worth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wallet.selection import Coin, input_fee, select_covering, select_exact
+
+KEYSETS = ["01aa", "01bb", "00cc"]
+_SETTINGS = settings(max_examples=400, deadline=None)
+
+
+@st.composite
+def coin_lists(draw: st.DrawFn, max_size: int = 14) -> list[Coin]:
+    exponents = draw(st.lists(st.integers(min_value=0, max_value=12), max_size=max_size))
+    return [
+        Coin(id=i + 1, amount=1 << e, keyset_id=draw(st.sampled_from(KEYSETS)))
+        for i, e in enumerate(exponents)
+    ]
+
+
+fee_tables = st.fixed_dictionaries(
+    {k: st.sampled_from([0, 0, 1, 100, 250, 999, 1000]) for k in KEYSETS}
+)
+
+
+def subset_sums(coins: Sequence[Coin]) -> set[int]:
+    sums = {0}
+    for c in coins:
+        sums |= {s + c.amount for s in sums}
+    return sums
+
+
+def covers(coins: Sequence[Coin], amount: int, fee_ppk: dict[str, int]) -> bool:
+    return sum(c.amount for c in coins) >= amount + input_fee(coins, fee_ppk)
+
+
+def assert_subset_without_duplicates(picked: Sequence[Coin], coins: Sequence[Coin]) -> None:
+    assert len({c.id for c in picked}) == len(picked), "a coin was picked twice"
+    by_id = {c.id: c for c in coins}
+    assert all(by_id.get(c.id) == c for c in picked), "picked a coin it was not given"
+
+
+# -- select_exact -------------------------------------------------------------------------
+
+
+@_SETTINGS
+@given(coin_lists(), st.integers(min_value=-5, max_value=9000))
+def test_select_exact_is_exact_and_complete(coins: list[Coin], amount: int) -> None:
+    picked = select_exact(coins, amount)
+
+    reachable = amount > 0 and amount in subset_sums(coins)
+    if picked is None:
+        # with power-of-two coins, greedy largest-first finds every reachable amount
+        assert not reachable
+    else:
+        assert reachable
+        assert sum(c.amount for c in picked) == amount
+        assert_subset_without_duplicates(picked, coins)
+
+
+@_SETTINGS
+@given(coin_lists())
+def test_select_exact_finds_any_sub_collection(coins: list[Coin]) -> None:
+    """Every amount some of the coins add up to is found."""
+    for amount in sorted(subset_sums(coins) - {0})[:40]:
+        picked = select_exact(coins, amount)
+        assert picked is not None, amount
+        assert sum(c.amount for c in picked) == amount
+
+
+# -- select_covering ------------------------------------------------------------------------
+
+
+@_SETTINGS
+@given(coin_lists(), st.integers(min_value=-5, max_value=9000), fee_tables)
+def test_select_covering_covers_amount_and_its_own_fee(
+    coins: list[Coin], amount: int, fee_ppk: dict[str, int]
+) -> None:
+    selection = select_covering(coins, amount, fee_ppk)
+
+    if amount <= 0:
+        assert selection is None
+        return
+    if selection is None:
+        # only when no subset covers; with fees <= 1000 ppk that is: all coins do not
+        assert not covers(coins, amount, fee_ppk)
+        return
+    picked = selection.coins
+    assert picked, "an empty selection pays nothing"
+    assert_subset_without_duplicates(picked, coins)
+    assert selection.fee == input_fee(picked, fee_ppk)
+    assert selection.total == sum(c.amount for c in picked)
+    assert selection.total >= amount + selection.fee
+
+
+@_SETTINGS
+@given(coin_lists(), st.integers(min_value=1, max_value=9000), fee_tables)
+def test_select_covering_takes_no_coin_it_does_not_need(
+    coins: list[Coin], amount: int, fee_ppk: dict[str, int]
+) -> None:
+    selection = select_covering(coins, amount, fee_ppk)
+    if selection is None or len(selection.coins) == 1:
+        return
+    for dropped in selection.coins:
+        rest = [c for c in selection.coins if c.id != dropped.id]
+        assert not covers(rest, amount, fee_ppk), f"{dropped} was not needed"
+
+
+@_SETTINGS
+@given(coin_lists(), st.integers(min_value=1, max_value=9000), fee_tables)
+def test_select_covering_prefers_the_smallest_single_coin(
+    coins: list[Coin], amount: int, fee_ppk: dict[str, int]
+) -> None:
+    singles = [c for c in coins if covers([c], amount, fee_ppk)]
+    selection = select_covering(coins, amount, fee_ppk)
+    if not singles:
+        return
+    assert selection is not None
+    assert len(selection.coins) == 1
+    assert selection.coins[0].amount == min(c.amount for c in singles)
+
+
+def test_select_covering_examples() -> None:
+    coins = [Coin(1, 64, "01aa"), Coin(2, 32, "01aa"), Coin(3, 4, "01aa")]
+    fees = {"01aa": 100}
+
+    exact = select_covering(coins, 99, fees)  # 64 + 32 + 4 = 100, fee 1
+    assert exact is not None and exact.total == 100 and exact.fee == 1
+    assert select_covering(coins, 100, fees) is None  # 100 + fee 1 > 100
+    assert select_covering(coins, 100, {}) is not None
+    assert select_exact(coins, 68) == (coins[0], coins[2])
+    assert select_exact(coins, 5) is None

@@ -1,0 +1,385 @@
+"""The ledger: reservations under concurrency, exactly-once settlement, the journal, the audit.
+
+Accounts are funded with real ecash through the node's custody wherever the audit is
+checked; the model-based test funds accounts through the ledger's own credit function
+(the one custody calls) so that each example starts from a fresh account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from contextlib import closing, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.ecash import EcashFactory
+from support.wallets import fund, open_wallet
+
+from routstr_node.demo.mint import LocalMint
+from wallet.errors import AccountNotFound, InsufficientBalance, InvalidAmount
+from wallet.ledger import Ledger
+from wallet.service import DB_FILE, WalletService
+from wallet.sqlite import ledger as ledger_sql
+from wallet.sqlite.database import Database
+
+ROUTSTR_NODE = Path(sys.executable).parent / "routstr-node"
+
+
+async def funded(node: WalletService, ecash: EcashFactory, mint: LocalMint, sat: int) -> int:
+    return (await fund(node, ecash, mint.url, sat)).account_id
+
+
+async def assert_balanced(node: WalletService) -> None:
+    report = await node.audit()
+    assert report.balanced, report.to_dict()
+
+
+# -- reservations -------------------------------------------------------------------------
+
+
+async def test_concurrent_reservations_never_overspend(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    account_id = await funded(node, ecash, mint, 1000)
+    amount = 13_000
+    seen: list[tuple[int, int]] = []
+
+    async def observe() -> None:
+        for _ in range(50):
+            row = await node.ledger.account(account_id)
+            seen.append((row.balance_msat, row.reserved_msat))
+            await asyncio.sleep(0)
+
+    outcomes = await asyncio.gather(
+        observe(),
+        *(node.ledger.reserve(account_id, amount) for _ in range(100)),
+        return_exceptions=True,
+    )
+
+    reservations = [o for o in outcomes[1:] if isinstance(o, int)]
+    refusals = [o for o in outcomes[1:] if not isinstance(o, int)]
+    assert len(reservations) == 1_000_000 // amount == 76
+    assert len(set(reservations)) == 76
+    assert all(isinstance(o, InsufficientBalance) for o in refusals) and len(refusals) == 24
+    row = await node.ledger.account(account_id)
+    assert (row.balance_msat, row.reserved_msat) == (1_000_000 - 76 * amount, 76 * amount)
+    assert all(b >= 0 and b + r == 1_000_000 for b, r in seen), "a reader saw money vanish"
+    await assert_balanced(node)
+
+    for i, reservation in enumerate(reservations):
+        await node.ledger.settle(reservation, 1_000 if i % 2 else 0)
+    row = await node.ledger.account(account_id)
+    assert (row.balance_msat, row.reserved_msat) == (1_000_000 - 38 * 1_000, 0)
+    assert await node.ledger.earnings_msat() == 38_000
+    await assert_balanced(node)
+
+
+async def test_settle_charges_once_and_returns_the_first_outcome(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    account_id = await funded(node, ecash, mint, 100)
+    reservation = await node.ledger.reserve(account_id, 50_000)
+    row = await node.ledger.account(account_id)
+    assert (row.balance_msat, row.reserved_msat) == (50_000, 50_000)
+
+    first = await node.ledger.settle(reservation, 20_000)
+
+    assert (first.state, first.charged_msat, first.reserved_msat) == ("charged", 20_000, 50_000)
+    assert first.account_id == account_id
+    assert await node.ledger.settle(reservation, 40_000) == first
+    assert await node.ledger.settle(reservation, 0) == first
+    assert await node.ledger.release(reservation) == first
+    assert await node.ledger.reservation(reservation) == first
+    row = await node.ledger.account(account_id)
+    assert (row.balance_msat, row.reserved_msat) == (80_000, 0)
+    assert await node.ledger.earnings_msat() == 20_000
+    await assert_balanced(node)
+
+
+async def test_settle_from_many_tasks_at_once_charges_once(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    account_id = await funded(node, ecash, mint, 100)
+    reservation = await node.ledger.reserve(account_id, 10_000)
+
+    outcomes = await asyncio.gather(
+        *(node.ledger.settle(reservation, 1_000 * (i + 1)) for i in range(10)),
+        node.ledger.release(reservation),
+    )
+
+    assert len(set(outcomes)) == 1
+    charged = outcomes[0].charged_msat
+    row = await node.ledger.account(account_id)
+    assert (row.balance_msat, row.reserved_msat) == (100_000 - charged, 0)
+    assert await node.ledger.earnings_msat() == charged
+    await assert_balanced(node)
+
+
+async def test_release_returns_the_whole_reservation(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    account_id = await funded(node, ecash, mint, 100)
+    reservation = await node.ledger.reserve(account_id, 100_000)
+    with pytest.raises(InsufficientBalance) as short:
+        await node.ledger.reserve(account_id, 1)
+    assert (short.value.needed_msat, short.value.available_msat) == (1, 0)
+
+    released = await node.ledger.release(reservation)
+
+    assert (released.state, released.charged_msat) == ("released", 0)
+    assert await node.ledger.settle(reservation, 5_000) == released
+    row = await node.ledger.account(account_id)
+    assert (row.balance_msat, row.reserved_msat) == (100_000, 0)
+    assert await node.ledger.earnings_msat() == 0
+    await assert_balanced(node)
+
+
+async def test_a_charge_is_capped_at_its_reservation(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    account_id = await funded(node, ecash, mint, 100)
+    reservation = await node.ledger.reserve(account_id, 10_000)
+
+    settled = await node.ledger.settle(reservation, 99_999)
+
+    assert settled.charged_msat == 10_000
+    assert (await node.ledger.account(account_id)).balance_msat == 90_000
+    assert await node.ledger.earnings_msat() == 10_000
+    await assert_balanced(node)
+
+
+async def test_bad_amounts_and_unknown_ids_are_refused(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    account_id = await funded(node, ecash, mint, 10)
+    reservation = await node.ledger.reserve(account_id, 1_000)
+
+    with pytest.raises(InvalidAmount):
+        await node.ledger.reserve(account_id, -1)
+    with pytest.raises(InvalidAmount):
+        await node.ledger.settle(reservation, -1)
+    with pytest.raises(AccountNotFound):
+        await node.ledger.reserve(account_id + 1000, 1)
+    with pytest.raises(AccountNotFound):
+        await node.ledger.settle(reservation + 1000, 1)
+    assert (await node.ledger.reservation(reservation)).state == "open"
+    await assert_balanced(node)
+
+
+async def test_a_restart_releases_the_reservations_of_requests_in_flight(
+    data_dir: Path, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    async with open_wallet(data_dir, [mint.url]) as node:
+        account_id = await funded(node, ecash, mint, 100)
+        in_flight = await node.ledger.reserve(account_id, 40_000)
+        done = await node.ledger.reserve(account_id, 10_000)
+        await node.ledger.settle(done, 10_000)
+
+    async with open_wallet(data_dir, [mint.url]) as node:
+        released = await node.ledger.reservation(in_flight)
+        assert (released.state, released.charged_msat) == ("released", 0)
+        assert (await node.ledger.reservation(done)).charged_msat == 10_000
+        row = await node.ledger.account(account_id)
+        assert (row.balance_msat, row.reserved_msat) == (90_000, 0)
+        assert await node.ledger.settle(in_flight, 40_000) == released  # too late to charge
+        await assert_balanced(node)
+
+
+# -- the ledger against a model ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def bare_ledger(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ledger]:
+    """A ledger database of its own, no custody: accounts are funded by ledger credits."""
+    db = Database(tmp_path_factory.mktemp("ledger") / DB_FILE)
+    await db.open()
+    yield Ledger(db)
+    await db.close()
+
+
+@dataclass
+class Model:
+    balance: int
+    reserved: int = 0
+    earnings: int = 0
+    open: dict[int, int] = field(default_factory=dict)  # reservation → amount
+    outcome: dict[int, tuple[int, str]] = field(default_factory=dict)  # → (charged, state)
+
+
+Step = tuple[str, int, int]
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("reserve"), st.integers(0, 40_000), st.just(0)),
+        st.tuples(st.just("settle"), st.integers(0, 30), st.integers(0, 50_000)),
+        st.tuples(st.just("release"), st.integers(0, 30), st.just(0)),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 100_000), steps)
+async def test_the_ledger_follows_a_simple_model(
+    bare_ledger: Ledger, initial: int, program: list[Step]
+) -> None:
+    ledger = bare_ledger
+    earnings_before = await ledger.earnings_msat()
+
+    def create(c: sqlite3.Connection) -> int:
+        account_id = ledger_sql.create_account(c, "key")
+        if initial:
+            ledger_sql.credit_from_custody(c, account_id, initial, operation_id=None)
+        return account_id
+
+    account_id = await ledger.db.write(create)
+    model = Model(balance=initial)
+    reservations: list[int] = []
+
+    for op, a, b in program:
+        if op == "reserve":
+            try:
+                rid = await ledger.reserve(account_id, a)
+            except InsufficientBalance:
+                assert a > model.balance
+                continue
+            assert a <= model.balance
+            reservations.append(rid)
+            model.balance -= a
+            model.reserved += a
+            model.open[rid] = a
+        elif reservations:
+            rid = reservations[a % len(reservations)]
+            charge = b if op == "settle" else 0
+            settled = (
+                await ledger.settle(rid, charge) if op == "settle" else await ledger.release(rid)
+            )
+            if rid in model.open:  # the first settlement decides, every later one repeats it
+                amount = model.open.pop(rid)
+                charged = min(charge, amount)
+                model.outcome[rid] = (charged, settled.state)
+                model.balance += amount - charged
+                model.reserved -= amount
+                model.earnings += charged
+                if charged:
+                    assert settled.state == "charged"
+                elif charge == 0:
+                    assert settled.state == "released"
+            assert (settled.charged_msat, settled.state) == model.outcome[rid]
+            assert settled.account_id == account_id
+        row = await ledger.account(account_id)
+        assert (row.balance_msat, row.reserved_msat) == (model.balance, model.reserved)
+        assert await ledger.earnings_msat() - earnings_before == model.earnings
+
+
+# -- the journal and the audit ---------------------------------------------------------------
+
+
+def _connect(data_dir: Path) -> closing[sqlite3.Connection]:
+    return closing(sqlite3.connect(data_dir / DB_FILE, timeout=10, isolation_level=None))
+
+
+async def test_the_journal_is_append_only(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint, data_dir: Path
+) -> None:
+    account_id = await funded(node, ecash, mint, 100)
+    await node.ledger.settle(await node.ledger.reserve(account_id, 1_000), 1_000)
+
+    with _connect(data_dir) as conn:
+        rows = conn.execute("SELECT * FROM journal ORDER BY id").fetchall()
+        assert [r[2] for r in rows] == ["credit", "reserve", "charge"]
+        for statement in (
+            "UPDATE journal SET balance_delta_msat = 0, custody_delta_msat = 0",
+            "UPDATE journal SET memo = 'edited' WHERE id = 1",
+            "DELETE FROM journal WHERE id = 2",
+            "DELETE FROM journal",
+        ):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                conn.execute(statement)
+        with pytest.raises(sqlite3.IntegrityError):  # every row must balance
+            conn.execute(
+                "INSERT INTO journal (at, kind, custody_delta_msat, balance_delta_msat)"
+                " VALUES (0, 'forged', 0, 5000)"
+            )
+        assert conn.execute("SELECT * FROM journal ORDER BY id").fetchall() == rows
+    await assert_balanced(node)
+
+
+async def test_the_journal_cannot_be_rewritten_by_replace(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint, data_dir: Path
+) -> None:
+    await funded(node, ecash, mint, 100)
+
+    with _connect(data_dir) as conn:
+        rows = conn.execute("SELECT * FROM journal ORDER BY id").fetchall()
+        with suppress(sqlite3.IntegrityError):
+            conn.execute("REPLACE INTO journal (id, at, kind) VALUES (1, 0, 'forged')")
+        assert conn.execute("SELECT * FROM journal ORDER BY id").fetchall() == rows
+
+
+async def run_cli_audit(config: Path) -> tuple[int, dict[str, Any]]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ROUTSTR_")}
+    child = await asyncio.create_subprocess_exec(
+        str(ROUTSTR_NODE),
+        "audit",
+        "--config",
+        str(config),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await child.communicate()
+    assert child.returncode is not None
+    try:
+        report = json.loads(out)
+    except ValueError:
+        pytest.fail(f"audit printed no JSON: {out!r} {err.decode()[-2000:]}")
+    assert isinstance(report, dict)
+    return child.returncode, report
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "UPDATE accounts SET balance_msat = balance_msat + 1000",
+        "UPDATE earnings SET amount_msat = amount_msat + 1000",
+        "UPDATE proofs SET amount = amount * 2 WHERE id = (SELECT MIN(id) FROM proofs)",
+    ],
+    ids=["balance", "earnings", "proof-amount"],
+)
+async def test_the_audit_finds_a_tampered_ledger(
+    node: WalletService,
+    ecash: EcashFactory,
+    mint: LocalMint,
+    data_dir: Path,
+    tmp_path: Path,
+    tamper: str,
+) -> None:
+    account_id = await funded(node, ecash, mint, 500)
+    await node.ledger.settle(await node.ledger.reserve(account_id, 7_000), 3_000)
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\ndata_dir = "{data_dir}"\n[mints]\ntrusted = ["{mint.url}"]\n')
+
+    clean = await node.audit()
+    assert clean.balanced and clean.difference_msat == 0 and clean.journal_consistent
+    code, printed = await run_cli_audit(config)  # beside the open wallet, as with a live node
+    assert (code, printed["balanced"], printed["difference_msat"]) == (0, True, 0)
+
+    with _connect(data_dir) as conn:
+        conn.execute(tamper)
+
+    report = await node.audit()
+    assert not report.balanced
+    assert report.difference_msat != 0 or not report.journal_consistent
+    assert not report.journal_consistent  # every stored total is recomputed from the journal
+    code, printed = await run_cli_audit(config)
+    assert (code, printed["balanced"]) == (1, False)
+    assert printed["difference_msat"] == report.difference_msat

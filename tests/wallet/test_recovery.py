@@ -1,0 +1,290 @@
+"""Crash recovery at every fault point, with a real SIGKILL and the real mint.
+
+A child process (tests/support/fault_runner.py) runs one operation and kills itself at
+the named point (no cleanup, no flush, as a power cut). The test then opens the wallet
+on the same data directory, which runs recovery, and checks that the money is where it
+must be: at the mint (NUT-07, nutshell's verdict on tokens) and in the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.ecash import EcashFactory
+from support.invoices import fake_invoice
+from support.wallets import fund, ledger_state, open_wallet, query, recovered_wallet
+
+from mints.errors import MintRefused
+from routstr_node.demo.mint import LocalMint, run_local_mint
+from wallet.errors import TokenAlreadyRedeemed
+from wallet.service import WalletService
+
+FAULT_RUNNER = Path(__file__).resolve().parents[1] / "support" / "fault_runner.py"
+
+
+async def crash_at(point: str, data_dir: Path, mint_url: str, *args: str) -> list[dict[str, Any]]:
+    """Run the operation in a child that dies at ``point``; the JSON lines it printed."""
+    env = {**os.environ, "ROUTSTR_TEST_FAULT": point}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(FAULT_RUNNER),
+        str(data_dir),
+        mint_url,
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await child.communicate()
+    assert child.returncode == -signal.SIGKILL, (child.returncode, out, err.decode()[-2000:])
+    lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    assert not [line for line in lines if "done" in line], "the operation finished"
+    return lines
+
+
+async def assert_balanced(node: WalletService) -> None:
+    report = await node.audit()
+    assert report.balanced, report.to_dict()
+    assert report.pending_operations == 0
+
+
+def pending_operations(data_dir: Path) -> list[tuple[Any, ...]]:
+    return query(data_dir, "SELECT id, kind FROM operations WHERE state = 'pending'")
+
+
+async def funded_account(
+    data_dir: Path, ecash: EcashFactory, mint: LocalMint, amount_sat: int
+) -> int:
+    """An account holding ``amount_sat`` in proofs 512 256 128 64 32 8 (for 1000)."""
+    async with open_wallet(data_dir, [mint.url]) as node:
+        return (await fund(node, ecash, mint.url, amount_sat)).account_id
+
+
+# -- receive --------------------------------------------------------------------------------
+
+
+async def test_crash_after_a_receive_is_written_credits_nothing(
+    data_dir: Path, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(300, mint_url=mint.url)
+
+    await crash_at("receive:written", data_dir, mint.url, "receive", token)
+
+    [(op_id, kind)] = pending_operations(data_dir)
+    assert kind == "receive"
+    async with recovered_wallet(data_dir, [mint.url]) as (node, report):
+        assert (report.completed, report.failed, report.still_pending) == ([], [op_id], [])
+        state = ledger_state(data_dir)
+        assert state.accounts == () and state.journal_rows == 0 and state.unspent_sat == 0
+        assert state.operations == ((op_id, "receive", "failed"),)
+        assert await ecash.proof_states(token) == ["UNSPENT"] * 4  # 256 32 8 4
+        await assert_balanced(node)
+
+        # the token is as good as before: it can still be redeemed, here too
+        account = await node.create_account(await node.mints.check_token(token))
+        assert account.credited_msat == 300_000
+        assert await ecash.is_spent(token)
+        await assert_balanced(node)
+
+
+async def test_crash_after_a_receive_swapped_credits_exactly_once(
+    data_dir: Path, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(300, mint_url=mint.url)
+
+    await crash_at("receive:swapped", data_dir, mint.url, "receive", token)
+
+    [(op_id, _)] = pending_operations(data_dir)
+    assert await ecash.is_spent(token), "the mint swapped the token before the crash"
+    assert ledger_state(data_dir).accounts == ()
+    async with recovered_wallet(data_dir, [mint.url]) as (node, report):
+        assert (report.completed, report.failed, report.still_pending) == ([op_id], [], [])
+        state = ledger_state(data_dir)
+        [(account_id, kind, balance, reserved)] = state.accounts
+        assert (kind, balance, reserved) == ("key", 300_000, 0)
+        assert state.unspent_sat == 300
+        await assert_balanced(node)
+        with pytest.raises(TokenAlreadyRedeemed) as again:
+            await node.create_account(await node.mints.check_token(token))
+        assert again.value.account_id == account_id
+
+    async with recovered_wallet(data_dir, [mint.url]) as (node, report):
+        assert (report.completed, report.failed, report.still_pending) == ([], [], [])
+        assert ledger_state(data_dir) == state
+        await assert_balanced(node)
+
+
+# -- send -----------------------------------------------------------------------------------
+
+
+async def test_crash_after_a_send_is_written_returns_the_balance(
+    data_dir: Path, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    account_id = await funded_account(data_dir, ecash, mint, 1000)
+    before = ledger_state(data_dir)
+
+    # 100 is no sum of the proofs held (512 256 128 64 32 8): a swap is needed
+    await crash_at("send:written", data_dir, mint.url, "send", str(account_id), "100")
+
+    [(op_id, kind)] = pending_operations(data_dir)
+    assert kind == "swap"
+    assert ledger_state(data_dir).accounts == ((account_id, "key", 900_000, 100_000),)
+    async with recovered_wallet(data_dir, [mint.url]) as (node, report):
+        assert (report.completed, report.failed, report.still_pending) == ([], [op_id], [])
+        state = ledger_state(data_dir)
+        assert state.accounts == before.accounts  # 1_000_000 msat, nothing reserved
+        assert state.unspent_sat == before.unspent_sat == 1000
+        assert query(data_dir, "SELECT COUNT(*) FROM outgoing_tokens") == [(0,)]
+        ys = [row[0] for row in query(data_dir, "SELECT y FROM proofs WHERE state = 'unspent'")]
+        states = await node.mints.client(mint.url).check_state(ys)
+        assert set(states.values()) == {"UNSPENT"}
+        await assert_balanced(node)
+
+        # the proofs still pay: the same withdrawal now goes through
+        sent = await node.withdraw_token(account_id, 100)
+        assert await ecash.redeem(sent.token) == 100
+        assert (await node.ledger.account(account_id)).balance_msat == 900_000
+        await assert_balanced(node)
+
+
+async def test_crash_after_a_send_swapped_completes_the_withdrawal(
+    data_dir: Path, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    account_id = await funded_account(data_dir, ecash, mint, 1000)
+
+    await crash_at("send:swapped", data_dir, mint.url, "send", str(account_id), "100")
+
+    [(op_id, _)] = pending_operations(data_dir)
+    assert query(data_dir, "SELECT COUNT(*) FROM outgoing_tokens") == [(0,)]
+    async with recovered_wallet(data_dir, [mint.url]) as (node, report):
+        assert (report.completed, report.failed, report.still_pending) == ([op_id], [], [])
+        state = ledger_state(data_dir)
+        assert state.accounts == ((account_id, "key", 900_000, 0),)  # charged once
+        [(token, amount, purpose)] = query(
+            data_dir, "SELECT token, amount_sat, purpose FROM outgoing_tokens"
+        )
+        assert (amount, purpose) == (100, "withdraw")
+        await assert_balanced(node)
+
+    async with recovered_wallet(data_dir, [mint.url]) as (node, report):
+        assert (report.completed, report.failed, report.still_pending) == ([], [], [])
+        assert ledger_state(data_dir) == state
+
+        assert await ecash.redeem(token) == 100  # an independent wallet takes it in full
+        await assert_balanced(node)
+
+
+# -- melt -----------------------------------------------------------------------------------
+
+
+async def test_crash_after_a_melt_is_written_pays_nothing_until_paid_again(
+    data_dir: Path, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    account_id = await funded_account(data_dir, ecash, mint, 1000)
+    before = ledger_state(data_dir)
+
+    [quote_line] = await crash_at(
+        "melt:written", data_dir, mint.url, "melt", str(account_id), fake_invoice(100)
+    )
+
+    [(op_id, kind)] = pending_operations(data_dir)
+    assert kind == "melt"
+    async with recovered_wallet(data_dir, [mint.url]) as (node, report):
+        assert (report.completed, report.failed, report.still_pending) == ([], [op_id], [])
+        client = node.mints.client(mint.url)
+        quote = await client.get_melt_quote(quote_line["quote"])
+        assert quote.state == "UNPAID"
+        state = ledger_state(data_dir)
+        assert state.accounts == before.accounts and state.unspent_sat == 1000
+        await assert_balanced(node)
+
+        result = await node.custody.melt(account_id, mint.url, quote)  # paid once, now
+
+        assert result.state == "PAID" and result.fee_sat <= quote.fee_reserve
+        assert (await client.get_melt_quote(quote.quote)).state == "PAID"
+        account = await node.ledger.account(account_id)
+        assert (account.balance_msat, account.reserved_msat) == ((900 - result.fee_sat) * 1000, 0)
+        await assert_balanced(node)
+
+
+async def test_crash_after_a_melt_paid_charges_once(
+    data_dir: Path, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    account_id = await funded_account(data_dir, ecash, mint, 1000)
+
+    [quote_line] = await crash_at(
+        "melt:paid", data_dir, mint.url, "melt", str(account_id), fake_invoice(100)
+    )
+
+    [(op_id, _)] = pending_operations(data_dir)
+    async with recovered_wallet(data_dir, [mint.url]) as (node, report):
+        assert (report.completed, report.failed, report.still_pending) == ([op_id], [], [])
+        client = node.mints.client(mint.url)
+        quote = await client.get_melt_quote(quote_line["quote"])
+        assert quote.state == "PAID"
+        [(result,)] = query(data_dir, "SELECT result FROM operations WHERE id = ?", [op_id])
+        cost = json.loads(result)["cost_sat"]
+        assert 100 <= cost <= 100 + quote_line["fee_reserve"]
+        account = await node.ledger.account(account_id)
+        assert (account.balance_msat, account.reserved_msat) == ((1000 - cost) * 1000, 0)
+        charges = query(
+            data_dir,
+            "SELECT COUNT(*) FROM journal WHERE kind = 'charge' AND account_id = ?",
+            [account_id],
+        )
+        assert charges == [(1,)]
+        await assert_balanced(node)
+        state = ledger_state(data_dir)
+
+        # the mint will not pay the same quote twice, and nothing is charged for trying
+        with pytest.raises(MintRefused):
+            await node.custody.melt(account_id, mint.url, quote)
+        after = ledger_state(data_dir)
+        assert (after.accounts, after.unspent_sat) == (state.accounts, state.unspent_sat)
+        await assert_balanced(node)
+
+    async with recovered_wallet(data_dir, [mint.url]) as (node, report):
+        assert (report.completed, report.failed, report.still_pending) == ([], [], [])
+        assert ledger_state(data_dir) == after
+        await assert_balanced(node)
+
+
+# -- the mint is away when the node restarts -----------------------------------------------
+
+
+async def test_recovery_waits_for_an_unreachable_mint(
+    tmp_path: Path, data_dir: Path, ecash: EcashFactory
+) -> None:
+    """A crash, then a start while the mint is down: nothing is guessed, all is kept."""
+    mint_dir = tmp_path / "own-mint"
+    async with run_local_mint(mint_dir) as own:
+        port, url = own.port, own.url
+        account_id = await funded_account(data_dir, ecash, own, 1000)
+        await crash_at("send:swapped", data_dir, url, "send", str(account_id), "100")
+    [(op_id, _)] = pending_operations(data_dir)
+
+    async with recovered_wallet(data_dir, [url]) as (node, report):  # the mint is down
+        assert (report.completed, report.failed, report.still_pending) == ([], [], [op_id])
+        assert ledger_state(data_dir).accounts == ((account_id, "key", 900_000, 100_000),)
+        audit = await node.audit()
+        assert not audit.balanced and audit.problems and audit.pending_operations == 1
+
+    async with (
+        run_local_mint(mint_dir, port=port),
+        recovered_wallet(data_dir, [url]) as (
+            node,
+            report,
+        ),
+    ):
+        assert (report.completed, report.failed, report.still_pending) == ([op_id], [], [])
+        assert ledger_state(data_dir).accounts == ((account_id, "key", 900_000, 0),)
+        [(token,)] = query(data_dir, "SELECT token FROM outgoing_tokens")
+        assert await ecash.redeem(token) == 100
+        await assert_balanced(node)
