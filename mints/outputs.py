@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from bip32 import BIP32  # type: ignore[import-untyped]
-from cashu.core.crypto.b_dhke import alice_verify_dleq, step1_alice, step3_alice
+from cashu.core.crypto.b_dhke import alice_verify_dleq, hash_to_curve, step3_alice
 from cashu.core.crypto.secp import PrivateKey, PublicKey
 
 from mints.errors import ProtocolError
@@ -29,6 +29,7 @@ class PreparedOutput:
     secret: str
     r: str
     B_: str
+    y: str = ""  # hash_to_curve(secret), known from blinding; "" when read back from storage
 
     def message(self) -> BlindedMessage:
         return BlindedMessage(amount=self.amount, keyset_id=self.keyset_id, B_=self.B_)
@@ -64,7 +65,8 @@ def prepare_outputs(
     for i, amount in enumerate(amounts):
         counter = first_counter + i
         secret, r = derive_secret(seed, keyset_id, counter)
-        B_, _ = step1_alice(secret, PrivateKey(r))
+        Y = hash_to_curve(secret.encode())
+        B_ = Y + PrivateKey(r).public_key  # step1_alice, keeping Y for the proof's identity
         outputs.append(
             PreparedOutput(
                 amount=amount,
@@ -73,6 +75,7 @@ def prepare_outputs(
                 secret=secret,
                 r=r.hex(),
                 B_=B_.format().hex(),
+                y=Y.format().hex(),
             )
         )
     return outputs
@@ -120,6 +123,4 @@ def unblind(
 
 def proof_y(secret: str) -> str:
     """Y = hash_to_curve(secret), the public identity the mint uses in NUT-07."""
-    from cashu.core.crypto.b_dhke import hash_to_curve
-
     return str(hash_to_curve(secret.encode()).format().hex())

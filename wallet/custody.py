@@ -491,7 +491,7 @@ class Custody:
         for row, sig in zip(rows, signatures, strict=True):
             keyset = await client.keyset(row.output.keyset_id)
             proof: Proof = unblind(row.output, sig, keyset, blank=blank)
-            stored.append(sql.StoredProof(proof, proof_y(proof.secret)))
+            stored.append(sql.StoredProof(proof, row.output.y or proof_y(proof.secret)))
         return stored
 
     async def _fail(self, op_id: int, exc: Exception) -> None:
