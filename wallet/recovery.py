@@ -4,6 +4,8 @@ The mint is the judge: NUT-07 says whether the inputs were spent, NUT-09 returns
 signatures it gave for outputs the node wrote down (derived from its seed). A spent
 input with restorable outputs completes the operation through the very code the live
 path uses; unspent inputs mean it never happened; pending ones are left for later.
+A mint operation (Lightning in) has no inputs: its quote's state is the judge there
+(see :func:`wallet.lightning_in.recover_mint`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from mints.errors import MintError
 from mints.outputs import proof_y
 from wallet.custody import Custody
+from wallet.lightning_in import recover_mint
 from wallet.sqlite import custody as sql
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,8 @@ async def recover_operation(custody: Custody, op_id: int) -> str:
 
     if op.kind == "melt":
         return await _recover_melt(custody, op, rows)
+    if op.kind == "mint":
+        return await recover_mint(custody, op)
 
     if op.kind == "receive":
         ys = [proof_y(p.secret) for p in op.foreign_inputs]

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mints.directory import CheckedToken, MintDirectory
+from mints.errors import MintRefused
+from mints.models import MeltQuote
+from mints.token import normalize_mint_url
 from wallet.audit import AuditReport, audit
-from wallet.custody import Custody, Received, SentToken
-from wallet.errors import InsufficientCustody, TokenAlreadyRedeemed
+from wallet.custody import Custody, MeltResult, Received, SentToken
+from wallet.errors import (
+    InsufficientBalance,
+    InsufficientCustody,
+    InvalidAmount,
+    TokenAlreadyRedeemed,
+    WalletError,
+)
 from wallet.keys import key_hash, new_admin_key, new_api_key
 from wallet.ledger import Ledger
+from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
 from wallet.recovery import RecoveryReport, recover_all
 from wallet.seed import load_or_create_seed
 from wallet.sqlite.custody import outgoing_tokens
@@ -21,6 +33,18 @@ from wallet.sqlite.database import Database
 log = logging.getLogger(__name__)
 
 DB_FILE = "wallet.sqlite3"
+
+T = TypeVar("T")
+_LIQUIDITY_WAITS_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
+_ALL_ATTEMPTS = 4
+
+
+class InvoiceRejected(WalletError):
+    """The mint will not quote a payment of this invoice (malformed, expired, no amount…)."""
+
+
+class PaymentFailed(WalletError):
+    """The mint could not pay the invoice; the money held for it went back to the account."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +65,7 @@ class WalletService:
         self.db = Database(data_dir / DB_FILE)
         self.ledger = Ledger(self.db)
         self._custody: Custody | None = None
+        self._lightning_in: LightningIn | None = None
 
     @property
     def custody(self) -> Custody:
@@ -98,9 +123,12 @@ class WalletService:
             received = await self.custody.receive(
                 checked, {"create": {"kind": "token", "token_id": "$token"}}
             )
-        except TokenAlreadyRedeemed as exc:
-            if exc.account_id is not None:
-                return exc.account_id
+        except TokenAlreadyRedeemed:
+            # only an account the token itself opened (a concurrent first use) answers to it;
+            # a token that funded an sk- account or a topup is spent, not a key
+            again = await self.ledger.account_by_token_id(checked.token.token_id)
+            if again is not None:
+                return again.id
             raise
         return received.account_id
 
@@ -159,3 +187,208 @@ class WalletService:
         if not tokens:
             return "", 0
         return tokens[-1]
+
+    # -- the wallet API: withdrawals, refunds, Lightning ------------------------------
+
+    def _mint_order(
+        self, chosen: str | None, account_mint: str | None, *, own_first: bool
+    ) -> list[str]:
+        """Where to take money from: the chosen mint only, else primary (or the account's own
+        mint first, for refunds), then every other trusted mint."""
+        if chosen is not None:
+            return [normalize_mint_url(chosen)]
+        order = list(self.mints.urls)
+        if account_mint is not None and self.mints.is_trusted(account_mint):
+            own = normalize_mint_url(account_mint)
+            order.remove(own)
+            order.insert(0 if own_first else 1, own)
+        return order
+
+    async def withdraw(
+        self,
+        account_id: int,
+        amount_sat: int | None,
+        mint_url: str | None = None,
+        *,
+        purpose: str = "withdraw",
+        legacy: bool = False,
+    ) -> SentToken:
+        """A token of ``amount_sat`` (None: all the account can spend, its reserved part
+        excluded); from the chosen mint, else the first trusted mint holding enough."""
+        if amount_sat is not None and (type(amount_sat) is not int or amount_sat <= 0):
+            raise InvalidAmount("amount must be a positive integer of sat")
+        account = await self.ledger.account(account_id)
+        if amount_sat is not None and amount_sat * 1000 > account.balance_msat:
+            raise InsufficientBalance(
+                f"the account can spend {account.balance_msat // 1000} sat, not {amount_sat}",
+                needed_msat=amount_sat * 1000,
+                available_msat=account.balance_msat,
+            )
+        if account.balance_msat < 1000:
+            raise InsufficientBalance(
+                "the account has nothing to withdraw",
+                needed_msat=1000,
+                available_msat=account.balance_msat,
+            )
+        short: InsufficientCustody | None = None
+        own_first = purpose == "refund"
+        for mint in self._mint_order(mint_url, account.mint_url, own_first=own_first):
+
+            async def pay(mint: str = mint) -> SentToken:
+                for _ in range(_ALL_ATTEMPTS - 1):
+                    try:
+                        return await self.custody.send(
+                            account_id, mint, amount_sat, purpose=purpose, legacy=legacy
+                        )
+                    except InsufficientBalance as exc:
+                        # "all" was planned on a balance a request in flight has just
+                        # reserved from: plan again on what is there now
+                        if amount_sat is not None or exc.available_msat < 1000:
+                            raise
+                return await self.custody.send(
+                    account_id, mint, amount_sat, purpose=purpose, legacy=legacy
+                )
+
+            try:
+                return await self._waiting_for_change(mint, pay)
+            except InsufficientCustody as exc:
+                short = exc
+        assert short is not None
+        raise short
+
+    async def withdraw_invoice(
+        self, account_id: int, invoice: str, mint_url: str | None = None
+    ) -> MeltResult:
+        """Pay a bolt11 invoice from the account.
+
+        The mint's fee reserve is checked against what the account can spend before any
+        proof moves; the melt holds amount + reserve and returns what the payment did not use.
+        """
+        account = await self.ledger.account(account_id)
+        short: InsufficientCustody | None = None
+        for mint in self._mint_order(mint_url, account.mint_url, own_first=False):
+            try:
+                quote = await self.custody.melt_quote(mint, invoice)
+            except MintRefused as exc:
+                raise InvoiceRejected(
+                    f"the mint will not pay this invoice: {exc.detail or exc.message}"
+                ) from None
+            needed_msat = (quote.amount + quote.fee_reserve) * 1000
+            if needed_msat > account.balance_msat:
+                raise InsufficientBalance(
+                    f"paying needs {quote.amount} sat plus a fee reserve of"
+                    f" {quote.fee_reserve} sat; the account can spend"
+                    f" {account.balance_msat // 1000} sat",
+                    needed_msat=needed_msat,
+                    available_msat=account.balance_msat,
+                )
+
+            def pay(mint: str = mint, quote: MeltQuote = quote) -> Awaitable[MeltResult]:
+                return self.custody.melt(account_id, mint, quote)
+
+            try:
+                return await self._waiting_for_change(mint, pay)
+            except InsufficientCustody as exc:
+                short = exc
+            except MintRefused as exc:
+                raise PaymentFailed(
+                    f"the payment failed and nothing was charged: {exc.detail or exc.message}"
+                ) from None
+        assert short is not None
+        raise short
+
+    async def _waiting_for_change(self, mint_url: str, pay: Callable[[], Awaitable[T]]) -> T:
+        """Pay, and retry for a moment while proofs at the mint are locked in operations in
+        flight: concurrent withdrawals lock the big proofs, and their change comes back
+        within milliseconds, so "too little here" is often only "not yet"."""
+        url = normalize_mint_url(mint_url)
+        for delay in _LIQUIDITY_WAITS_S:
+            try:
+                return await pay()
+            except InsufficientCustody:
+                in_flight = await self.db.read(
+                    lambda c: c.execute(
+                        "SELECT 1 FROM proofs WHERE mint_url = ? AND state = 'pending' LIMIT 1",
+                        (url,),
+                    ).fetchone()
+                )
+                if in_flight is None:
+                    raise
+                await asyncio.sleep(delay)
+        return await pay()
+
+    async def refund(
+        self, account_id: int, mint_url: str | None = None, *, legacy: bool = False
+    ) -> SentToken:
+        """Everything the account can spend as one token (Routstr's refund).
+
+        A retry after a lost answer gets the same token, but only while nothing has
+        happened on the account since and the token is still unspent at its mint: an old
+        refund is never handed out again once money went back into the account.
+        """
+        account = await self.ledger.account(account_id)
+        if account.balance_msat < 1000:
+            replay = await self._replayable_refund(account_id)
+            if replay is not None:
+                return replay
+        return await self.withdraw(account_id, None, mint_url, purpose="refund", legacy=legacy)
+
+    async def _replayable_refund(self, account_id: int) -> SentToken | None:
+        def last_refund(c: Any) -> tuple[str, int, str, list[str]] | None:
+            account = c.execute(
+                "SELECT balance_msat, reserved_msat FROM accounts WHERE id = ?", (account_id,)
+            ).fetchone()
+            if account is None or account[0] >= 1000 or account[1] != 0:
+                return None
+            last = c.execute(
+                "SELECT j.kind, r.purpose FROM journal j"
+                " LEFT JOIN reservations r ON r.id = j.reservation_id"
+                " WHERE j.account_id = ? ORDER BY j.id DESC LIMIT 1",
+                (account_id,),
+            ).fetchone()
+            if last is None or tuple(last) != ("charge", "refund"):
+                return None
+            token = c.execute(
+                "SELECT id, token, amount_sat, mint_url FROM outgoing_tokens"
+                " WHERE account_id = ? AND purpose = 'refund' ORDER BY id DESC LIMIT 1",
+                (account_id,),
+            ).fetchone()
+            if token is None:
+                return None
+            ys = [
+                str(r[0])
+                for r in c.execute("SELECT y FROM proofs WHERE outgoing_token_id = ?", (token[0],))
+            ]
+            return str(token[1]), int(token[2]), str(token[3]), ys
+
+        found = await self.db.read(last_refund)
+        if found is None or not found[3]:
+            return None
+        token, amount, mint_url, ys = found
+        states = await self.custody.client_for(mint_url).check_state(ys)
+        if any(state != "UNSPENT" for state in states.values()):
+            return None
+        return SentToken(token, amount, 0, mint_url)
+
+    @property
+    def lightning_in(self) -> LightningIn:
+        if self._lightning_in is None or self._lightning_in.custody is not self.custody:
+            self._lightning_in = LightningIn(self.custody)
+        return self._lightning_in
+
+    async def create_invoice(self, amount_sat: int, account_id: int | None = None) -> NewInvoice:
+        """A Lightning invoice from the primary mint; paid, it tops up ``account_id`` or
+        creates an account whose keys go to the holder of the returned secret."""
+        return await self.lightning_in.create(amount_sat, account_id, self.mints.urls[0])
+
+    async def invoice(self, invoice_id: str, *, refresh: bool = True) -> InvoiceRecord:
+        """The invoice's state, after asking the mint (and minting, once it is paid)."""
+        if refresh:
+            return await self.lightning_in.refresh(invoice_id)
+        return await self.lightning_in.get(invoice_id)
+
+    async def claim_invoice_keys(self, invoice_id: str, secret: str) -> IssuedKeys | None:
+        return await self.lightning_in.deliver_keys(invoice_id, secret)
+
+    async def poll_invoices(self) -> int:
+        return await self.lightning_in.poll()

@@ -59,6 +59,9 @@ MIGRATIONS: list[str] = [
         BEGIN SELECT RAISE(ABORT, 'journal is append-only'); END;
     CREATE TRIGGER journal_append_only_delete BEFORE DELETE ON journal
         BEGIN SELECT RAISE(ABORT, 'journal is append-only'); END;
+    CREATE TRIGGER journal_append_only_replace BEFORE INSERT ON journal
+        WHEN NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM journal WHERE id = NEW.id)
+        BEGIN SELECT RAISE(ABORT, 'journal is append-only'); END;
     CREATE TABLE proofs (
         id INTEGER PRIMARY KEY,
         mint_url TEXT NOT NULL,
@@ -116,6 +119,30 @@ MIGRATIONS: list[str] = [
         created_at INTEGER NOT NULL
     );
     CREATE INDEX outgoing_by_account ON outgoing_tokens (account_id, purpose);
+    """,
+    # 2: Lightning in. An invoice is a NUT-04 mint quote the node asked for on behalf of
+    # an account (account_id) or of a new one (account_id NULL, keys handed once to the
+    # holder of the invoice's secret, of which only the hash is kept).
+    """
+    CREATE TABLE invoices (
+        id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL,
+        mint_url TEXT NOT NULL,
+        quote_id TEXT NOT NULL UNIQUE,
+        bolt11 TEXT NOT NULL,
+        amount_sat INTEGER NOT NULL CHECK (amount_sat > 0),
+        state TEXT NOT NULL
+            CHECK (state IN ('unpaid', 'minting', 'paid', 'expired', 'failed')),
+        account_id INTEGER REFERENCES accounts (id),
+        credited_account_id INTEGER REFERENCES accounts (id),
+        credited_msat INTEGER CHECK (credited_msat >= 0),
+        operation_id INTEGER REFERENCES operations (id),
+        keys_delivered_at INTEGER,
+        expires_at INTEGER,
+        created_at INTEGER NOT NULL,
+        paid_at INTEGER
+    );
+    CREATE INDEX invoices_open ON invoices (state) WHERE state IN ('unpaid', 'minting');
     """,
 ]
 

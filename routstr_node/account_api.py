@@ -1,0 +1,118 @@
+"""What every account route needs: the JSON body, the caller's account, checked amounts.
+
+Shared by the wallet API, its Routstr aliases and the invoice routes so that a missing
+key, a bad amount or a bad body gets the same answer everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from mints.token import looks_like_token, parse_token
+from routstr_node.errors import invalid_request, unauthorized
+from routstr_node.payment import account_for_key, presented_key
+from routstr_node.state import NodeState
+from wallet.lightning_in import MAX_INVOICE_SAT
+from wallet.sqlite.ledger import AccountRow
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is an empty object."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise invalid_request("invalid_json", "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise invalid_request("invalid_json", "the request body must be a JSON object")
+    return body
+
+
+def required_key(request: web.Request) -> str:
+    key = presented_key(request)
+    if key is None:
+        raise unauthorized(
+            "missing_api_key", "send your key as 'Authorization: Bearer sk-…' or 'X-API-Key'"
+        )
+    return key
+
+
+async def account_of(request: web.Request, node: NodeState) -> int:
+    """The account of the sk- or radmin_ key the caller presents (401 otherwise)."""
+    return await account_for_key(node, required_key(request))
+
+
+async def account_of_bearer(
+    request: web.Request, node: NodeState, *, redeem: bool
+) -> tuple[int, str]:
+    """Routstr's notion of a key: an sk-/radmin_ key, or a Cashu token used as the key.
+
+    With ``redeem`` a token seen for the first time is redeemed into its account, as on
+    the paid routes; without, it is refused. Returns the account and the key as presented.
+    """
+    key = required_key(request)
+    if not looks_like_token(key):
+        return await account_for_key(node, key), key
+    existing = await node.wallet.ledger.account_by_token_id(parse_token(key).token_id)
+    if existing is not None and existing.kind == "token":
+        return existing.id, key
+    if existing is not None or not redeem:
+        raise unauthorized("invalid_api_key", "this token is not an account key here")
+    checked = await node.mints.check_token(key)
+    return await node.wallet.redeem_as_key(checked), key
+
+
+def sat_amount(value: Any, *, param: str = "amount", maximum: int = MAX_INVOICE_SAT) -> int:
+    """A positive integer of sat (JSON true/false and 1.0 are not integers here)."""
+    if type(value) is not int or value <= 0:
+        raise invalid_request(
+            "invalid_amount", f"'{param}' must be a positive integer of sat", param=param
+        )
+    if value > maximum:
+        raise invalid_request(
+            "invalid_amount", f"'{param}' must be at most {maximum} sat", param=param
+        )
+    return value
+
+
+def token_text(values: dict[str, Any], *names: str) -> str:
+    """The Cashu token under the first of ``names`` present; 400 when none is."""
+    for name in names:
+        value = values.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise invalid_request(
+                "cashu_token_invalid", f"'{name}' must be a Cashu token string", param=name
+            )
+        return value.strip()
+    raise invalid_request("cashu_token_missing", f"send the token as '{names[0]}'", param=names[0])
+
+
+def mint_choice(node: NodeState, value: Any) -> str | None:
+    """The trusted mint a caller names (None: let the node choose)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not node.mints.is_trusted(value):
+        raise invalid_request(
+            "cashu_mint_untrusted",
+            f"the mint must be one this node trusts: {', '.join(node.mints.urls)}",
+            param="mint",
+        )
+    return value
+
+
+def balance_json(account: AccountRow) -> dict[str, Any]:
+    """The contract's sat view of an account: spendable now and held for requests."""
+    return {
+        "balance": account.balance_msat // 1000,
+        "balance_msat": account.balance_msat,
+        "reserved": -(-account.reserved_msat // 1000),
+        "reserved_msat": account.reserved_msat,
+        "currency": "sat",
+    }

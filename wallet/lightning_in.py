@@ -1,0 +1,457 @@
+"""Lightning in: a paid NUT-04 mint quote becomes the node's proofs and an account's balance.
+
+Minting follows the rule every swap follows: the ``mint`` operation and its outputs
+(secrets derived from the seed) are written down before ``POST /v1/mint/bolt11`` is
+sent, and the new proofs, the credit and the invoice's new state are stored in one
+transaction. An answer lost on the way is recovered from the mint: NUT-09 restore once
+the quote is ISSUED, the very same outputs sent again while it is still PAID.
+
+An invoice either tops up the account that asked for it or creates a new one. A new
+account is created without keys; its keys are made and handed over once, to whoever
+presents the invoice's secret (the node keeps only the secret's hash), so knowing an
+invoice's id is never enough to take the money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from mints.client import MintClient
+from mints.errors import MintError, MintRefused
+from mints.keysets import amount_split
+from mints.models import BlindSignature
+from mints.outputs import proof_y, unblind
+from wallet.custody import Custody
+from wallet.errors import InvalidAmount, WalletError
+from wallet.faults import fault_point
+from wallet.keys import key_hash, new_admin_key, new_api_key
+from wallet.sqlite import custody as sql
+from wallet.sqlite import ledger as ledger_sql
+from wallet.sqlite.ledger import now
+
+log = logging.getLogger(__name__)
+
+INVOICE_ID_PREFIX = "inv_"
+INVOICE_SECRET_PREFIX = "invsec_"
+MAX_INVOICE_SAT = 21_000_000 * 100_000_000  # keeps every msat sum inside SQLite's int64
+EXPIRY_GRACE_S = 120  # an invoice is given up this long after the mint's expiry
+UNDATED_POLL_S = 24 * 3600  # how long an invoice without expiry is watched
+_OPEN_STATES = ("unpaid", "expired")  # states a paid quote may still be minted from
+
+PUBLIC_STATES = {
+    "unpaid": "unpaid",
+    "minting": "processing",
+    "paid": "paid",
+    "expired": "expired",
+    "failed": "failed",
+}
+
+
+class InvoiceNotFound(WalletError):
+    pass
+
+
+class InvoiceSecretInvalid(WalletError):
+    """The secret presented is not this invoice's."""
+
+
+class KeysAlreadyDelivered(WalletError):
+    """The new account's keys were handed over before; they are never shown twice."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewInvoice:
+    invoice_id: str
+    secret: str  # shown once; the node keeps only its hash
+    bolt11: str
+    amount_sat: int
+    mint_url: str
+    expires_at: int | None
+    mode: str  # "create" | "topup"
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRecord:
+    id: str
+    mint_url: str
+    bolt11: str
+    amount_sat: int
+    state: str  # unpaid | minting | paid | expired | failed
+    account_id: int | None  # the account to top up; None: a new account
+    credited_account_id: int | None
+    credited_msat: int | None
+    keys_delivered: bool
+    expires_at: int | None
+    created_at: int
+    paid_at: int | None
+
+    @property
+    def mode(self) -> str:
+        return "create" if self.account_id is None else "topup"
+
+    @property
+    def public_state(self) -> str:
+        return PUBLIC_STATES[self.state]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKeys:
+    account_id: int
+    api_key: str
+    admin_key: str
+    balance_msat: int
+    mint_url: str | None
+
+
+_COLUMNS = (
+    "id, mint_url, bolt11, amount_sat, state, account_id, credited_account_id, credited_msat,"
+    " keys_delivered_at IS NOT NULL, expires_at, created_at, paid_at"
+)
+
+
+def _record(row: Any) -> InvoiceRecord:
+    return InvoiceRecord(
+        row[0],
+        row[1],
+        row[2],
+        int(row[3]),
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        bool(row[8]),
+        row[9],
+        int(row[10]),
+        row[11],
+    )
+
+
+def get_invoice(conn: sqlite3.Connection, invoice_id: str) -> InvoiceRecord | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
+    return _record(row) if row else None
+
+
+def _check_amount(amount_sat: object) -> int:
+    if type(amount_sat) is not int or amount_sat <= 0:
+        raise InvalidAmount("amount must be a positive integer of sat")
+    if amount_sat > MAX_INVOICE_SAT:
+        raise InvalidAmount(f"amount must be at most {MAX_INVOICE_SAT} sat")
+    return amount_sat
+
+
+class LightningIn:
+    """Invoices from the mint, and the proofs they turn into once paid."""
+
+    def __init__(self, custody: Custody) -> None:
+        self.custody = custody
+        self.db = custody.db
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- asking for an invoice ---------------------------------------------------------
+
+    async def create(self, amount_sat: int, account_id: int | None, mint_url: str) -> NewInvoice:
+        """A mint quote for ``amount_sat``; paid, it credits ``account_id`` or a new account."""
+        amount = _check_amount(amount_sat)
+        if account_id is not None:
+            await self.db.read(lambda c: ledger_sql.get_account(c, account_id))
+        client = self.custody.client_for(mint_url)
+        quote = await client.mint_quote(amount)
+        invoice_id = INVOICE_ID_PREFIX + secrets.token_hex(16)
+        secret = INVOICE_SECRET_PREFIX + secrets.token_hex(32)
+
+        def txn(c: sqlite3.Connection) -> None:
+            if account_id is not None:
+                ledger_sql.get_account(c, account_id)
+            c.execute(
+                "INSERT INTO invoices (id, secret_hash, mint_url, quote_id, bolt11, amount_sat,"
+                " state, account_id, expires_at, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'unpaid', ?, ?, ?)",
+                (
+                    invoice_id,
+                    key_hash(secret),
+                    client.url,
+                    quote.quote,
+                    quote.request,
+                    amount,
+                    account_id,
+                    quote.expiry,
+                    now(),
+                ),
+            )
+
+        await self.db.write(txn)
+        return NewInvoice(
+            invoice_id,
+            secret,
+            quote.request,
+            amount,
+            client.url,
+            quote.expiry,
+            "create" if account_id is None else "topup",
+        )
+
+    async def get(self, invoice_id: str) -> InvoiceRecord:
+        record = await self.db.read(lambda c: get_invoice(c, invoice_id))
+        if record is None:
+            raise InvoiceNotFound(f"no invoice {invoice_id}")
+        return record
+
+    # -- watching the mint --------------------------------------------------------------
+
+    async def refresh(self, invoice_id: str) -> InvoiceRecord:
+        """Ask the mint about the invoice and mint its proofs once it is paid."""
+        lock = self._locks.setdefault(invoice_id, asyncio.Lock())
+        async with lock:
+            record = await self.get(invoice_id)
+            if record.state == "minting":
+                await self._resolve(invoice_id)
+            elif record.state in _OPEN_STATES:
+                await self._check_quote(record)
+            record = await self.get(invoice_id)
+        if record.state != "minting" and not lock.locked():
+            self._locks.pop(invoice_id, None)
+        return record
+
+    async def poll(self) -> int:
+        """Refresh every invoice that may still be paid (an unpaid one past its expiry is
+        marked expired on the way); returns how many were looked at."""
+
+        def open_ids(c: sqlite3.Connection) -> list[str]:
+            rows = c.execute(
+                "SELECT id FROM invoices WHERE state IN ('unpaid', 'minting') ORDER BY created_at"
+            ).fetchall()
+            return [str(r[0]) for r in rows]
+
+        ids = await self.db.read(open_ids)
+        for invoice_id in ids:
+            try:
+                await self.refresh(invoice_id)
+            except MintError as exc:
+                log.info("invoice %s not checked now: %s", invoice_id, exc.message)
+        return len(ids)
+
+    async def _check_quote(self, record: InvoiceRecord) -> None:
+        client = self.custody.client_for(record.mint_url)
+        quote_id = await self._quote_id(record.id)
+        quote = await client.get_mint_quote(quote_id)
+        if quote.state == "PAID":
+            await self._mint(record, client, quote_id)
+        elif quote.state == "ISSUED":
+            # only the node knows the quote id, so nobody else should have minted it
+            log.error("invoice %s: the mint issued the quote without the node", record.id)
+            await self.db.write(lambda c: _set_state(c, record.id, "failed", _OPEN_STATES))
+        elif record.state == "unpaid" and now() > _deadline(record):
+            await self.db.write(lambda c: _set_state(c, record.id, "expired", ("unpaid",)))
+
+    async def _quote_id(self, invoice_id: str) -> str:
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT quote_id FROM invoices WHERE id = ?", (invoice_id,)
+            ).fetchone()
+        )
+        return str(row[0])
+
+    # -- minting: write down, send, store ------------------------------------------------
+
+    async def _mint(self, record: InvoiceRecord, client: MintClient, quote_id: str) -> None:
+        keyset = await client.active_keyset()
+        outputs = await self.custody.prepare(keyset, amount_split(record.amount_sat))
+        rows = [sql.OutputRow("keep", o) for o in outputs]
+        intent: dict[str, Any] = {"invoice_id": record.id, "amount_sat": record.amount_sat}
+        if record.account_id is not None:
+            intent["account_id"] = record.account_id
+        else:
+            intent["create"] = {"kind": "key"}
+
+        def txn(c: sqlite3.Connection) -> int | None:
+            if not _set_state(c, record.id, "minting", _OPEN_STATES):
+                return None
+            op_id = sql.insert_operation(c, "mint", client.url, intent, rows, quote_id=quote_id)
+            c.execute("UPDATE invoices SET operation_id = ? WHERE id = ?", (op_id, record.id))
+            return op_id
+
+        op_id = await self.db.write(txn)
+        if op_id is None:
+            return
+        fault_point("mint:written")
+        try:
+            signatures = await client.mint(quote_id, [o.message() for o in outputs])
+        except MintError as exc:
+            log.info("invoice %s: mint answered %s; resolving", record.id, type(exc).__name__)
+            await self._resolve(record.id)
+            return
+        fault_point("mint:minted")
+        if len(signatures) != len(rows):
+            await self._resolve(record.id)
+            return
+        await complete_mint(self.custody, op_id, rows, signatures)
+
+    async def _resolve(self, invoice_id: str) -> None:
+        """Settle the invoice's pending mint operation from what the mint says."""
+        from wallet.recovery import recover_operation
+
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT operation_id FROM invoices WHERE id = ?", (invoice_id,)
+            ).fetchone()
+        )
+        if row is None or row[0] is None:
+            return
+        try:
+            await recover_operation(self.custody, int(row[0]))
+        except MintError as exc:  # the poller or the next start tries again
+            log.info("invoice %s stays in progress: %s", invoice_id, exc.message)
+
+    # -- the new account's keys, once --------------------------------------------------
+
+    async def deliver_keys(self, invoice_id: str, secret: str) -> IssuedKeys | None:
+        """The new account's keys for the secret's holder: made now, handed over once.
+
+        None while the invoice is not paid yet. Raises :class:`InvoiceSecretInvalid` for a
+        wrong secret and :class:`KeysAlreadyDelivered` once they were handed over.
+        """
+        expected = await self.db.read(
+            lambda c: c.execute(
+                "SELECT secret_hash FROM invoices WHERE id = ?", (invoice_id,)
+            ).fetchone()
+        )
+        if expected is None:
+            raise InvoiceNotFound(f"no invoice {invoice_id}")
+        if not hmac.compare_digest(str(expected[0]), key_hash(secret)):
+            raise InvoiceSecretInvalid("the invoice secret is not valid")
+        api_key, admin_key = new_api_key(), new_admin_key()
+
+        def txn(c: sqlite3.Connection) -> IssuedKeys | None:
+            record = get_invoice(c, invoice_id)
+            assert record is not None
+            if record.account_id is not None or record.state != "paid":
+                return None
+            if record.keys_delivered or record.credited_account_id is None:
+                raise KeysAlreadyDelivered("the keys of this invoice were handed over before")
+            c.execute("UPDATE invoices SET keys_delivered_at = ? WHERE id = ?", (now(), invoice_id))
+            cur = c.execute(
+                "UPDATE accounts SET key_hash = ?, admin_key_hash = ?"
+                " WHERE id = ? AND key_hash IS NULL AND admin_key_hash IS NULL",
+                (key_hash(api_key), key_hash(admin_key), record.credited_account_id),
+            )
+            if cur.rowcount != 1:
+                raise KeysAlreadyDelivered("the account already has keys")
+            account = ledger_sql.get_account(c, record.credited_account_id)
+            return IssuedKeys(
+                account.id, api_key, admin_key, account.balance_msat, account.mint_url
+            )
+
+        return await self.db.write(txn)
+
+
+def _deadline(record: InvoiceRecord) -> int:
+    """When an unpaid invoice is given up: the mint's expiry (or a day) plus a grace."""
+    expires = (
+        record.expires_at if record.expires_at is not None else record.created_at + UNDATED_POLL_S
+    )
+    return expires + EXPIRY_GRACE_S
+
+
+def _set_state(c: sqlite3.Connection, invoice_id: str, state: str, when: tuple[str, ...]) -> bool:
+    marks = ",".join("?" * len(when))
+    cur = c.execute(
+        f"UPDATE invoices SET state = ? WHERE id = ? AND state IN ({marks})",
+        (state, invoice_id, *when),
+    )
+    return cur.rowcount == 1
+
+
+async def _unblind(
+    client: MintClient, rows: list[sql.OutputRow], signatures: list[BlindSignature]
+) -> list[sql.StoredProof]:
+    stored = []
+    for row, sig in zip(rows, signatures, strict=True):
+        keyset = await client.keyset(row.output.keyset_id)
+        proof = unblind(row.output, sig, keyset)
+        stored.append(sql.StoredProof(proof, proof_y(proof.secret)))
+    return stored
+
+
+async def complete_mint(
+    custody: Custody, op_id: int, rows: list[sql.OutputRow], signatures: list[BlindSignature]
+) -> None:
+    """Store the minted proofs, credit the account (a new one if asked) and close the invoice.
+
+    One transaction; a second call for the same operation changes nothing.
+    """
+    op = await custody.db.read(lambda c: sql.operation(c, op_id))
+    client = custody.client_for(op.mint_url)
+    stored = await _unblind(client, rows, signatures)
+    credited_msat = sum(s.proof.amount for s in stored) * 1000
+    intent = op.intent
+
+    def txn(c: sqlite3.Connection) -> None:
+        if sql.operation(c, op_id).state != "pending":
+            return
+        sql.insert_proofs(c, op.mint_url, stored, state="unspent", operation_id=op_id)
+        if "account_id" in intent:
+            account_id = int(intent["account_id"])
+        else:
+            account_id = ledger_sql.create_account(c, "key", mint_url=op.mint_url)
+        if credited_msat:
+            ledger_sql.credit_from_custody(
+                c, account_id, credited_msat, operation_id=op_id, kind="lightning_in"
+            )
+        sql.finish_operation(
+            c, op_id, "done", result={"account_id": account_id, "credited_msat": credited_msat}
+        )
+        c.execute(
+            "UPDATE invoices SET state = 'paid', credited_account_id = ?, credited_msat = ?,"
+            " paid_at = ? WHERE id = ?",
+            (account_id, credited_msat, now(), str(intent["invoice_id"])),
+        )
+
+    await custody.db.write(txn)
+
+
+async def recover_mint(custody: Custody, op: sql.Operation) -> str:
+    """Finish a mint operation from the quote's state; 'done', 'failed' or 'pending'."""
+    assert op.quote_id is not None
+    rows = await custody.db.read(lambda c: sql.operation_outputs(c, op.id))
+    client = custody.client_for(op.mint_url)
+    quote = await client.get_mint_quote(op.quote_id)
+    messages = [r.output.message() for r in rows]
+    if quote.state == "PAID":
+        try:
+            signatures = await client.mint(op.quote_id, messages)
+        except MintRefused:
+            # signed meanwhile (a lost answer racing this one): the restore below finds it
+            quote = await client.get_mint_quote(op.quote_id)
+        else:
+            if len(signatures) == len(rows):
+                await complete_mint(custody, op.id, rows, signatures)
+                return "done"
+            quote = await client.get_mint_quote(op.quote_id)
+    if quote.state == "ISSUED":
+        signed = await client.restore(messages) if messages else {}
+        found = [(r, signed[r.output.B_]) for r in rows if r.output.B_ in signed]
+        if found:
+            await complete_mint(custody, op.id, [r for r, _ in found], [s for _, s in found])
+            return "done"
+        log.error("mint operation %s: the quote was issued to other outputs", op.id)
+        await custody.db.write(lambda c: _fail_mint(c, op, "failed", "issued elsewhere"))
+        return "failed"
+    if quote.state in ("PAID", "PENDING"):
+        return "pending"
+    # UNPAID: nothing was minted; the invoice may still be paid and minted afresh
+    await custody.db.write(lambda c: _fail_mint(c, op, "unpaid", "the quote is not paid"))
+    return "failed"
+
+
+def _fail_mint(c: sqlite3.Connection, op: sql.Operation, invoice_state: str, error: str) -> None:
+    if sql.finish_operation(c, op.id, "failed", error=error):
+        c.execute(
+            "UPDATE invoices SET state = ?, operation_id = NULL WHERE id = ? AND state = 'minting'",
+            (invoice_state, str(op.intent["invoice_id"])),
+        )
