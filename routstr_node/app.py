@@ -22,7 +22,7 @@ from routstr_node.payment import presented_key
 from routstr_node.pricing import BtcUsdRate
 from routstr_node.proxy import PROXIED_PATHS, handle_proxy
 from routstr_node.ratelimit import RateLimiter
-from routstr_node.state import NODE, NodeState
+from routstr_node.state import COUNTED_STREAM, NODE, REQUEST_ID, RESPONSE_HEADERS, NodeState
 from routstr_node.upstream import Upstreams
 from wallet.service import WalletService
 
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UNCOUNTED = ("/health", "/metrics")
+CONFIG_PATH: web.AppKey[Path | None] = web.AppKey("config_path")  # where settings came from
 
 
 def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Application:
@@ -37,7 +38,7 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
         client_max_size=settings.limits.max_body_bytes,
         middlewares=[_outer_middleware, _rate_limit_middleware],
     )
-    app["config_path"] = config_path
+    app[CONFIG_PATH] = config_path
     app.cleanup_ctx.append(_node_context(settings))
     for path in PROXIED_PATHS:
         app.router.add_post(path, handle_proxy)
@@ -86,17 +87,17 @@ async def _outer_middleware(request: web.Request, handler: Handler) -> web.Strea
     if len(request_id) > 128 or not request_id.isprintable():
         request_id = uuid.uuid4().hex
     headers: dict[str, str] = {"X-Request-Id": request_id}
-    request["request_id"] = request_id
-    request["response_headers"] = headers
+    request[REQUEST_ID] = request_id
+    request[RESPONSE_HEADERS] = headers
     started = time.perf_counter()
     try:
         response = await _answer(request, handler)
     finally:
         node = request.app.get(NODE)
-        if node is not None and request.get("counted_stream"):
+        if node is not None and request.get(COUNTED_STREAM):
             node.metrics.open_streams -= 1
     if not response.prepared:
-        for name, value in request["response_headers"].items():
+        for name, value in request[RESPONSE_HEADERS].items():
             response.headers.setdefault(name, value)
     node = request.app.get(NODE)
     if node is not None:
@@ -132,7 +133,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         mapped = from_domain(exc)
         if mapped is not None:
             return mapped.response()
-        log.exception("internal error (request id %s)", request["request_id"])
+        log.exception("internal error (request id %s)", request[REQUEST_ID])
         return ApiError(
             500,
             "api_error",
@@ -159,7 +160,7 @@ async def _rate_limit_middleware(request: web.Request, handler: Handler) -> web.
         "X-RateLimit-Remaining": str(verdict.remaining),
         "X-RateLimit-Reset": str(verdict.reset_s),
     }
-    request["response_headers"].update(headers)
+    request[RESPONSE_HEADERS].update(headers)
     if not verdict.allowed:
         raise ApiError(
             429,

@@ -25,12 +25,8 @@ from routstr_node.account_api import account_of, json_body, sat_amount
 from routstr_node.errors import invalid_request, not_found, unauthorized
 from routstr_node.payment import presented_key
 from routstr_node.state import NODE
-from wallet.lightning_in import (
-    InvoiceNotFound,
-    InvoiceRecord,
-    InvoiceSecretInvalid,
-    KeysAlreadyDelivered,
-)
+from wallet.errors import InvoiceNotFound, InvoiceSecretInvalid, KeysAlreadyDelivered
+from wallet.lightning_in import InvoiceRecord
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from routstr_node.call import (
 )
 from routstr_node.pricing import Cost
 from routstr_node.sse import DONE, EventSplitter, encode_event, event_data, event_json
+from routstr_node.state import COUNTED_STREAM, RESPONSE_HEADERS
 from routstr_node.upstream import Upstream
 from routstr_node.usage import TokenUsage, delta_text, reported_usage
 
@@ -155,12 +156,12 @@ async def _start(request: web.Request, call: PaidCall) -> web.StreamResponse:
             "Content-Type": "text/event-stream; charset=utf-8",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
-            **request.get("response_headers", {}),
+            **request.get(RESPONSE_HEADERS, {}),
         },
     )
     await response.prepare(request)
     call.node.metrics.open_streams += 1
-    request["counted_stream"] = True  # the outer middleware counts it down at the end
+    request[COUNTED_STREAM] = True  # the outer middleware counts it down at the end
     return response
 
 

@@ -63,3 +63,7 @@ class NodeState:
 
 
 NODE = web.AppKey("node", NodeState)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+# headers every answer carries (request id, rate limits), also streams prepared early
+RESPONSE_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("response_headers")
+COUNTED_STREAM: web.RequestKey[bool] = web.RequestKey("counted_stream")

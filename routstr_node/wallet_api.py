@@ -27,9 +27,8 @@ from routstr_node.account_api import (
 from routstr_node.errors import ApiError, invalid_request, not_found
 from routstr_node.payment import account_for_key
 from routstr_node.state import NODE
-from wallet.errors import InsufficientCustody
+from wallet.errors import InsufficientCustody, InvoiceRejected, PaymentFailed
 from wallet.keys import ADMIN_KEY_PREFIX, new_api_key
-from wallet.service import InvoiceRejected, PaymentFailed
 
 
 def add_routes(app: web.Application) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from wallet.sqlite.database import Database
 log = logging.getLogger(__name__)
 
 _SELECTION_ATTEMPTS = 5
+_CUSTODY_WAITS_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,27 +177,49 @@ class Custody:
         client = self.mints.client(mint_url)
         keysets = await client.keysets()
         fee_ppk = {k.id: k.input_fee_ppk for k in keysets.values()}
-        for _ in range(_SELECTION_ATTEMPTS):
-            # selecting proofs and locking them is one step per mint, never across a mint call
-            async with self._selection_lock(client.url):
-                coins, available = await self.db.read(
-                    lambda c: (
-                        sql.unspent_coins(c, client.url),
-                        ledger_sql.get_account(c, account_id).balance_msat,
+        waits = iter(_CUSTODY_WAITS_S)
+        for _ in range(_SELECTION_ATTEMPTS + len(_CUSTODY_WAITS_S)):
+            try:
+                # selecting proofs and locking them is one step per mint, never across a
+                # mint call
+                async with self._selection_lock(client.url):
+                    coins, available = await self.db.read(
+                        lambda c: (
+                            sql.unspent_coins(c, client.url),
+                            ledger_sql.get_account(c, account_id).balance_msat,
+                        )
                     )
-                )
-                amount, plan = _plan_send(coins, fee_ppk, amount_sat, available // 1000)
-                if isinstance(plan, tuple):
-                    sent = await self._send_exact(
-                        account_id, client.url, amount, plan, purpose, legacy
+                    amount, plan = _plan_send(coins, fee_ppk, amount_sat, available // 1000)
+                    if isinstance(plan, tuple):
+                        sent = await self._send_exact(
+                            account_id, client.url, amount, plan, purpose, legacy
+                        )
+                        if sent is not None:
+                            return sent
+                        continue
+                    written = await self._write_swap(
+                        account_id, client, amount, plan, purpose, legacy
                     )
-                    if sent is not None:
-                        return sent
-                    continue
-                written = await self._write_swap(account_id, client, amount, plan, purpose, legacy)
+            except InsufficientCustody:
+                await self._wait_for_change(client.url, waits)
+                continue
+            except InsufficientBalance as exc:
+                # "all" was planned on a balance a request has just reserved from: plan again
+                if amount_sat is not None or exc.available_msat < 1000:
+                    raise
+                continue
             if written is not None:
                 return await self._run_swap(client, *written)
         raise InsufficientCustody("custody changed under every attempt to select proofs")
+
+    async def _wait_for_change(self, mint_url: str, waits: Iterator[float]) -> None:
+        """Custody is short at a mint while other operations there are in flight: their
+        change comes back within milliseconds, so wait a moment; otherwise it is short."""
+        delay = next(waits, None)
+        pending = await self.db.read(lambda c: sql.has_pending_proofs(c, mint_url))
+        if delay is None or not pending:
+            raise InsufficientCustody(f"the node holds too little at {mint_url} for this")
+        await asyncio.sleep(delay)
 
     def _selection_lock(self, mint_url: str) -> asyncio.Lock:
         return self._selection_locks.setdefault(mint_url, asyncio.Lock())
@@ -350,25 +374,31 @@ class Custody:
         keysets = await client.keysets()
         fee_ppk = {k.id: k.input_fee_ppk for k in keysets.values()}
         needed = quote.amount + quote.fee_reserve
-        for _ in range(_SELECTION_ATTEMPTS):
-            async with self._selection_lock(client.url):
-                coins, available = await self.db.read(
-                    lambda c: (
-                        sql.unspent_coins(c, client.url),
-                        ledger_sql.get_account(c, account_id).balance_msat,
+        waits = iter(_CUSTODY_WAITS_S)
+        for _ in range(_SELECTION_ATTEMPTS + len(_CUSTODY_WAITS_S)):
+            try:
+                async with self._selection_lock(client.url):
+                    coins, available = await self.db.read(
+                        lambda c: (
+                            sql.unspent_coins(c, client.url),
+                            ledger_sql.get_account(c, account_id).balance_msat,
+                        )
                     )
-                )
-                if needed * 1000 > available:
-                    raise InsufficientBalance(
-                        f"paying this invoice needs {needed} sat (amount and fee reserve);"
-                        f" the account has {available // 1000} sat",
-                        needed_msat=needed * 1000,
-                        available_msat=available,
-                    )
-                selection = select_covering(coins, needed, fee_ppk)
-                if selection is None:
-                    raise InsufficientCustody("the node holds too little at this mint to pay")
-                written = await self._write_melt(account_id, client, quote, selection)
+                    if needed * 1000 > available:
+                        raise InsufficientBalance(
+                            f"paying needs {quote.amount} sat plus a fee reserve of"
+                            f" {quote.fee_reserve} sat; the account can spend"
+                            f" {available // 1000} sat",
+                            needed_msat=needed * 1000,
+                            available_msat=available,
+                        )
+                    selection = select_covering(coins, needed, fee_ppk)
+                    if selection is None:
+                        raise InsufficientCustody("the node holds too little at this mint")
+                    written = await self._write_melt(account_id, client, quote, selection)
+            except InsufficientCustody:
+                await self._wait_for_change(client.url, waits)
+                continue
             if written is not None:
                 return await self._run_melt(client, quote, *written)
         raise InsufficientCustody("custody changed under every attempt to select proofs")

@@ -44,3 +44,23 @@ class InsufficientCustody(WalletError):
 
 class InvalidAmount(WalletError):
     pass
+
+
+class InvoiceRejected(WalletError):
+    """The mint will not quote a payment of this invoice (malformed, expired, no amount…)."""
+
+
+class PaymentFailed(WalletError):
+    """The mint could not pay the invoice; the money held for it went back to the account."""
+
+
+class InvoiceNotFound(WalletError):
+    pass
+
+
+class InvoiceSecretInvalid(WalletError):
+    """The secret presented is not this invoice's."""
+
+
+class KeysAlreadyDelivered(WalletError):
+    """The new account's keys were handed over before; they are never shown twice."""

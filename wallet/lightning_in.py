@@ -28,7 +28,12 @@ from mints.keysets import amount_split
 from mints.models import BlindSignature
 from mints.outputs import proof_y, unblind
 from wallet.custody import Custody
-from wallet.errors import InvalidAmount, WalletError
+from wallet.errors import (
+    InvalidAmount,
+    InvoiceNotFound,
+    InvoiceSecretInvalid,
+    KeysAlreadyDelivered,
+)
 from wallet.faults import fault_point
 from wallet.keys import key_hash, new_admin_key, new_api_key
 from wallet.sqlite import custody as sql
@@ -51,18 +56,6 @@ PUBLIC_STATES = {
     "expired": "expired",
     "failed": "failed",
 }
-
-
-class InvoiceNotFound(WalletError):
-    pass
-
-
-class InvoiceSecretInvalid(WalletError):
-    """The secret presented is not this invoice's."""
-
-
-class KeysAlreadyDelivered(WalletError):
-    """The new account's keys were handed over before; they are never shown twice."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from mints.directory import CheckedToken, MintDirectory
 from mints.errors import MintRefused
-from mints.models import MeltQuote
 from mints.token import normalize_mint_url
 from wallet.audit import AuditReport, audit
 from wallet.custody import Custody, MeltResult, Received, SentToken
@@ -19,8 +16,9 @@ from wallet.errors import (
     InsufficientBalance,
     InsufficientCustody,
     InvalidAmount,
+    InvoiceRejected,
+    PaymentFailed,
     TokenAlreadyRedeemed,
-    WalletError,
 )
 from wallet.keys import key_hash, new_admin_key, new_api_key
 from wallet.ledger import Ledger
@@ -33,18 +31,6 @@ from wallet.sqlite.database import Database
 log = logging.getLogger(__name__)
 
 DB_FILE = "wallet.sqlite3"
-
-T = TypeVar("T")
-_LIQUIDITY_WAITS_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
-_ALL_ATTEMPTS = 4
-
-
-class InvoiceRejected(WalletError):
-    """The mint will not quote a payment of this invoice (malformed, expired, no amount…)."""
-
-
-class PaymentFailed(WalletError):
-    """The mint could not pay the invoice; the money held for it went back to the account."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,24 +219,10 @@ class WalletService:
         short: InsufficientCustody | None = None
         own_first = purpose == "refund"
         for mint in self._mint_order(mint_url, account.mint_url, own_first=own_first):
-
-            async def pay(mint: str = mint) -> SentToken:
-                for _ in range(_ALL_ATTEMPTS - 1):
-                    try:
-                        return await self.custody.send(
-                            account_id, mint, amount_sat, purpose=purpose, legacy=legacy
-                        )
-                    except InsufficientBalance as exc:
-                        # "all" was planned on a balance a request in flight has just
-                        # reserved from: plan again on what is there now
-                        if amount_sat is not None or exc.available_msat < 1000:
-                            raise
+            try:
                 return await self.custody.send(
                     account_id, mint, amount_sat, purpose=purpose, legacy=legacy
                 )
-
-            try:
-                return await self._waiting_for_change(mint, pay)
             except InsufficientCustody as exc:
                 short = exc
         assert short is not None
@@ -273,21 +245,8 @@ class WalletService:
                 raise InvoiceRejected(
                     f"the mint will not pay this invoice: {exc.detail or exc.message}"
                 ) from None
-            needed_msat = (quote.amount + quote.fee_reserve) * 1000
-            if needed_msat > account.balance_msat:
-                raise InsufficientBalance(
-                    f"paying needs {quote.amount} sat plus a fee reserve of"
-                    f" {quote.fee_reserve} sat; the account can spend"
-                    f" {account.balance_msat // 1000} sat",
-                    needed_msat=needed_msat,
-                    available_msat=account.balance_msat,
-                )
-
-            def pay(mint: str = mint, quote: MeltQuote = quote) -> Awaitable[MeltResult]:
-                return self.custody.melt(account_id, mint, quote)
-
             try:
-                return await self._waiting_for_change(mint, pay)
+                return await self.custody.melt(account_id, mint, quote)
             except InsufficientCustody as exc:
                 short = exc
             except MintRefused as exc:
@@ -296,26 +255,6 @@ class WalletService:
                 ) from None
         assert short is not None
         raise short
-
-    async def _waiting_for_change(self, mint_url: str, pay: Callable[[], Awaitable[T]]) -> T:
-        """Pay, and retry for a moment while proofs at the mint are locked in operations in
-        flight: concurrent withdrawals lock the big proofs, and their change comes back
-        within milliseconds, so "too little here" is often only "not yet"."""
-        url = normalize_mint_url(mint_url)
-        for delay in _LIQUIDITY_WAITS_S:
-            try:
-                return await pay()
-            except InsufficientCustody:
-                in_flight = await self.db.read(
-                    lambda c: c.execute(
-                        "SELECT 1 FROM proofs WHERE mint_url = ? AND state = 'pending' LIMIT 1",
-                        (url,),
-                    ).fetchone()
-                )
-                if in_flight is None:
-                    raise
-                await asyncio.sleep(delay)
-        return await pay()
 
     async def refund(
         self, account_id: int, mint_url: str | None = None, *, legacy: bool = False

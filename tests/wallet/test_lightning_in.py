@@ -19,7 +19,8 @@ from mints.client import MintClient
 from mints.errors import MintUnreachable
 from mints.models import BlindedMessage, BlindSignature
 from routstr_node.demo.mint import LocalMint
-from wallet.lightning_in import InvoiceSecretInvalid, KeysAlreadyDelivered, LightningIn
+from wallet.errors import InvoiceSecretInvalid, KeysAlreadyDelivered
+from wallet.lightning_in import LightningIn
 from wallet.service import WalletService
 
 

@@ -224,6 +224,14 @@ def unspent_coins(conn: sqlite3.Connection, mint_url: str) -> list[Coin]:
     return [Coin(int(r[0]), int(r[1]), str(r[2])) for r in rows]
 
 
+def has_pending_proofs(conn: sqlite3.Connection, mint_url: str) -> bool:
+    """Whether operations in flight hold proofs at this mint (their change is coming)."""
+    row = conn.execute(
+        "SELECT 1 FROM proofs WHERE mint_url = ? AND state = 'pending' LIMIT 1", (mint_url,)
+    ).fetchone()
+    return row is not None
+
+
 def lock_proofs(conn: sqlite3.Connection, proof_ids: Sequence[int], op_id: int) -> bool:
     """Mark proofs as inputs of an operation; False (and nothing changed) if any is taken."""
     marks = ",".join("?" * len(proof_ids))
