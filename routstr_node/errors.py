@@ -91,6 +91,8 @@ def from_domain(exc: Exception) -> ApiError | None:
             )
         case wallet_errors.InsufficientBalance():
             return ApiError(402, "insufficient_quota", "insufficient_balance", exc.message)
+        case wallet_errors.PaymentInFlight():
+            return ApiError(409, "invalid_request_error", "cashu_token_pending", exc.message)
         case wallet_errors.AccountNotFound():
             return unauthorized("invalid_api_key", "the account behind this key no longer exists")
         case wallet_errors.InvalidAmount():

@@ -60,16 +60,12 @@ def presented_key(request: web.Request) -> str | None:
 
 async def account_for_key(node: NodeState, key: str) -> int:
     """The account an sk- or radmin_ key opens; 401 when none."""
-    ledger = node.wallet.ledger
-    if key.startswith(API_KEY_PREFIX):
-        account = await ledger.account_by_api_key(key)
-    elif key.startswith(ADMIN_KEY_PREFIX):
-        account = await ledger.account_by_admin_key(key)
-    else:
-        account = None
-    if account is None:
+    account_id = None
+    if key.startswith((API_KEY_PREFIX, ADMIN_KEY_PREFIX)):
+        account_id = await node.wallet.ledger.account_id_for_key(key)
+    if account_id is None:
         raise unauthorized("invalid_api_key", "the API key is not valid")
-    return account.id
+    return account_id
 
 
 async def resolve_payer(request: web.Request, node: NodeState, max_cost_msat: int) -> Payer:
@@ -105,8 +101,8 @@ async def _pay_per_request(node: NodeState, text: str, max_cost_msat: int) -> Pa
 
 async def _token_as_key(node: NodeState, text: str) -> int:
     token = parse_token(text)
-    existing = await node.wallet.ledger.account_by_token_id(token.token_id)
+    existing = await node.wallet.ledger.account_id_for_token(token.token_id)
     if existing is not None:
-        return existing.id
+        return existing
     checked = await node.mints.check_token(text)
     return await node.wallet.redeem_as_key(checked)

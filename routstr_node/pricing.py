@@ -105,9 +105,13 @@ def cost_msat(price: ModelPrice, input_tokens: int, output_tokens: int) -> Cost:
     """
     if input_tokens < 0 or output_tokens < 0:
         raise ValueError("token counts cannot be negative")
-    input_exact = input_tokens * price.input_msat_per_token
-    tokens_msat = math.ceil(input_exact + output_tokens * price.output_msat_per_token)
-    input_msat = math.ceil(input_exact)
+    # the same exact arithmetic in integers over a common denominator (Fractions are slow)
+    ip, op = price.input_msat_per_token, price.output_msat_per_token
+    denominator = ip.denominator * op.denominator
+    input_num = input_tokens * ip.numerator * op.denominator
+    tokens_num = input_num + output_tokens * op.numerator * ip.denominator
+    tokens_msat = -(-tokens_num // denominator)
+    input_msat = -(-input_num // denominator)
     request_msat = max(price.request_msat, price.min_request_msat - tokens_msat)
     return Cost(input_msat, tokens_msat - input_msat, request_msat)
 

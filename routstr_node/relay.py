@@ -113,9 +113,9 @@ async def relay_stream(
             out = b"".join(state.process(e) for e in splitter.feed(chunk))
             if not out:
                 continue
-            if response is None:
-                response = await _start(request, call)
             try:
+                if response is None:
+                    response = await _start(request, call)
                 await response.write(out)
             except _CLIENT_GONE:
                 client_gone = True
@@ -124,19 +124,23 @@ async def relay_stream(
         if response is None and (upstream_broke or nothing_came):
             raise upstream_failed(upstream, upstream_broke or "the stream ended empty")
     except asyncio.CancelledError:
-        if response is not None:
+        if state.delivered:
             delivered = call.own_count("".join(state.delivered))
             await asyncio.shield(call.settle(delivered))
         raise
     finally:
         upstream_resp.release()
 
-    usage = (
-        TokenUsage(state.usage[0], state.usage[1], True)
-        if state.usage
-        else call.own_count("".join(state.delivered))
-    )
+    usage: TokenUsage | None
+    if state.usage:
+        usage = TokenUsage(state.usage[0], state.usage[1], True)
+    elif state.delivered:
+        usage = call.own_count("".join(state.delivered))
+    else:
+        usage = None  # no output reached the client: an upstream failure or a client gone early
     cost = await asyncio.shield(call.settle(usage))
+    if usage is None:
+        usage = TokenUsage(0, 0, False)
     if client_gone:
         return response if response is not None else web.Response(status=499)
     if response is None:
@@ -192,8 +196,7 @@ def _final_events(
     }
     if call.change_token:
         usage_event["cashu_change"] = call.change_token
-    if final is None or call.path != "/v1/responses":
-        out += encode_event(usage_event)
+    out += encode_event(usage_event)
     if upstream_broke:
         out += encode_event(
             {
@@ -205,6 +208,4 @@ def _final_events(
                 }
             }
         )
-    if call.path != "/v1/responses" or final is None:
-        out += DONE
-    return out
+    return out + DONE

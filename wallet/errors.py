@@ -64,3 +64,7 @@ class InvoiceSecretInvalid(WalletError):
 
 class KeysAlreadyDelivered(WalletError):
     """The new account's keys were handed over before; they are never shown twice."""
+
+
+class PaymentInFlight(WalletError):
+    """The X-Cashu payment's request has not settled yet, so its change is not known."""

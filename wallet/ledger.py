@@ -10,10 +10,47 @@ from wallet.sqlite import ledger as sql
 from wallet.sqlite.database import Database
 from wallet.sqlite.ledger import AccountRow, Settlement
 
+_MAX_CACHED_IDS = 100_000
+
 
 class Ledger:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # key hash / token id → account id: saves a database round trip per paid request;
+        # rotating a key forgets the account's entries in the same step
+        self._ids: dict[str, int] = {}
+        self._generation = 0  # bumped around every rotation: lookups overlapping it are not kept
+
+    async def account_id_for_key(self, key: str) -> int | None:
+        """The account an sk- or radmin_ key opens (None: no such key)."""
+        digest = key_hash(key)
+        cached = self._ids.get(digest)
+        if cached is not None:
+            return cached
+        generation = self._generation
+        row = await self.db.read(
+            lambda c: (
+                sql.find_account(c, "key_hash", digest)
+                or sql.find_account(c, "admin_key_hash", digest)
+            )
+        )
+        if row is None:
+            return None
+        return self._remember(digest, row.id) if generation == self._generation else row.id
+
+    async def account_id_for_token(self, token_id: str) -> int | None:
+        """The account a token used as a key opened (None: not redeemed as a key here)."""
+        cached = self._ids.get(token_id)
+        if cached is not None:
+            return cached
+        row = await self.db.read(lambda c: sql.find_account(c, "token_id", token_id))
+        return self._remember(token_id, row.id) if row is not None else None
+
+    def _remember(self, name: str, account_id: int) -> int:
+        if len(self._ids) >= _MAX_CACHED_IDS:
+            self._ids.clear()
+        self._ids[name] = account_id
+        return account_id
 
     async def account(self, account_id: int) -> AccountRow:
         return await self.db.read(lambda c: sql.get_account(c, account_id))
@@ -75,10 +112,18 @@ class Ledger:
 
     async def rotate_api_key(self, account_id: int, new_key: str) -> None:
         digest = key_hash(new_key)
+        self._forget(account_id)
 
         def txn(c: Any) -> None:
             cur = c.execute("UPDATE accounts SET key_hash = ? WHERE id = ?", (digest, account_id))
             if cur.rowcount != 1:
                 raise AccountNotFound(f"no account {account_id}")
 
-        await self.db.write(txn)
+        try:
+            await self.db.write(txn)
+        finally:
+            self._forget(account_id)
+
+    def _forget(self, account_id: int) -> None:
+        self._generation += 1
+        self._ids = {name: i for name, i in self._ids.items() if i != account_id}

@@ -18,6 +18,7 @@ from wallet.errors import (
     InvalidAmount,
     InvoiceRejected,
     PaymentFailed,
+    PaymentInFlight,
     TokenAlreadyRedeemed,
 )
 from wallet.keys import key_hash, new_admin_key, new_api_key
@@ -167,6 +168,9 @@ class WalletService:
         account = await self.ledger.account_by_token_id(token_id)
         if account is None or account.kind != "xcashu":
             return None
+        if account.reserved_msat:
+            # the payment's request is still in flight: its change is not known yet
+            raise PaymentInFlight("the request this token pays for is still running")
         if account.balance_msat >= 1000:
             await self.issue_change(account.id)
         tokens = await self.db.read(lambda c: outgoing_tokens(c, account.id, "change"))
