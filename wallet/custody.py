@@ -32,7 +32,7 @@ from wallet.sqlite.database import Database
 log = logging.getLogger(__name__)
 
 _SELECTION_ATTEMPTS = 5
-_CUSTODY_WAITS_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
+_CUSTODY_WAITS_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.5)
 
 
 @dataclass(frozen=True, slots=True)
