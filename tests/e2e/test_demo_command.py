@@ -1,0 +1,112 @@
+"""`routstr-node demo` as a user runs it: a subprocess that pays, serves, and stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+from openai import AsyncOpenAI
+
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 20.0
+
+
+def _children() -> dict[int, list[int]]:
+    """Parent pid → child pids, from /proc."""
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _descendants(pid: int) -> list[int]:
+    tree = _children()
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def _read_until_token(stream: asyncio.StreamReader, lines: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    while "ROUTSTR_TOKEN" not in found:
+        raw = await stream.readline()
+        if not raw:
+            raise AssertionError("the demo ended before printing ROUTSTR_TOKEN:\n" + "".join(lines))
+        line = raw.decode()
+        lines.append(line)
+        name, sep, value = line.strip().partition("=")
+        if sep and name in ("ROUTSTR_BASE_URL", "ROUTSTR_TOKEN"):
+            found[name] = value
+    return found
+
+
+async def test_demo_pays_serves_a_funded_token_and_stops_everything_on_sigint() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ROUTSTR_DEMO_DIR"}
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "routstr-node"),
+        "demo",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        printed = await asyncio.wait_for(_read_until_token(process.stdout, lines), START_TIMEOUT_S)
+        output = "".join(lines)
+        assert "cost" in output and "change" in output, output
+        base_url, token = printed["ROUTSTR_BASE_URL"], printed["ROUTSTR_TOKEN"]
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
+        assert token.startswith("cashuB")
+
+        async with AsyncOpenAI(base_url=base_url, api_key=token, max_retries=0) as client:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "paid by the demo"}]
+            )
+        completion = raw.parse()
+        assert completion.choices[0].message.content == "Echo: paid by the demo"
+        assert int(raw.headers["X-Routstr-Cost-Msats"]) > 0
+
+        started = _descendants(process.pid)
+        assert started, "the demo should be running a mint child process"
+        process.send_signal(signal.SIGINT)
+        rest = await asyncio.wait_for(process.stdout.read(), STOP_TIMEOUT_S)
+        returncode = await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        lines.append(rest.decode())
+        assert returncode == 0, "".join(lines)
+        for _ in range(50):  # the demo reaps its children before it exits; allow 5 s
+            if not any(_alive(pid) for pid in started):
+                break
+            await asyncio.sleep(0.1)
+        assert not [pid for pid in started if _alive(pid)], "processes left behind"
+    finally:
+        if process.returncode is None:
+            for pid in _descendants(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.kill()
+            await process.wait()
