@@ -138,7 +138,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             500,
             "api_error",
             "internal_error",
-            f"internal error; request id {request['request_id']}",
+            f"internal error; request id {request[REQUEST_ID]}",
         ).response()
 
 

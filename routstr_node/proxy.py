@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 STREAMING_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
+_MAX_OUTPUT_TOKENS = 100_000_000  # no model writes more; bounds the reservation
 _REQUIRED_INPUT = {
     "/v1/chat/completions": ("messages", "messages_required"),
     "/v1/completions": ("prompt", "prompt_required"),
@@ -73,9 +74,11 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     assert price is not None
     stream = bool(body.get("stream")) and path in STREAMING_PATHS
     max_output = requested_max_output(body)
-    if max_output is not None and max_output <= 0:
+    if max_output is not None and not 0 < max_output <= _MAX_OUTPUT_TOKENS:
         raise invalid_request(
-            "invalid_max_tokens", "max_tokens must be a positive integer", param="max_tokens"
+            "invalid_max_tokens",
+            f"max_tokens must be an integer from 1 to {_MAX_OUTPUT_TOKENS}",
+            param="max_tokens",
         )
     raw_len = request.content_length or len(json.dumps(body))
     prompt_bound = min(raw_len, model.context_length)

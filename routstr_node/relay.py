@@ -38,19 +38,28 @@ _FINAL_RESPONSE_EVENTS = ("response.completed", "response.incomplete", "response
 class _StreamState:
     usage: tuple[int, int] | None = None
     usage_extra: dict[str, Any] = field(default_factory=dict)
+    unparsed: list[str] = field(default_factory=list)  # relayed, parsed only if usage never came
     delivered: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     final_response_event: dict[str, Any] | None = None
     done: bool = False
 
     def process(self, event: bytes) -> bytes:
-        """What of this event to pass on now (b"" to hold it back)."""
+        """What of this event to pass on now (b"" to hold it back).
+
+        Only events that may carry usage, the stream's metadata or its final response
+        are parsed here; the rest is relayed untouched and parsed only when the own
+        count is needed at the end.
+        """
         data = event_data(event)
         if data is None:
             return event
         if data.strip() == "[DONE]":
             self.done = True
             return b""
+        if self.meta and '"usage"' not in data and '"response.' not in data:
+            self.unparsed.append(data)
+            return event
         obj = event_json(data)
         if obj is None:
             return event
@@ -71,6 +80,15 @@ class _StreamState:
         if text:
             self.delivered.append(text)
         return event
+
+    def delivered_text(self) -> str:
+        """The generated text relayed so far (for the own count when usage is missing)."""
+        for data in self.unparsed:
+            obj = event_json(data)
+            if obj is not None:
+                self.delivered.append(delta_text(obj))
+        self.unparsed.clear()
+        return "".join(self.delivered)
 
     def _take_usage(self, usage: Any) -> None:
         counts = reported_usage(usage)
@@ -124,9 +142,8 @@ async def relay_stream(
         if response is None and (upstream_broke or nothing_came):
             raise upstream_failed(upstream, upstream_broke or "the stream ended empty")
     except asyncio.CancelledError:
-        if state.delivered:
-            delivered = call.own_count("".join(state.delivered))
-            await asyncio.shield(call.settle(delivered))
+        if text := state.delivered_text():
+            await asyncio.shield(call.settle(call.own_count(text)))
         raise
     finally:
         upstream_resp.release()
@@ -134,8 +151,8 @@ async def relay_stream(
     usage: TokenUsage | None
     if state.usage:
         usage = TokenUsage(state.usage[0], state.usage[1], True)
-    elif state.delivered:
-        usage = call.own_count("".join(state.delivered))
+    elif delivered := state.delivered_text():
+        usage = call.own_count(delivered)
     else:
         usage = None  # no output reached the client: an upstream failure or a client gone early
     cost = await asyncio.shield(call.settle(usage))

@@ -68,9 +68,12 @@ def journal(
     )
 
 
+MAX_MSAT = 2**62  # far beyond any real amount, inside SQLite's 64-bit INTEGER
+
+
 def _positive(amount_msat: int) -> None:
-    if type(amount_msat) is not int or amount_msat < 0:
-        raise InvalidAmount(f"amount must be a non-negative integer msat, got {amount_msat!r}")
+    if type(amount_msat) is not int or not 0 <= amount_msat <= MAX_MSAT:
+        raise InvalidAmount(f"amount must be an integer msat in [0, 2^62], got {amount_msat!r}")
 
 
 def create_account(
