@@ -6,7 +6,6 @@ key, a bad amount or a bad body gets the same answer everywhere.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +13,7 @@ from aiohttp import web
 from mints.token import looks_like_token, parse_token
 from routstr_node.errors import invalid_request, unauthorized
 from routstr_node.payment import account_for_key, presented_key
+from routstr_node.request_body import parse_json_object
 from routstr_node.state import NodeState
 from wallet.lightning_in import MAX_INVOICE_SAT
 from wallet.sqlite.ledger import AccountRow
@@ -22,15 +22,7 @@ from wallet.sqlite.ledger import AccountRow
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; an empty body is an empty object."""
     raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise invalid_request("invalid_json", "the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise invalid_request("invalid_json", "the request body must be a JSON object")
-    return body
+    return parse_json_object(raw) if raw.strip() else {}
 
 
 def required_key(request: web.Request) -> str:

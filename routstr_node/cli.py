@@ -20,14 +20,7 @@ def _settings(config: Path) -> Settings:
         raise click.ClickException(exc.message) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="routstr-node")
-def main() -> None:
-    """A self-hosted node selling OpenAI-compatible AI API access for Cashu ecash."""
-
-
-@main.command()
-@click.option(
+config_option = click.option(
     "--config",
     "config",
     type=click.Path(path_type=Path),
@@ -35,6 +28,16 @@ def main() -> None:
     show_default=True,
     help="The node's configuration file.",
 )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="routstr-node")
+def main() -> None:
+    """A self-hosted node selling OpenAI-compatible AI API access for Cashu ecash."""
+
+
+@main.command()
+@config_option
 @click.option("--host", help="Listen on this address (overrides [node] host).")
 @click.option("--port", type=int, help="Listen on this port (overrides [node] port).")
 def run(config: Path, host: str | None, port: int | None) -> None:
@@ -49,14 +52,7 @@ def run(config: Path, host: str | None, port: int | None) -> None:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_PATH,
-    show_default=True,
-    help="The node's configuration file.",
-)
+@config_option
 def audit(config: Path) -> None:
     """Check custody against the ledger (also while the node runs).
 

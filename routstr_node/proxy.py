@@ -29,6 +29,7 @@ from routstr_node.errors import ApiError, invalid_request, not_found
 from routstr_node.payment import payment_required, resolve_payer
 from routstr_node.pricing import PriceUnavailable, max_cost_msat
 from routstr_node.relay import relay_stream
+from routstr_node.request_body import parse_json_object
 from routstr_node.state import NODE
 from routstr_node.upstream import Upstream
 from routstr_node.usage import (
@@ -56,7 +57,7 @@ _REQUIRED_INPUT = {
 async def handle_proxy(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     path = request.path
-    body = _parse_body(await request.read())
+    body = parse_json_object(await request.read())
     model_id = body.get("model")
     if not isinstance(model_id, str) or not model_id:
         raise invalid_request("model_required", "the request must name a model", param="model")
@@ -119,16 +120,6 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     finally:
         if not call.settled:
             await asyncio.shield(call.settle(None))
-
-
-def _parse_body(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise invalid_request("invalid_json", "the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise invalid_request("invalid_json", "the request body must be a JSON object")
-    return body
 
 
 def _upstream_body(body: dict[str, Any], upstream_model: str, stream: bool, path: str) -> bytes:

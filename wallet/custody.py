@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,14 +124,9 @@ class Custody:
             )
         )
         fault_point("receive:written")
-        try:
-            signatures = await client.swap(list(token.proofs), [o.message() for o in outputs])
-        except MintRefused as exc:
-            await self._fail(op_id, exc)
-            raise
-        except Exception:
-            await self._resolve_now(op_id)
-            raise
+        signatures = await self._swap_written(
+            client, op_id, list(token.proofs), rows, on_refused=self._fail
+        )
         fault_point("receive:swapped")
         return await self.complete_receive(op_id, rows, signatures)
 
@@ -298,16 +293,9 @@ class Custody:
         rows: list[sql.OutputRow],
     ) -> SentToken:
         fault_point("send:written")
-        try:
-            signatures = await client.swap(
-                [s.proof for s in inputs], [r.output.message() for r in rows]
-            )
-        except MintRefused as exc:
-            await self.revert_send(op_id, str(exc))
-            raise
-        except Exception:
-            await self._resolve_now(op_id)
-            raise
+        signatures = await self._swap_written(
+            client, op_id, [s.proof for s in inputs], rows, on_refused=self.revert_send
+        )
         fault_point("send:swapped")
         return await self.complete_send(op_id, rows, signatures)
 
@@ -524,10 +512,28 @@ class Custody:
             stored.append(sql.StoredProof(proof, row.output.y or proof_y(proof.secret)))
         return stored
 
-    async def _fail(self, op_id: int, exc: Exception) -> None:
-        await self.db.write(
-            lambda c: sql.finish_operation(c, op_id, "failed", error=str(exc)[:500])
-        )
+    async def _swap_written(
+        self,
+        client: MintClient,
+        op_id: int,
+        inputs: list[Proof],
+        rows: list[sql.OutputRow],
+        *,
+        on_refused: Callable[[int, str], Awaitable[None]],
+    ) -> list[BlindSignature]:
+        """Send a written-down swap: a refusal proves it did not happen, anything else
+        (a lost answer, a timeout) is resolved against the mint now or at the next start."""
+        try:
+            return await client.swap(inputs, [r.output.message() for r in rows])
+        except MintRefused as exc:
+            await on_refused(op_id, str(exc))
+            raise
+        except Exception:
+            await self._resolve_now(op_id)
+            raise
+
+    async def _fail(self, op_id: int, error: str) -> None:
+        await self.db.write(lambda c: sql.finish_operation(c, op_id, "failed", error=error[:500]))
 
     async def _resolve_now(self, op_id: int) -> None:
         """After an ambiguous mint failure, try once to settle the operation either way."""
