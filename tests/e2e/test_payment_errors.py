@@ -1,0 +1,473 @@
+"""Refusals and failures, end to end (CONTRACT §3 402, §4 errors, rate limits, upstream).
+
+A token the node refuses before redeeming it stays unspent (checked at the mint by
+nutshell); after an upstream failure nothing is charged and X-Cashu comes back whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from pathlib import Path
+
+import pytest
+from cashu.core.nuts.nut18 import PaymentRequest
+from support.e2e import (
+    RATE_LIMIT_HEADERS,
+    Answer,
+    assert_balanced,
+    assert_error,
+    chat_body,
+    chat_text,
+    get,
+    parse_sse,
+    post,
+    reservation_of,
+    reservations,
+    rewrite_token,
+    run_node_with_timeout,
+    stream_post,
+    token_account,
+    total_reserved_msat,
+)
+from support.ecash import EcashFactory
+from support.node import RunningNode, _free_port, run_node
+
+from routstr_node.demo.mint import LocalMint
+from routstr_node.demo.upstream import RunningUpstream
+
+PROMPT = "hello there friend"
+
+
+def chat_url(node: RunningNode) -> str:
+    return f"{node.url}/v1/chat/completions"
+
+
+def payment_request(answer: Answer) -> PaymentRequest:
+    creq = answer.headers["X-Cashu"]
+    assert creq.startswith("creqA"), creq
+    return PaymentRequest.deserialize(creq)
+
+
+def assert_counted(answer: Answer) -> None:
+    for name in RATE_LIMIT_HEADERS:
+        assert int(answer.headers[name]) >= 0, (name, answer.headers)
+
+
+# -- 402 ---------------------------------------------------------------------------------
+
+
+async def test_no_payment_gets_402_with_a_payable_nut18_request(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    body = chat_body(PROMPT, max_tokens=20)
+    first = await post(chat_url(node), body)
+    assert_error(first, 402, "payment_required", "insufficient_quota")
+    assert_counted(first)
+    request = payment_request(first)
+    assert request.u == "sat"
+    assert request.m == [mint.url.rstrip("/")]
+    # the most this request can cost: prompt bound (body bytes) × input + max_tokens × output
+    assert request.a == math.ceil(reservation_of(body, 20) / 1000)
+    assert request.a is not None and request.a >= 1
+
+    second = await post(chat_url(node), body)
+    assert_error(second, 402, "payment_required", "insufficient_quota")
+    assert payment_request(second).a == request.a
+
+    # a token worth exactly what was asked pays for that request
+    token = await ecash.token(request.a, mint_url=mint.url)
+    paid = await post(chat_url(node), body, {"X-Cashu": token})
+    assert paid.status == 200, paid.raw
+    assert await ecash.is_spent(token)
+
+    # without max_tokens the model's max_output_tokens (50) bounds the output
+    default = chat_body(PROMPT)
+    answer = await post(chat_url(node), default)
+    assert payment_request(answer).a == math.ceil(reservation_of(default, 50) / 1000)
+    # embeddings produce no output: only the prompt bound counts
+    embedding = b'{"model": "test-model", "input": "one two three"}'
+    answer = await post(f"{node.url}/v1/embeddings", embedding)
+    assert_error(answer, 402, "payment_required", "insufficient_quota")
+    assert payment_request(answer).a == len(embedding)  # 1 sat per byte-bounded token
+
+
+async def test_too_small_x_cashu_token_gets_402_and_stays_unspent(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    body = chat_body(PROMPT, max_tokens=20)
+    token = await ecash.token(2, mint_url=mint.url)
+    answer = await post(chat_url(node), body, {"X-Cashu": token})
+    assert_error(answer, 402, "payment_required", "insufficient_quota")
+    request = payment_request(answer)
+    assert request.a == math.ceil(reservation_of(body, 20) / 1000)
+    assert request.u == "sat"
+    assert not await ecash.is_spent(token)
+    assert token_account(node, token) is None
+    assert await ecash.redeem(token) == 2  # still whole
+
+
+async def test_token_as_key_with_too_little_balance_gets_402_insufficient_balance(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    body = chat_body(PROMPT, max_tokens=20)
+    token = await ecash.token(10, mint_url=mint.url)
+    answer = await post(chat_url(node), body, {"Authorization": f"Bearer {token}"})
+    assert_error(answer, 402, "insufficient_balance", "insufficient_quota")
+    # what is missing: the most the request can cost minus the 10 sat the account holds
+    assert payment_request(answer).a == math.ceil((reservation_of(body, 20) - 10_000) / 1000)
+    account = token_account(node, token)
+    assert account is not None
+    assert (account.balance_msat, account.reserved_msat) == (10_000, 0)
+    await assert_balanced(node)
+
+
+# -- 400 / 401 / 404 / 413 ------------------------------------------------------------------
+
+
+async def test_invalid_token_is_refused_and_stays_unspent(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(300, mint_url=mint.url)
+    broken = token[:-12]
+    for headers in ({"X-Cashu": broken}, {"Authorization": f"Bearer {broken}"}):
+        answer = await post(chat_url(node), chat_body(PROMPT), headers)
+        assert_error(answer, 400, "cashu_token_invalid", "invalid_request_error")
+    answer = await post(chat_url(node), chat_body(PROMPT), {"X-Cashu": "cashuBnotatoken"})
+    assert_error(answer, 400, "cashu_token_invalid", "invalid_request_error")
+    assert not await ecash.is_spent(token)
+
+
+async def test_token_of_an_untrusted_mint_is_refused_and_stays_unspent(
+    node: RunningNode, ecash: EcashFactory, fee_mint: LocalMint
+) -> None:
+    token = await ecash.token(300, mint_url=fee_mint.url)
+    for headers in ({"X-Cashu": token}, {"Authorization": f"Bearer {token}"}):
+        answer = await post(chat_url(node), chat_body(PROMPT), headers)
+        assert_error(answer, 400, "cashu_mint_untrusted", "invalid_request_error")
+    assert not await ecash.is_spent(token)
+    assert token_account(node, token) is None
+
+
+async def test_token_in_another_unit_is_refused_and_stays_unspent(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(300, mint_url=mint.url)
+    usd = rewrite_token(token, unit="usd")
+    for headers in ({"X-Cashu": usd}, {"Authorization": f"Bearer {usd}"}):
+        answer = await post(chat_url(node), chat_body(PROMPT), headers)
+        assert_error(answer, 400, "cashu_unit_unsupported", "invalid_request_error")
+    assert not await ecash.is_spent(token)
+
+
+async def test_token_of_an_unreachable_trusted_mint_is_503(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream, ecash: EcashFactory
+) -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"  # trusted, but nothing listens there
+    token = await ecash.token(300, mint_url=mint.url)
+    moved = rewrite_token(token, mint_url=dead)
+    async with run_node(tmp_path / "node", [mint.url, dead], upstream.url) as node:
+        answer = await post(chat_url(node), chat_body(PROMPT), {"X-Cashu": moved})
+        assert_error(answer, 503, "cashu_mint_unreachable", "api_error")
+        assert upstream.requests == []
+    assert not await ecash.is_spent(token)
+
+
+async def test_spent_token_is_refused(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(300, mint_url=mint.url)
+    assert await ecash.redeem(token) == 300  # spent elsewhere
+    for headers in ({"X-Cashu": token}, {"Authorization": f"Bearer {token}"}):
+        answer = await post(chat_url(node), chat_body(PROMPT), headers)
+        assert_error(answer, 400, "cashu_token_spent", "invalid_request_error")
+    await assert_balanced(node)
+
+
+async def test_unknown_sk_key_is_401(node: RunningNode) -> None:
+    for headers in ({"Authorization": "Bearer sk-garbage"}, {"X-API-Key": "sk-garbage"}):
+        answer = await post(chat_url(node), chat_body(PROMPT), headers)
+        assert_error(answer, 401, "invalid_api_key", "authentication_error")
+
+
+async def test_invalid_requests_are_refused_before_any_payment(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(300, mint_url=mint.url)
+    pay = {"X-Cashu": token}
+    cases: list[tuple[str, bytes, int, str, str]] = [
+        ("/v1/chat/completions", b"{not json", 400, "invalid_json", "invalid_request_error"),
+        ("/v1/chat/completions", b"[1, 2]", 400, "invalid_json", "invalid_request_error"),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": "hi"}]}',
+            400,
+            "model_required",
+            "invalid_request_error",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"model": "test-model"}',
+            400,
+            "messages_required",
+            "invalid_request_error",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}',
+            404,
+            "model_not_available",
+            "not_found_error",
+        ),
+        (
+            "/v1/embeddings",
+            b'{"model": "no-such-model", "input": "hi"}',
+            404,
+            "model_not_available",
+            "not_found_error",
+        ),
+    ]
+    for path, body, status, code, type_ in cases:
+        answer = await post(f"{node.url}{path}", body, pay)
+        assert_error(answer, status, code, type_)
+        assert_counted(answer)
+    assert not await ecash.is_spent(token)
+    assert reservations(node) == []
+
+
+async def test_body_over_the_limit_is_413(
+    tmp_path: Path,
+    mint: LocalMint,
+    upstream: RunningUpstream,
+    ecash: EcashFactory,
+) -> None:
+    token = await ecash.token(300, mint_url=mint.url)
+    extra = "[limits]\nmax_body_bytes = 2000\n"
+    async with run_node(tmp_path / "node", [mint.url], upstream.url, extra_toml=extra) as node:
+        small = await post(chat_url(node), chat_body(PROMPT))
+        assert_error(small, 402, "payment_required")  # under the limit: read, then 402
+        big = chat_body("word " * 500)
+        assert len(big) > 2000
+        answer = await post(chat_url(node), big, {"X-Cashu": token})
+        assert_error(answer, 413, "body_too_large", "invalid_request_error")
+        assert_counted(answer)
+    assert not await ecash.is_spent(token)
+    assert upstream.requests == []
+
+
+# -- headers and rate limits ----------------------------------------------------------------
+
+
+async def test_request_id_and_rate_limit_headers(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(500, mint_url=mint.url)
+    paid = await post(chat_url(node), chat_body(PROMPT), {"Authorization": f"Bearer {token}"})
+    assert paid.status == 200, paid.raw
+    status, headers, events, raw = await stream_post(
+        chat_url(node), chat_body(PROMPT, stream=True), {"Authorization": f"Bearer {token}"}
+    )
+    assert status == 200, raw
+    assert events[-1].data == "[DONE]"
+    stream = Answer(status, headers, None, raw)
+    unpaid = await post(chat_url(node), chat_body(PROMPT))
+    models = await get(f"{node.url}/v1/models")
+    missing = await get(f"{node.url}/v1/no-such-route")
+    assert_error(missing, 404, "not_found")
+    for answer in (paid, stream, unpaid, models, missing):
+        assert answer.headers.get("X-Request-Id"), answer.headers
+        assert_counted(answer)
+    ids = {a.headers["X-Request-Id"] for a in (paid, stream, unpaid, models, missing)}
+    assert len(ids) == 5
+
+    for path in ("/health", "/metrics"):
+        answer = await get(f"{node.url}{path}")
+        assert answer.status == 200
+        assert answer.headers.get("X-Request-Id")
+        for name in RATE_LIMIT_HEADERS:
+            assert name not in answer.headers, (path, answer.headers)
+
+
+async def _away_from_a_minute_boundary() -> None:
+    """Fixed one-minute windows: start well inside one so four requests share it."""
+    second = time.time() % 60
+    if second > 50:
+        await asyncio.sleep(60.5 - second)
+
+
+async def test_rate_limit_refuses_the_fourth_request_with_retry_after(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream
+) -> None:
+    extra = "[limits]\nrequests_per_minute = 3\n"
+    async with run_node(tmp_path / "node", [mint.url], upstream.url, extra_toml=extra) as node:
+        await _away_from_a_minute_boundary()
+        # per client address on unpaid routes
+        answers = [await get(f"{node.url}/v1/models") for _ in range(4)]
+        assert [a.status for a in answers[:3]] == [200, 200, 200]
+        assert [int(a.headers["X-RateLimit-Remaining"]) for a in answers[:3]] == [2, 1, 0]
+        assert all(a.headers["X-RateLimit-Limit"] == "3" for a in answers)
+        refused = answers[3]
+        assert_error(refused, 429, "rate_limited", "rate_limit_error")
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert_counted(refused)
+        health = await get(f"{node.url}/health")
+        assert health.status == 200  # not counted
+
+        # per payer on paid routes: another payer is not held back by this address
+        key = {"Authorization": "Bearer sk-garbage"}
+        payer = [await post(chat_url(node), chat_body(PROMPT), key) for _ in range(4)]
+        for answer in payer[:3]:
+            assert_error(answer, 401, "invalid_api_key")
+        assert_error(payer[3], 429, "rate_limited", "rate_limit_error")
+        assert int(payer[3].headers["Retry-After"]) >= 1
+        other = await post(chat_url(node), chat_body(PROMPT), {"X-API-Key": "sk-other"})
+        assert_error(other, 401, "invalid_api_key")
+
+
+# -- upstream failures ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_upstream_500_is_502_and_nothing_is_charged(
+    node: RunningNode,
+    upstream: RunningUpstream,
+    ecash: EcashFactory,
+    mint: LocalMint,
+    stream: bool,
+) -> None:
+    upstream.behaviour.fail_status = 500
+    token = await ecash.token(300, mint_url=mint.url)
+    answer = await post(chat_url(node), chat_body(PROMPT, stream=stream), {"X-Cashu": token})
+    assert_error(answer, 502, "upstream_error", "upstream_error")
+    assert len(upstream.requests) == 1
+    assert await ecash.is_spent(token)
+    assert await ecash.redeem(answer.headers["X-Cashu"]) == 300  # the whole value back
+    ((_, state, charged),) = reservations(node)
+    assert (state, charged) == ("released", 0)
+    await assert_balanced(node)
+
+
+async def test_upstream_timeout_is_504_and_nothing_is_charged(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream, ecash: EcashFactory
+) -> None:
+    upstream.behaviour.delay_s = 2.0
+    pay_token = await ecash.token(300, mint_url=mint.url)
+    key_token = await ecash.token(300, mint_url=mint.url)
+    async with run_node_with_timeout(
+        tmp_path / "node", [mint.url], upstream.url, upstream_timeout_s=0.5
+    ) as node:
+        answer = await post(chat_url(node), chat_body(PROMPT), {"X-Cashu": pay_token})
+        assert_error(answer, 504, "upstream_timeout", "upstream_error")
+        assert await ecash.redeem(answer.headers["X-Cashu"]) == 300
+
+        streamed = await post(
+            chat_url(node),
+            chat_body(PROMPT, stream=True),
+            {"Authorization": f"Bearer {key_token}"},
+        )
+        assert_error(streamed, 504, "upstream_timeout", "upstream_error")
+        account = token_account(node, key_token)
+        assert account is not None
+        assert (account.balance_msat, account.reserved_msat) == (300_000, 0)
+        assert [(r[1], r[2]) for r in reservations(node)] == [("released", 0)] * 2
+        await assert_balanced(node)
+
+
+async def test_stream_cut_before_any_output_is_an_error_and_free(
+    node: RunningNode, upstream: RunningUpstream, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    upstream.behaviour.cut_after_chunks = 0
+    token = await ecash.token(300, mint_url=mint.url)
+    answer = await post(chat_url(node), chat_body(PROMPT, stream=True), {"X-Cashu": token})
+    assert_error(answer, 502, "upstream_error", "upstream_error")
+    assert await ecash.redeem(answer.headers["X-Cashu"]) == 300
+    ((_, state, charged),) = reservations(node)
+    assert (state, charged) == ("released", 0)
+    await assert_balanced(node)
+
+
+async def test_stream_cut_midway_delivers_what_came_and_charges_within_the_reservation(
+    node: RunningNode, upstream: RunningUpstream, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    upstream.behaviour.cut_after_chunks = 3  # role chunk, "Echo:", " hello", then cut
+    token = await ecash.token(500, mint_url=mint.url)
+    status, _, events, raw = await stream_post(
+        chat_url(node), chat_body(PROMPT, stream=True), {"Authorization": f"Bearer {token}"}
+    )
+    assert status == 200, raw
+    assert chat_text(events) == "Echo: hello"
+    usage_events = [
+        e.json for e in events if e.data != "[DONE]" and (e.json.get("usage") or {}).get("cost")
+    ]
+    assert len(usage_events) == 1
+    assert usage_events[0]["choices"] == []
+    cost = usage_events[0]["usage"]["cost"]["total_msats"]
+    ((reserved, state, charged),) = reservations(node)
+    assert state == "charged"
+    assert charged == cost
+    assert 0 < cost <= reserved
+    account = token_account(node, token)
+    assert account is not None
+    assert (account.balance_msat, account.reserved_msat) == (500_000 - cost, 0)
+    assert total_reserved_msat(node) == 0
+    await assert_balanced(node)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "cut_after"),
+    [
+        ("/v1/chat/completions", chat_body(PROMPT, stream=True), 1),  # after the role chunk
+        (
+            "/v1/responses",
+            b'{"model": "test-model", "input": "hello there friend", "stream": true}',
+            4,  # after response.created, in_progress, output_item.added, content_part.added
+        ),
+    ],
+    ids=["chat", "responses"],
+)
+async def test_stream_cut_before_any_output_text_is_free(
+    node: RunningNode,
+    upstream: RunningUpstream,
+    ecash: EcashFactory,
+    mint: LocalMint,
+    path: str,
+    body: bytes,
+    cut_after: int,
+) -> None:
+    upstream.behaviour.cut_after_chunks = cut_after
+    token = await ecash.token(300, mint_url=mint.url)
+    answer = await post(f"{node.url}{path}", body, {"X-Cashu": token})
+    if answer.status == 200:  # the stream had begun: its last data event carries the change
+        events = [e for e in parse_sse(answer.raw) if e.data != "[DONE]"]
+        assert chat_text(events) == ""
+        changes = [e.json["cashu_change"] for e in events if "cashu_change" in e.json]
+        assert len(changes) == 1, answer.raw
+        change = changes[0]
+    else:
+        assert_error(answer, 502, "upstream_error", "upstream_error")
+        change = answer.headers["X-Cashu"]
+    ((_, _, charged),) = reservations(node)
+    assert charged == 0
+    assert await ecash.redeem(change) == 300
+    await assert_balanced(node)
+
+
+async def test_absurd_max_tokens_is_refused_with_an_error_envelope(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(300, mint_url=mint.url)
+    key = {"Authorization": f"Bearer {token}"}
+    huge = 10**16  # × 2000 msat per output token: beyond any int64 amount of msat
+    answer = await post(chat_url(node), chat_body(PROMPT, max_tokens=huge), key)
+    assert answer.status in (400, 402), (answer.status, answer.raw[:300])
+    account = token_account(node, token)
+    if answer.status == 402:  # redeemed, then found short: the balance stays whole
+        assert_error(answer, 402, "insufficient_balance", "insufficient_quota")
+        assert account is not None
+        assert (account.balance_msat, account.reserved_msat) == (300_000, 0)
+    else:  # refused before any payment: the token is left alone
+        assert_error(answer, 400, answer.body["error"]["code"], "invalid_request_error")
+        assert account is None
+        assert not await ecash.is_spent(token)
+    await assert_balanced(node)
