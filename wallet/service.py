@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ class WalletService:
         self.db = Database(data_dir / DB_FILE)
         self.ledger = Ledger(self.db)
         self._custody: Custody | None = None
+        self._change_locks: dict[int, asyncio.Lock] = {}
         self._lightning_in: LightningIn | None = None
 
     @property
@@ -141,24 +143,38 @@ class WalletService:
         )
 
     async def issue_change(self, account_id: int, *, legacy: bool = False) -> SentToken | None:
-        """Everything left on an X-Cashu account as one token; sub-sat rest to earnings."""
-        await self.ledger.book_remainder_to_earnings(account_id, "change_rounding")
-        account = await self.ledger.account(account_id)
-        if account.balance_msat < 1000:
-            return None
-        # change comes from the primary mint; from the paying mint when the primary is short
-        candidates = list(dict.fromkeys([self.mints.urls[0], account.mint_url or ""]))
-        candidates = [u for u in candidates if u and self.mints.is_trusted(u)]
-        for mint_url in candidates[:-1]:
-            try:
-                return await self.custody.send(
-                    account_id, mint_url, None, purpose="change", legacy=legacy
-                )
-            except InsufficientCustody:
-                continue
-        return await self.custody.send(
-            account_id, candidates[-1], None, purpose="change", legacy=legacy
-        )
+        """Everything left on an X-Cashu account as one token; sub-sat rest to earnings.
+
+        One payment has one change token: issuing runs one at a time per account, and a
+        change already issued (by a refund that came first) is returned, not made again.
+        """
+        async with self._change_lock(account_id):
+            await self.ledger.book_remainder_to_earnings(account_id, "change_rounding")
+            account = await self.ledger.account(account_id)
+            if account.balance_msat < 1000:
+                issued = await self.db.read(lambda c: outgoing_tokens(c, account_id, "change"))
+                if not issued:
+                    return None
+                token, amount = issued[-1]
+                return SentToken(token, amount, 0, account.mint_url or self.mints.urls[0])
+            # change comes from the primary mint; from the paying mint when the primary is short
+            candidates = list(dict.fromkeys([self.mints.urls[0], account.mint_url or ""]))
+            candidates = [u for u in candidates if u and self.mints.is_trusted(u)]
+            for mint_url in candidates[:-1]:
+                try:
+                    return await self.custody.send(
+                        account_id, mint_url, None, purpose="change", legacy=legacy
+                    )
+                except InsufficientCustody:
+                    continue
+            return await self.custody.send(
+                account_id, candidates[-1], None, purpose="change", legacy=legacy
+            )
+
+    def _change_lock(self, account_id: int) -> asyncio.Lock:
+        if len(self._change_locks) > 10_000:
+            self._change_locks = {k: v for k, v in self._change_locks.items() if v.locked()}
+        return self._change_locks.setdefault(account_id, asyncio.Lock())
 
     async def audit(self) -> AuditReport:
         return await audit(self.db, self.mints)
@@ -171,12 +187,8 @@ class WalletService:
         if account.reserved_msat:
             # the payment's request is still in flight: its change is not known yet
             raise PaymentInFlight("the request this token pays for is still running")
-        if account.balance_msat >= 1000:
-            await self.issue_change(account.id)
-        tokens = await self.db.read(lambda c: outgoing_tokens(c, account.id, "change"))
-        if not tokens:
-            return "", 0
-        return tokens[-1]
+        sent = await self.issue_change(account.id)
+        return (sent.token, sent.amount_sat) if sent is not None else ("", 0)
 
     # -- the wallet API: withdrawals, refunds, Lightning ------------------------------
 

@@ -393,7 +393,10 @@ async def test_x_cashu_change_returns_the_rest_in_whole_sat(
     assert change is not None and change.amount_sat == 87 and change.fee_sat == 0
     assert await balance(node, received.account_id) == (0, 0)
     assert await node.ledger.earnings_msat() == 12_345 + 655  # sub-sat rest to the node
-    assert await node.issue_change(received.account_id) is None
+    again = await node.issue_change(received.account_id)  # one payment, one change token
+    assert again is not None and again.token == change.token
+    assert await balance(node, received.account_id) == (0, 0)
+    assert await node.ledger.earnings_msat() == 12_345 + 655
     await assert_balanced(node)
     assert await ecash.redeem(change.token) == 87
     with pytest.raises(TokenAlreadyRedeemed):
