@@ -112,12 +112,13 @@ class Custody:
         keyset = await client.active_keyset()
         outputs = await self.prepare(keyset, amount_split(checked.value_after_fee))
         rows = [sql.OutputRow("keep", o) for o in outputs]
+        written = {**intent, "fee_sat": checked.fee}
         op_id = await self.db.write(
             lambda c: sql.insert_operation(
                 c,
                 "receive",
                 client.url,
-                {**intent, "fee_sat": checked.fee},
+                written,
                 rows,
                 token_id=token.token_id,
                 foreign_inputs=token.proofs,
@@ -128,12 +129,25 @@ class Custody:
             client, op_id, list(token.proofs), rows, on_refused=self._fail
         )
         fault_point("receive:swapped")
-        return await self.complete_receive(op_id, rows, signatures)
+        op = sql.Operation(
+            op_id, "receive", client.url, "pending", token.token_id, [], written, None
+        )
+        return await self.complete_receive(op_id, rows, signatures, op=op)
 
     async def complete_receive(
-        self, op_id: int, rows: list[sql.OutputRow], signatures: list[BlindSignature]
+        self,
+        op_id: int,
+        rows: list[sql.OutputRow],
+        signatures: list[BlindSignature],
+        *,
+        op: sql.Operation | None = None,
     ) -> Received:
-        op = await self.db.read(lambda c: sql.operation(c, op_id))
+        """Store the new proofs and credit them, once (the state is checked in the write).
+
+        ``op`` is what the live path wrote down; recovery passes nothing and it is read.
+        """
+        if op is None:
+            op = await self.db.read(lambda c: sql.operation(c, op_id))
         client = self.client_for(op.mint_url)
         stored = await self._unblind(client, rows, signatures)
         credited_msat = sum(s.proof.amount for s in stored) * 1000
