@@ -285,12 +285,37 @@ class Custody:
             "legacy": legacy,
         }
 
+        return await self._write_locked(
+            account_id, client, "swap", purpose, cost_msat, intent, rows, ids
+        )
+
+    async def _write_locked(
+        self,
+        account_id: int,
+        client: MintClient,
+        kind: str,
+        purpose: str,
+        hold_msat: int,
+        intent: dict[str, Any],
+        rows: list[sql.OutputRow],
+        proof_ids: list[int],
+        *,
+        quote_id: str | None = None,
+    ) -> tuple[int, list[sql.StoredProof], list[sql.OutputRow]] | None:
+        """One transaction: hold the account's money, write the operation down, lock its
+        inputs. None when another operation took one of the inputs first."""
+
         def txn(c: Any) -> tuple[int, list[sql.StoredProof]]:
-            reservation = ledger_sql.reserve(c, account_id, cost_msat, purpose)
+            reservation = ledger_sql.reserve(c, account_id, hold_msat, purpose)
             op_id = sql.insert_operation(
-                c, "swap", client.url, {**intent, "reservation_id": reservation}, rows
+                c,
+                kind,
+                client.url,
+                {**intent, "reservation_id": reservation},
+                rows,
+                quote_id=quote_id,
             )
-            sql.lock_proofs(c, ids, op_id)
+            sql.lock_proofs(c, proof_ids, op_id)
             return op_id, sql.operation_inputs(c, op_id)
 
         try:
@@ -417,24 +442,17 @@ class Custody:
         ids = [c.id for c in selection.coins]
         intent = {"account_id": account_id, "amount_sat": quote.amount}
 
-        def txn(c: Any) -> tuple[int, list[sql.StoredProof]]:
-            reservation = ledger_sql.reserve(c, account_id, hold_msat, "melt")
-            op_id = sql.insert_operation(
-                c,
-                "melt",
-                client.url,
-                {**intent, "reservation_id": reservation},
-                rows,
-                quote_id=quote.quote,
-            )
-            sql.lock_proofs(c, ids, op_id)
-            return op_id, sql.operation_inputs(c, op_id)
-
-        try:
-            op_id, inputs = await self.db.write(txn)
-        except sql.SelectionConflict:
-            return None
-        return op_id, inputs, rows
+        return await self._write_locked(
+            account_id,
+            client,
+            "melt",
+            "melt",
+            hold_msat,
+            intent,
+            rows,
+            ids,
+            quote_id=quote.quote,
+        )
 
     async def _run_melt(
         self,

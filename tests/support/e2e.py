@@ -23,9 +23,7 @@ from multidict import CIMultiDict
 
 from mints.token import parse_token
 from routstr_node.audit_command import run_audit
-from routstr_node.config import load_settings
-from routstr_node.server import serve
-from support.node import RunningNode, _free_port, node_toml
+from support.node import RunningNode, run_node
 from support.wallets import query
 
 ENVELOPE_KEYS = {"message", "type", "code", "param"}
@@ -59,29 +57,15 @@ async def run_node_with_timeout(
     upstream_timeout_s: float,
     extra_toml: str = "",
 ) -> AsyncIterator[RunningNode]:
-    """Like ``support.node.run_node``, with the upstream's ``timeout_s`` set."""
-    directory.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    config = directory / "node.toml"
-    data_dir = directory / "data"
-    text = node_toml(data_dir, port, mint_urls, upstream_url, extra_toml)
-    assert "timeout_s = 5\n" in text
-    config.write_text(text.replace("timeout_s = 5\n", f"timeout_s = {upstream_timeout_s}\n"))
-    settings = load_settings(config)
-    ready, stop = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(settings, config_path=config, ready=ready, stop=stop))
-    waiter = asyncio.create_task(ready.wait())
-    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        waiter.cancel()
-        task.result()
-        raise RuntimeError("the node stopped during start-up")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        yield RunningNode(url, url + "/v1", settings, config, data_dir)
-    finally:
-        stop.set()
-        await task
+    """``support.node.run_node`` with the upstream's ``timeout_s`` set."""
+    async with run_node(
+        directory,
+        mint_urls,
+        upstream_url,
+        extra_toml=extra_toml,
+        upstream_timeout_s=upstream_timeout_s,
+    ) as running:
+        yield running
 
 
 def rewrite_token(token: str, *, unit: str | None = None, mint_url: str | None = None) -> str:

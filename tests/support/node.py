@@ -23,7 +23,13 @@ def _free_port() -> int:
 
 
 def node_toml(
-    data_dir: Path, port: int, mint_urls: list[str], upstream_url: str, extra: str = ""
+    data_dir: Path,
+    port: int,
+    mint_urls: list[str],
+    upstream_url: str,
+    extra: str = "",
+    *,
+    upstream_timeout_s: float = 5,
 ) -> str:
     trusted = ", ".join(f'"{u}"' for u in mint_urls)
     return f"""
@@ -39,7 +45,7 @@ btc_usd = 100000
 name = "fake"
 base_url = "{upstream_url}"
 api_key = "sk-upstream-secret"
-timeout_s = 5
+timeout_s = {upstream_timeout_s}
 [[models]]
 id = "{MODEL}"
 upstream = "fake"
@@ -70,14 +76,28 @@ class RunningNode:
 
 @asynccontextmanager
 async def run_node(
-    directory: Path, mint_urls: list[str], upstream_url: str, *, extra_toml: str = ""
+    directory: Path,
+    mint_urls: list[str],
+    upstream_url: str,
+    *,
+    extra_toml: str = "",
+    upstream_timeout_s: float = 5,
 ) -> AsyncIterator[RunningNode]:
     """Serve a node until the block ends (a clean stop, as on SIGTERM)."""
     directory.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     config = directory / "node.toml"
     data_dir = directory / "data"
-    config.write_text(node_toml(data_dir, port, mint_urls, upstream_url, extra_toml))
+    config.write_text(
+        node_toml(
+            data_dir,
+            port,
+            mint_urls,
+            upstream_url,
+            extra_toml,
+            upstream_timeout_s=upstream_timeout_s,
+        )
+    )
     settings = load_settings(config)
     ready, stop = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(serve(settings, config_path=config, ready=ready, stop=stop))
