@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from support.ecash import EcashFactory
 from support.node import RunningNode, run_node
@@ -58,3 +59,10 @@ async def node(
     """A fresh node (own data dir) trusting the session's mint, in front of the fake upstream."""
     async with run_node(tmp_path / "node", [mint.url], upstream.url) as running:
         yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client for talking to a node."""
+    async with aiohttp.ClientSession() as session:
+        yield session

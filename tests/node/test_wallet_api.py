@@ -3,44 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from support.ecash import EcashFactory
+from support.http import call
 from support.node import MODEL, RunningNode, run_node
 
 from routstr_node.audit_command import run_audit
 from routstr_node.demo.mint import LocalMint
 from routstr_node.demo.upstream import RunningUpstream
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def call(
-    http: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    *,
-    key: str | None = None,
-    body: Any = None,
-    raw: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    sent = dict(headers or {})
-    if key is not None:
-        sent["Authorization"] = f"Bearer {key}"
-    async with http.request(
-        method, url, json=body if raw is None else None, data=raw, headers=sent
-    ) as resp:
-        assert "X-Request-Id" in resp.headers
-        return resp.status, await resp.json()
 
 
 def assert_error(

@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
 from support.ecash import EcashFactory
+from support.http import call
 from support.node import MODEL, RunningNode
 
 from routstr_node.audit_command import run_audit
 from routstr_node.demo.mint import LocalMint
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 5}
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def call(
-    http: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    *,
-    key: str | None = None,
-    body: Any = None,
-    params: dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    sent = dict(headers or {})
-    if key is not None:
-        sent["Authorization"] = f"Bearer {key}"
-    async with http.request(method, url, json=body, params=params, headers=sent) as resp:
-        return resp.status, await resp.json()
 
 
 def assert_error(answer: tuple[int, Any], status: int, code: str) -> None:

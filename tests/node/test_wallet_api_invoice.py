@@ -15,8 +15,8 @@ from typing import Any
 from unittest import mock
 
 import aiohttp
-import pytest
 from support.ecash import EcashFactory
+from support.http import call
 from support.invoices import fake_invoice
 from support.node import RunningNode, run_node
 
@@ -26,28 +26,6 @@ from routstr_node.demo.mint import LocalMint
 from routstr_node.demo.upstream import RunningUpstream
 
 SECRET = "X-Invoice-Secret"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def call(
-    http: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    *,
-    key: str | None = None,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    sent = dict(headers or {})
-    if key is not None:
-        sent["Authorization"] = f"Bearer {key}"
-    async with http.request(method, url, json=body, headers=sent) as resp:
-        return resp.status, await resp.json()
 
 
 def assert_error(answer: tuple[int, Any], status: int, code: str, param: str | None = None) -> None:
