@@ -57,7 +57,8 @@ _REQUIRED_INPUT = {
 async def handle_proxy(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     path = request.path
-    body = parse_json_object(await request.read())
+    raw = await request.read()
+    body = parse_json_object(raw)
     model_id = body.get("model")
     if not isinstance(model_id, str) or not model_id:
         raise invalid_request("model_required", "the request must name a model", param="model")
@@ -81,7 +82,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
             f"max_tokens must be an integer from 1 to {_MAX_OUTPUT_TOKENS}",
             param="max_tokens",
         )
-    raw_len = request.content_length or len(json.dumps(body))
+    raw_len = len(raw)
     prompt_bound = min(raw_len, model.context_length)
     output_bound = 0 if path == "/v1/embeddings" else max_output
     most = max_cost_msat(price, prompt_bound, output_bound)
@@ -106,7 +107,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         raise error from None
 
     call = PaidCall(node, path, body, price, payer, reservation_id, most, request_text(body))
-    upstream_body = _upstream_body(body, model.upstream_model or model.id, stream, path)
+    upstream_body = _upstream_body(raw, body, model.upstream_model or model.id, stream, path)
     try:
         if stream:
             return await relay_stream(request, call, upstream, upstream_body)
@@ -122,10 +123,17 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
             await asyncio.shield(call.settle(None))
 
 
-def _upstream_body(body: dict[str, Any], upstream_model: str, stream: bool, path: str) -> bytes:
+def _upstream_body(
+    raw: bytes, body: dict[str, Any], upstream_model: str, stream: bool, path: str
+) -> bytes:
+    """What the upstream gets: the client's bytes as they came when nothing needs changing,
+    else the body with the upstream's model name (and, for streams, a request for usage)."""
+    asks_usage = stream and path != "/v1/responses"
+    if body.get("model") == upstream_model and not asks_usage:
+        return raw
     forwarded = dict(body)
     forwarded["model"] = upstream_model
-    if stream and path != "/v1/responses":
+    if asks_usage:
         options = forwarded.get("stream_options")
         forwarded["stream_options"] = {
             **(options if isinstance(options, dict) else {}),

@@ -11,6 +11,7 @@ A mint operation (Lightning in) has no inputs: its quote's state is the judge th
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass, field
 
 from mints.errors import MintError
@@ -114,9 +115,6 @@ async def _recover_melt(custody: Custody, op: sql.Operation, rows: list[sql.Outp
     return "pending"
 
 
-def _mark_lost(c: object, op_id: int) -> None:
-    import sqlite3
-
-    assert isinstance(c, sqlite3.Connection)
+def _mark_lost(c: sqlite3.Connection, op_id: int) -> None:
     sql.settle_inputs(c, op_id, "spent")
     sql.finish_operation(c, op_id, "failed", error="inputs spent elsewhere")

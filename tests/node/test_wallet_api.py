@@ -8,8 +8,8 @@ from typing import Any
 
 import aiohttp
 from support.ecash import EcashFactory
-from support.http import call
 from support.node import MODEL, RunningNode, run_node
+from support.node_calls import call
 
 from routstr_node.audit_command import run_audit
 from routstr_node.demo.mint import LocalMint

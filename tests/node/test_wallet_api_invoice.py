@@ -16,9 +16,9 @@ from unittest import mock
 
 import aiohttp
 from support.ecash import EcashFactory
-from support.http import call
 from support.invoices import fake_invoice
 from support.node import RunningNode, run_node
+from support.node_calls import call
 
 import routstr_node.demo.mint as demo_mint
 from routstr_node.audit_command import run_audit
