@@ -11,12 +11,11 @@ import hmac
 from dataclasses import dataclass
 from functools import lru_cache
 
-from bip32 import BIP32  # type: ignore[import-untyped]
-from cashu.core.crypto.b_dhke import alice_verify_dleq, hash_to_curve, step3_alice
-from cashu.core.crypto.secp import PrivateKey, PublicKey
-
+from mints import curve
 from mints.errors import ProtocolError
 from mints.models import BlindedMessage, BlindSignature, Keyset, Proof
+
+_HARDENED = 2**31
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +34,30 @@ class PreparedOutput:
         return BlindedMessage(amount=self.amount, keyset_id=self.keyset_id, B_=self.B_)
 
 
-@lru_cache(maxsize=4)
-def _bip32(seed: bytes) -> BIP32:
-    return BIP32.from_seed(seed)
+def _ckd(key: int, chain: bytes, data: bytes) -> tuple[int, bytes]:
+    """BIP32 CKDpriv, given the data its HMAC runs over."""
+    digest = hmac.digest(chain, data, "sha512")
+    tweak = int.from_bytes(digest[:32], "big")
+    child = (tweak + key) % curve.ORDER
+    if tweak >= curve.ORDER or child == 0:  # pragma: no cover - probability ~2^-127
+        raise ProtocolError("BIP32 child key is invalid for this seed")
+    return child, digest[32:]
+
+
+def _hardened(key: int, chain: bytes, index: int) -> tuple[int, bytes]:
+    return _ckd(
+        key, chain, b"\x00" + key.to_bytes(32, "big") + (index + _HARDENED).to_bytes(4, "big")
+    )
+
+
+@lru_cache(maxsize=64)
+def _keyset_node(seed: bytes, index: int) -> tuple[int, bytes]:
+    """m/129372'/0'/index', the node every counter of one keyset derives from."""
+    digest = hmac.digest(b"Bitcoin seed", seed, "sha512")
+    key, chain = int.from_bytes(digest[:32], "big"), digest[32:]
+    for step in (129372, 0, index):
+        key, chain = _hardened(key, chain, step)
+    return key, chain
 
 
 def derive_secret(seed: bytes, keyset_id: str, counter: int) -> tuple[str, bytes]:
@@ -49,11 +69,12 @@ def derive_secret(seed: bytes, keyset_id: str, counter: int) -> tuple[str, bytes
         return secret.hex(), r
     if keyset_id.startswith("00"):
         index = int.from_bytes(bytes.fromhex(keyset_id), "big") % (2**31 - 1)
-        path = f"m/129372'/0'/{index}'/{counter}'"
-        bip = _bip32(seed)
-        secret_b: bytes = bip.get_privkey_from_path(f"{path}/0")
-        r_b: bytes = bip.get_privkey_from_path(f"{path}/1")
-        return secret_b.hex(), r_b
+        key, chain = _hardened(*_keyset_node(seed, index), counter)
+        # m/…/counter'/0 and /1 are not hardened: both hash the parent's public key.
+        parent = curve.serialize(curve.base_mul(curve.scalar(key)))
+        secret_key, _ = _ckd(key, chain, parent + (0).to_bytes(4, "big"))
+        r_key, _ = _ckd(key, chain, parent + (1).to_bytes(4, "big"))
+        return secret_key.to_bytes(32, "big").hex(), r_key.to_bytes(32, "big")
     raise ProtocolError(f"unsupported keyset id version: {keyset_id[:2]}")
 
 
@@ -65,8 +86,7 @@ def prepare_outputs(
     for i, amount in enumerate(amounts):
         counter = first_counter + i
         secret, r = derive_secret(seed, keyset_id, counter)
-        Y = hash_to_curve(secret.encode())
-        B_ = Y + PrivateKey(r).public_key  # step1_alice, keeping Y for the proof's identity
+        y, b_ = curve.blind(secret.encode(), r)
         outputs.append(
             PreparedOutput(
                 amount=amount,
@@ -74,11 +94,17 @@ def prepare_outputs(
                 counter=counter,
                 secret=secret,
                 r=r.hex(),
-                B_=B_.format().hex(),
-                y=Y.format().hex(),
+                B_=curve.serialize(b_).hex(),
+                y=curve.serialize(y).hex(),
             )
         )
     return outputs
+
+
+@lru_cache(maxsize=1024)
+def _mint_key(key_hex: str) -> curve.Point:
+    """A mint's public key for one amount, parsed once: keys are used for every proof."""
+    return curve.parse_hex(key_hex)
 
 
 def unblind(
@@ -95,32 +121,29 @@ def unblind(
     if key_hex is None:
         raise ProtocolError(f"keyset {keyset.id} has no key for amount {amount}")
     try:
-        A = PublicKey(bytes.fromhex(key_hex))
-        C_ = PublicKey(bytes.fromhex(signature.C_))
-        r = PrivateKey(bytes.fromhex(output.r))
+        a = _mint_key(key_hex)
+        c_ = curve.parse_hex(signature.C_)
         if signature.dleq_e and signature.dleq_s:
-            ok = alice_verify_dleq(
-                PublicKey(bytes.fromhex(output.B_)),
-                C_,
-                PrivateKey(bytes.fromhex(signature.dleq_e)),
-                PrivateKey(bytes.fromhex(signature.dleq_s)),
-                A,
+            holds = curve.dleq_holds(
+                curve.parse_hex(output.B_),
+                c_,
+                bytes.fromhex(signature.dleq_e),
+                bytes.fromhex(signature.dleq_s),
+                a,
             )
-            if not ok:
+            if not holds:
                 raise ProtocolError("mint's DLEQ proof does not verify")
-        C = step3_alice(C_, r, A)
-    except ProtocolError:
-        raise
-    except Exception as exc:
+        c = curve.unblind(c_, bytes.fromhex(output.r), a)
+    except (curve.CurveError, ValueError) as exc:
         raise ProtocolError(f"cannot unblind the mint's signature: {exc}") from exc
     return Proof(
         amount=amount,
         keyset_id=output.keyset_id,
         secret=output.secret,
-        C=C.format().hex(),
+        C=curve.serialize(c).hex(),
     )
 
 
 def proof_y(secret: str) -> str:
     """Y = hash_to_curve(secret), the public identity the mint uses in NUT-07."""
-    return str(hash_to_curve(secret.encode()).format().hex())
+    return curve.serialize(curve.hash_to_curve(secret.encode())).hex()

@@ -20,8 +20,9 @@ from mints.directory import CheckedToken, MintDirectory
 from mints.errors import MintRefused
 from mints.keysets import amount_split
 from mints.models import BlindSignature, Keyset, MeltQuote, Proof
-from mints.outputs import PreparedOutput, prepare_outputs, proof_y, unblind
+from mints.outputs import PreparedOutput, prepare_outputs
 from mints.token import encode_token
+from wallet import blinding
 from wallet.errors import InsufficientBalance, InsufficientCustody, InvalidAmount, OperationInFlight
 from wallet.faults import fault_point
 from wallet.selection import Coin, Selection, select_covering, select_exact
@@ -149,7 +150,7 @@ class Custody:
         if op is None:
             op = await self.db.read(lambda c: sql.operation(c, op_id))
         client = self.client_for(op.mint_url)
-        stored = await self._unblind(client, rows, signatures)
+        stored = await blinding.unblind_rows(client, rows, signatures)
         credited_msat = sum(s.proof.amount for s in stored) * 1000
         fee_sat = int(op.intent.get("fee_sat", 0))
 
@@ -343,7 +344,7 @@ class Custody:
     ) -> SentToken:
         op = await self.db.read(lambda c: sql.operation(c, op_id))
         client = self.client_for(op.mint_url)
-        stored = await self._unblind(client, rows, signatures)
+        stored = await blinding.unblind_rows(client, rows, signatures)
         roles = [r.role for r in rows]
         send = [s for s, role in zip(stored, roles, strict=True) if role == "send"]
         keep = [s for s, role in zip(stored, roles, strict=True) if role == "keep"]
@@ -500,7 +501,7 @@ class Custody:
         op = await self.db.read(lambda c: sql.operation(c, op_id))
         client = self.client_for(op.mint_url)
         paired = list(zip(rows, change, strict=False))
-        stored = await self._unblind(
+        stored = await blinding.unblind_rows(
             client, [r for r, _ in paired], [s for _, s in paired], blank=True
         )
         change_sat = sum(s.proof.amount for s in stored)
@@ -528,21 +529,6 @@ class Custody:
         return await self.db.write(txn)
 
     # -- shared pieces ----------------------------------------------------------------
-
-    async def _unblind(
-        self,
-        client: MintClient,
-        rows: list[sql.OutputRow],
-        signatures: list[BlindSignature],
-        *,
-        blank: bool = False,
-    ) -> list[sql.StoredProof]:
-        stored = []
-        for row, sig in zip(rows, signatures, strict=True):
-            keyset = await client.keyset(row.output.keyset_id)
-            proof: Proof = unblind(row.output, sig, keyset, blank=blank)
-            stored.append(sql.StoredProof(proof, row.output.y or proof_y(proof.secret)))
-        return stored
 
     async def _swap_written(
         self,

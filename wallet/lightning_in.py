@@ -26,7 +26,7 @@ from mints.client import MintClient
 from mints.errors import MintError, MintRefused
 from mints.keysets import amount_split
 from mints.models import BlindSignature
-from mints.outputs import proof_y, unblind
+from wallet import blinding
 from wallet.custody import Custody
 from wallet.errors import (
     InvalidAmount,
@@ -360,17 +360,6 @@ def _set_state(c: sqlite3.Connection, invoice_id: str, state: str, when: tuple[s
     return cur.rowcount == 1
 
 
-async def _unblind(
-    client: MintClient, rows: list[sql.OutputRow], signatures: list[BlindSignature]
-) -> list[sql.StoredProof]:
-    stored = []
-    for row, sig in zip(rows, signatures, strict=True):
-        keyset = await client.keyset(row.output.keyset_id)
-        proof = unblind(row.output, sig, keyset)
-        stored.append(sql.StoredProof(proof, proof_y(proof.secret)))
-    return stored
-
-
 async def complete_mint(
     custody: Custody, op_id: int, rows: list[sql.OutputRow], signatures: list[BlindSignature]
 ) -> None:
@@ -380,7 +369,7 @@ async def complete_mint(
     """
     op = await custody.db.read(lambda c: sql.operation(c, op_id))
     client = custody.client_for(op.mint_url)
-    stored = await _unblind(client, rows, signatures)
+    stored = await blinding.unblind_rows(client, rows, signatures)
     credited_msat = sum(s.proof.amount for s in stored) * 1000
     intent = op.intent
 

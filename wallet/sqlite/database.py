@@ -118,6 +118,8 @@ def _read_snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], 
 
 
 def _run_batch(conn: sqlite3.Connection, fns: list[WriteFn]) -> list[tuple[bool, Any]]:
+    if len(fns) == 1:
+        return [_run_alone(conn, fns[0])]
     outcomes: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -138,3 +140,20 @@ def _run_batch(conn: sqlite3.Connection, fns: list[WriteFn]) -> list[tuple[bool,
             conn.execute("ROLLBACK")
         raise
     return outcomes
+
+
+def _run_alone(conn: sqlite3.Connection, fn: WriteFn) -> tuple[bool, Any]:
+    """A batch of one needs no savepoint: its failure rolls the transaction back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        value = fn(conn)
+    except BaseException as exc:
+        conn.execute("ROLLBACK")
+        return False, exc
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return True, value
