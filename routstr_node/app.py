@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -30,6 +31,15 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UNCOUNTED = ("/health", "/metrics")
+_REQUEST_ID_PREFIX = os.urandom(6).hex()
+_request_numbers = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    """Unique per process and across restarts; a counter, not a urandom call per request."""
+    return f"{_REQUEST_ID_PREFIX}{next(_request_numbers):010x}"
+
+
 CONFIG_PATH: web.AppKey[Path | None] = web.AppKey("config_path")  # where settings came from
 
 
@@ -83,9 +93,9 @@ def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterat
 @web.middleware
 async def _outer_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id on every answer, the contract's error envelope, metrics."""
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-Id") or _new_request_id()
     if len(request_id) > 128 or not request_id.isprintable():
-        request_id = uuid.uuid4().hex
+        request_id = _new_request_id()
     headers: dict[str, str] = {"X-Request-Id": request_id}
     request[REQUEST_ID] = request_id
     request[RESPONSE_HEADERS] = headers

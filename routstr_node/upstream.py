@@ -69,6 +69,8 @@ class Upstreams:
                 timeout=timeout,
                 connector=connector,
                 auto_decompress=True,
+                # shared by every user of the node: an upstream's cookies are nobody's
+                cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent",),
             )
             self._by_name[name] = Upstream(

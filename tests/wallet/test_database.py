@@ -1,0 +1,70 @@
+"""The wallet database's write path: lone writes on the loop's thread, bursts in batches.
+
+Both paths must keep the same promise: a write's result (or its exception) arrives only
+after its transaction is committed (or rolled back), and a failing write takes nothing
+else down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from wallet.sqlite.database import Database
+
+
+class Refused(Exception):
+    pass
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(tmp_path / "wallet.sqlite")
+    await database.open()
+    await database.write(lambda c: c.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+    yield database
+    await database.close()
+
+
+def _insert(n: int, *, fail: bool = False) -> Callable[[sqlite3.Connection], int]:
+    def fn(c: sqlite3.Connection) -> int:
+        c.execute("INSERT INTO t (n) VALUES (?)", (n,))
+        if fail:
+            raise Refused(n)
+        return threading.get_ident()
+
+    return fn
+
+
+async def _stored(db: Database) -> list[int]:
+    return await db.read(lambda c: [r[0] for r in c.execute("SELECT n FROM t ORDER BY n")])
+
+
+async def test_a_lone_write_on_a_quiet_node_commits_on_the_loop_thread(db: Database) -> None:
+    await asyncio.sleep(0.01)  # the writer has been idle: the next lone write goes inline
+    thread = await db.write(_insert(1))
+    assert thread == threading.get_ident()
+    assert await _stored(db) == [1]
+
+    await asyncio.sleep(0.01)
+    with pytest.raises(Refused):
+        await db.write(_insert(2, fail=True))
+    assert await _stored(db) == [1]  # rolled back, and the database still takes writes
+    await db.write(_insert(3))
+    assert await _stored(db) == [1, 3]
+
+
+async def test_a_burst_is_batched_and_each_failure_rolls_back_alone(db: Database) -> None:
+    writes = [db.write(_insert(n, fail=n % 7 == 0)) for n in range(1, 101)]
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+
+    failed = [o.args[0] for o in outcomes if isinstance(o, Refused)]
+    assert failed == [n for n in range(1, 101) if n % 7 == 0]
+    assert await _stored(db) == [n for n in range(1, 101) if n % 7 != 0]
+    threads = {o for o in outcomes if isinstance(o, int)}
+    assert threads - {threading.get_ident()}, "a burst is committed on the writer's thread"
