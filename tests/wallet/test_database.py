@@ -68,3 +68,15 @@ async def test_a_burst_is_batched_and_each_failure_rolls_back_alone(db: Database
     assert await _stored(db) == [n for n in range(1, 101) if n % 7 != 0]
     threads = {o for o in outcomes if isinstance(o, int)}
     assert threads - {threading.get_ident()}, "a burst is committed on the writer's thread"
+
+
+async def test_the_wal_is_checkpointed_by_the_writer(db: Database) -> None:
+    """Auto-checkpoints are off (they would fsync inside a commit on the loop's thread);
+    the writer's own keep the WAL from growing with every commit."""
+    wal = db.path.with_name(db.path.name + "-wal")
+    for n in range(1, 3001):
+        await db.write(_insert(n))
+    page_size = await db.read(lambda c: int(c.execute("PRAGMA page_size").fetchone()[0]))
+    # 3,000 commits of at least two pages each without a checkpoint: > 6,000 pages
+    assert wal.stat().st_size < 3000 * page_size
+    assert len(await _stored(db)) == 3000

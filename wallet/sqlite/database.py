@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -26,10 +27,12 @@ import aiosqlite
 
 from wallet.sqlite.schema import migrate
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
 
 _MAX_BATCH = 256
+_CHECKPOINT_EVERY = 500  # batches between WAL checkpoints, run on the writer's thread
 _QUIET_S = 0.0005  # a writer idle this long is on a quiet node: commit a lone write inline
 
 
@@ -46,6 +49,9 @@ async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: An
 def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    # checkpoints (the only fsyncs in WAL mode with synchronous=NORMAL) are run by the
+    # writer on its own thread, never inside a commit on the event loop's thread
+    conn.execute("PRAGMA wal_autocheckpoint=0")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=10000")
 
@@ -60,6 +66,7 @@ class Database:
         self._queue: asyncio.Queue[tuple[WriteFn, asyncio.Future[Any]]] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._last_commit = 0.0  # monotonic time the writer last finished a batch
+        self._commits = 0
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +132,16 @@ class Database:
                     fut.set_result(value)
                 else:
                     fut.set_exception(value)
+            self._commits += 1
+            if self._commits % _CHECKPOINT_EVERY == 0:
+                try:
+                    await _in_thread(writer, _checkpoint)
+                except sqlite3.Error as exc:  # the WAL only grows until the next one
+                    log.warning("WAL checkpoint failed: %s", exc)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _read_snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
