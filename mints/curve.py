@@ -71,22 +71,23 @@ def base_mul(k: bytes) -> Point:
     return point
 
 
+def _tweaked(point: Point, k: bytes, tweak: Any, error: str) -> Point:
+    """A copy of P with one of libsecp256k1's in-place tweaks applied."""
+    result = _ffi.new("secp256k1_pubkey *")
+    _ffi.memmove(result, point, 64)
+    if not tweak(_ctx, result, k):
+        raise CurveError(error)
+    return result
+
+
 def mul(point: Point, k: bytes) -> Point:
     """k·P, leaving P as it was."""
-    product = _ffi.new("secp256k1_pubkey *")
-    _ffi.memmove(product, point, 64)
-    if not _lib.secp256k1_ec_pubkey_tweak_mul(_ctx, product, k):
-        raise CurveError("scalar out of range")
-    return product
+    return _tweaked(point, k, _lib.secp256k1_ec_pubkey_tweak_mul, "scalar out of range")
 
 
 def add_base_mul(point: Point, k: bytes) -> Point:
     """P + k·G in one step."""
-    total = _ffi.new("secp256k1_pubkey *")
-    _ffi.memmove(total, point, 64)
-    if not _lib.secp256k1_ec_pubkey_tweak_add(_ctx, total, k):
-        raise CurveError("sum is the point at infinity")
-    return total
+    return _tweaked(point, k, _lib.secp256k1_ec_pubkey_tweak_add, "sum is the point at infinity")
 
 
 def add(a: Point, b: Point) -> Point:
