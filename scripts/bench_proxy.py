@@ -143,13 +143,8 @@ async def _upstream_health(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-async def serve_upstream(port: int) -> None:
-    """The mock upstream, until SIGTERM."""
-    app = web.Application()
-    app[RELEASE] = asyncio.Event()
-    app.router.add_post("/v1/chat/completions", _upstream_chat)
-    app.router.add_post("/control/{what}", _upstream_control)
-    app.router.add_get("/health", _upstream_health)
+async def _serve_until_signal(app: web.Application, port: int) -> None:
+    """Serve ``app`` on loopback until SIGTERM or SIGINT."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, LOOPBACK, port, backlog=4096).start()
@@ -159,6 +154,16 @@ async def serve_upstream(port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
+
+
+async def serve_upstream(port: int) -> None:
+    """The mock upstream, until SIGTERM."""
+    app = web.Application()
+    app[RELEASE] = asyncio.Event()
+    app.router.add_post("/v1/chat/completions", _upstream_chat)
+    app.router.add_post("/control/{what}", _upstream_control)
+    app.router.add_get("/health", _upstream_health)
+    await _serve_until_signal(app, port)
 
 
 async def serve_bare_proxy(port: int, upstream_url: str) -> None:
@@ -191,15 +196,7 @@ async def serve_bare_proxy(port: int, upstream_url: str) -> None:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", forward)
     app.router.add_get("/health", _upstream_health)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    await web.TCPSite(runner, LOOPBACK, port, backlog=4096).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await _serve_until_signal(app, port)
     await session.close()
 
 

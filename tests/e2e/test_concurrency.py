@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -40,17 +41,25 @@ LONG_PROMPT = " ".join(["a"] * 200)  # 200 tokens upstream, ~400 bytes in the bo
 STORY_PROMPT = "tell me a story about cats"
 
 
-async def _sdk_call(client: Any, prompt: str) -> tuple[int, str | None, int]:
-    """(status, error code, charged msat) of one chat request through the SDK."""
+async def _sdk_answer(
+    client: Any, prompt: str, max_tokens: int = MAX_TOKENS
+) -> tuple[int, str | None, Mapping[str, str]]:
+    """(status, error code, response headers) of one chat request through the SDK."""
     try:
         raw = await client.chat.completions.with_raw_response.create(
             model="test-model",
             messages=[{"role": "user", "content": prompt}],
-            max_tokens=MAX_TOKENS,
+            max_tokens=max_tokens,
         )
     except openai.APIStatusError as exc:
-        return exc.status_code, exc.code, 0
-    return raw.status_code, None, int(raw.headers["X-Routstr-Cost-Msats"])
+        return exc.status_code, exc.code, {}
+    return raw.status_code, None, raw.headers
+
+
+async def _sdk_call(client: Any, prompt: str) -> tuple[int, str | None, int]:
+    """(status, error code, charged msat) of one chat request through the SDK."""
+    status, code, headers = await _sdk_answer(client, prompt)
+    return status, code, int(headers.get("X-Routstr-Cost-Msats", 0))
 
 
 def _balance_history(node: RunningNode, account_id: int) -> list[tuple[int, int]]:
@@ -129,13 +138,10 @@ async def test_one_x_cashu_token_in_parallel_requests_pays_once(
     client = openai_sdk(node, x_cashu=token)
 
     async def call() -> tuple[int, str | None, str | None]:
-        try:
-            raw = await client.chat.completions.with_raw_response.create(
-                model="test-model", messages=[{"role": "user", "content": "hi"}], max_tokens=5
-            )
-        except openai.APIStatusError as exc:
-            return exc.status_code, exc.code, None
-        return raw.status_code, raw.headers["X-Routstr-Cost-Msats"], raw.headers["X-Cashu"]
+        status, code, headers = await _sdk_answer(client, "hi", max_tokens=5)
+        if code is not None:
+            return status, code, None
+        return status, headers["X-Routstr-Cost-Msats"], headers["X-Cashu"]
 
     results = await asyncio.gather(*(call() for _ in range(10)))
     paid = [r for r in results if r[0] == 200]
