@@ -78,27 +78,51 @@ def derive_secret(seed: bytes, keyset_id: str, counter: int) -> tuple[str, bytes
     raise ProtocolError(f"unsupported keyset id version: {keyset_id[:2]}")
 
 
+@dataclass(frozen=True, slots=True)
+class BlindedSecret:
+    """A counter's secret, blinding factor and B_: an output still waiting for its amount."""
+
+    keyset_id: str
+    counter: int
+    secret: str
+    r: str
+    B_: str
+    y: str
+
+    def output(self, amount: int) -> PreparedOutput:
+        return PreparedOutput(
+            amount=amount,
+            keyset_id=self.keyset_id,
+            counter=self.counter,
+            secret=self.secret,
+            r=self.r,
+            B_=self.B_,
+            y=self.y,
+        )
+
+
+def blind_counter(seed: bytes, keyset_id: str, counter: int) -> BlindedSecret:
+    """The blinded secret of one counter (the amount is only a label on it)."""
+    secret, r = derive_secret(seed, keyset_id, counter)
+    y, b_ = curve.blind(secret.encode(), r)
+    return BlindedSecret(
+        keyset_id=keyset_id,
+        counter=counter,
+        secret=secret,
+        r=r.hex(),
+        B_=curve.serialize(b_).hex(),
+        y=curve.serialize(y).hex(),
+    )
+
+
 def prepare_outputs(
     seed: bytes, keyset_id: str, first_counter: int, amounts: list[int]
 ) -> list[PreparedOutput]:
     """Outputs for ``amounts`` using counters first_counter, first_counter+1, …"""
-    outputs = []
-    for i, amount in enumerate(amounts):
-        counter = first_counter + i
-        secret, r = derive_secret(seed, keyset_id, counter)
-        y, b_ = curve.blind(secret.encode(), r)
-        outputs.append(
-            PreparedOutput(
-                amount=amount,
-                keyset_id=keyset_id,
-                counter=counter,
-                secret=secret,
-                r=r.hex(),
-                B_=curve.serialize(b_).hex(),
-                y=curve.serialize(y).hex(),
-            )
-        )
-    return outputs
+    return [
+        blind_counter(seed, keyset_id, first_counter + i).output(amount)
+        for i, amount in enumerate(amounts)
+    ]
 
 
 @lru_cache(maxsize=1024)
@@ -107,21 +131,42 @@ def _mint_key(key_hex: str) -> curve.Point:
     return curve.parse_hex(key_hex)
 
 
-def unblind(
-    output: PreparedOutput, signature: BlindSignature, keyset: Keyset, *, blank: bool = False
-) -> Proof:
-    """Turn the mint's signature on ``output`` into a proof, checking its DLEQ proof if given.
-
-    ``blank`` outputs (NUT-08 melt change) take the amount the mint chose to sign.
-    """
-    amount = signature.amount if blank else output.amount
-    if signature.keyset_id != output.keyset_id or (not blank and signature.amount != amount):
-        raise ProtocolError("mint signed a different amount or keyset than asked")
+def _key(keyset: Keyset, amount: int) -> curve.Point:
     key_hex = keyset.keys.get(amount)
     if key_hex is None:
         raise ProtocolError(f"keyset {keyset.id} has no key for amount {amount}")
     try:
-        a = _mint_key(key_hex)
+        return _mint_key(key_hex)
+    except curve.CurveError as exc:
+        raise ProtocolError(f"keyset {keyset.id} has a malformed key: {exc}") from exc
+
+
+def unblinding_term(output: PreparedOutput, keyset: Keyset) -> curve.Point:
+    """−r·A for an output: it needs nothing from the mint's answer."""
+    try:
+        return curve.unblinding_term(bytes.fromhex(output.r), _key(keyset, output.amount))
+    except (curve.CurveError, ValueError) as exc:
+        raise ProtocolError(f"cannot unblind: {exc}") from exc
+
+
+def unblind(
+    output: PreparedOutput,
+    signature: BlindSignature,
+    keyset: Keyset,
+    *,
+    blank: bool = False,
+    term: curve.Point | None = None,
+) -> Proof:
+    """Turn the mint's signature on ``output`` into a proof, checking its DLEQ proof if given.
+
+    ``blank`` outputs (NUT-08 melt change) take the amount the mint chose to sign.
+    ``term`` is :func:`unblinding_term` of the output when it was computed beforehand.
+    """
+    amount = signature.amount if blank else output.amount
+    if signature.keyset_id != output.keyset_id or (not blank and signature.amount != amount):
+        raise ProtocolError("mint signed a different amount or keyset than asked")
+    a = _key(keyset, amount)
+    try:
         c_ = curve.parse_hex(signature.C_)
         if signature.dleq_e and signature.dleq_s:
             holds = curve.dleq_holds(
@@ -133,7 +178,9 @@ def unblind(
             )
             if not holds:
                 raise ProtocolError("mint's DLEQ proof does not verify")
-        c = curve.unblind(c_, bytes.fromhex(output.r), a)
+        if term is None or blank:
+            term = curve.unblinding_term(bytes.fromhex(output.r), a)
+        c = curve.unblind(c_, term)
     except (curve.CurveError, ValueError) as exc:
         raise ProtocolError(f"cannot unblind the mint's signature: {exc}") from exc
     return Proof(

@@ -95,7 +95,13 @@ def _from_v3(v3: TokenV3) -> Token:
 def _from_v4(v4: TokenV4) -> Token:
     if not isinstance(v4.m, str) or not v4.m:
         raise TokenInvalid("token names no mint")
-    proofs = tuple(_proof(p) for p in v4.proofs)
+    # read the groups, not v4.proofs: that builds cashu Proofs, each hashing its secret
+    # to the curve (most of a parse), for a Y the node computes where it needs one
+    proofs = tuple(
+        Proof(amount=p.a, keyset_id=group.i.hex(), secret=str(p.s), C=p.c.hex())
+        for group in v4.t
+        for p in group.p
+    )
     return Token(mint=normalize_mint_url(v4.m), unit=str(v4.u), proofs=proofs, memo=v4.d)
 
 

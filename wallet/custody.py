@@ -16,15 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from mints.client import MintClient
+from mints.curve import Point
 from mints.directory import CheckedToken, MintDirectory
 from mints.errors import MintRefused
 from mints.keysets import amount_split
 from mints.models import BlindSignature, Keyset, MeltQuote, Proof
-from mints.outputs import PreparedOutput, prepare_outputs
+from mints.outputs import PreparedOutput
 from mints.token import encode_token
 from wallet import blinding
 from wallet.errors import InsufficientBalance, InsufficientCustody, InvalidAmount, OperationInFlight
 from wallet.faults import fault_point
+from wallet.output_pool import OutputPool
 from wallet.selection import Coin, Selection, select_covering, select_exact
 from wallet.sqlite import custody as sql
 from wallet.sqlite import ledger as ledger_sql
@@ -59,33 +61,13 @@ class MeltResult:
     preimage: str | None
 
 
-class CounterAllocator:
-    """Hands out NUT-13 derivation counters; never the same one twice in this process."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._next: dict[str, int] = {}
-        self._lock = asyncio.Lock()
-
-    async def take(self, keyset_id: str, count: int) -> int:
-        async with self._lock:
-            if keyset_id not in self._next:
-                self._next[keyset_id] = await self._db.read(
-                    lambda c: sql.next_counter(c, keyset_id)
-                )
-            first = self._next[keyset_id]
-            self._next[keyset_id] = first + count
-            return first
-
-
 class Custody:
     """The node's ecash at its trusted mints."""
 
     def __init__(self, db: Database, mints: MintDirectory, seed: bytes) -> None:
         self.db = db
         self.mints = mints
-        self._seed = seed
-        self._counters = CounterAllocator(db)
+        self.outputs = OutputPool(db, seed)
         self._selection_locks: dict[str, asyncio.Lock] = {}
 
     def client_for(self, mint_url: str) -> MintClient:
@@ -97,8 +79,7 @@ class Custody:
     async def prepare(self, keyset: Keyset, amounts: list[int]) -> list[PreparedOutput]:
         if not amounts:
             return []
-        first = await self._counters.take(keyset.id, len(amounts))
-        return prepare_outputs(self._seed, keyset.id, first, amounts)
+        return await self.outputs.take(keyset.id, amounts)
 
     # -- receive: a user's token becomes the node's proofs and an account's balance --------
 
@@ -126,14 +107,14 @@ class Custody:
             )
         )
         fault_point("receive:written")
-        signatures = await self._swap_written(
+        signatures, terms = await self._swap_written(
             client, op_id, list(token.proofs), rows, on_refused=self._fail
         )
         fault_point("receive:swapped")
         op = sql.Operation(
             op_id, "receive", client.url, "pending", token.token_id, [], written, None
         )
-        return await self.complete_receive(op_id, rows, signatures, op=op)
+        return await self.complete_receive(op_id, rows, signatures, op=op, terms=terms)
 
     async def complete_receive(
         self,
@@ -142,21 +123,22 @@ class Custody:
         signatures: list[BlindSignature],
         *,
         op: sql.Operation | None = None,
+        terms: list[Point | None] | None = None,
     ) -> Received:
         """Store the new proofs and credit them, once (the state is checked in the write).
 
-        ``op`` is what the live path wrote down; recovery passes nothing and it is read.
+        ``op`` is what the live path wrote down and ``terms`` what it computed while the
+        mint was asked; recovery passes neither.
         """
         if op is None:
             op = await self.db.read(lambda c: sql.operation(c, op_id))
         client = self.client_for(op.mint_url)
-        stored = await blinding.unblind_rows(client, rows, signatures)
+        stored = await blinding.unblind_rows(client, rows, signatures, terms=terms)
         credited_msat = sum(s.proof.amount for s in stored) * 1000
         fee_sat = int(op.intent.get("fee_sat", 0))
 
         def txn(c: Any) -> Received:
-            current = sql.operation(c, op_id)
-            if current.state != "pending":
+            if sql.operation_state(c, op_id) != "pending":
                 return _received_from_result(c, op_id, fee_sat)
             sql.insert_proofs(c, op.mint_url, stored, state="unspent", operation_id=op_id)
             account_id = _apply_receive_intent(c, op.intent, op.token_id, op.mint_url)
@@ -333,18 +315,23 @@ class Custody:
         rows: list[sql.OutputRow],
     ) -> SentToken:
         fault_point("send:written")
-        signatures = await self._swap_written(
+        signatures, terms = await self._swap_written(
             client, op_id, [s.proof for s in inputs], rows, on_refused=self.revert_send
         )
         fault_point("send:swapped")
-        return await self.complete_send(op_id, rows, signatures)
+        return await self.complete_send(op_id, rows, signatures, terms=terms)
 
     async def complete_send(
-        self, op_id: int, rows: list[sql.OutputRow], signatures: list[BlindSignature]
+        self,
+        op_id: int,
+        rows: list[sql.OutputRow],
+        signatures: list[BlindSignature],
+        *,
+        terms: list[Point | None] | None = None,
     ) -> SentToken:
         op = await self.db.read(lambda c: sql.operation(c, op_id))
         client = self.client_for(op.mint_url)
-        stored = await blinding.unblind_rows(client, rows, signatures)
+        stored = await blinding.unblind_rows(client, rows, signatures, terms=terms)
         roles = [r.role for r in rows]
         send = [s for s, role in zip(stored, roles, strict=True) if role == "send"]
         keep = [s for s, role in zip(stored, roles, strict=True) if role == "keep"]
@@ -354,8 +341,7 @@ class Custody:
         token = encode_token(op.mint_url, [s.proof for s in send], legacy=bool(intent["legacy"]))
 
         def txn(c: Any) -> SentToken:
-            current = sql.operation(c, op_id)
-            if current.state != "pending":
+            if sql.operation_state(c, op_id) != "pending":
                 return SentToken(sql.operation_token(c, op_id), amount, fee, op.mint_url)
             sql.settle_inputs(c, op_id, "spent")
             sql.insert_proofs(c, op.mint_url, keep, state="unspent", operation_id=op_id)
@@ -508,10 +494,9 @@ class Custody:
         amount = int(op.intent["amount_sat"])
 
         def txn(c: Any) -> MeltResult:
-            current = sql.operation(c, op_id)
             inputs = sql.operation_inputs(c, op_id)
             spent = sum(s.proof.amount for s in inputs)
-            if current.state != "pending":
+            if sql.operation_state(c, op_id) != "pending":
                 return MeltResult("PAID", amount, 0, preimage)
             sql.settle_inputs(c, op_id, "spent")
             sql.insert_proofs(c, op.mint_url, stored, state="unspent", operation_id=op_id)
@@ -538,11 +523,23 @@ class Custody:
         rows: list[sql.OutputRow],
         *,
         on_refused: Callable[[int, str], Awaitable[None]],
-    ) -> list[BlindSignature]:
+    ) -> tuple[list[BlindSignature], list[Point | None]]:
         """Send a written-down swap: a refusal proves it did not happen, anything else
-        (a lost answer, a timeout) is resolved against the mint now or at the next start."""
+        (a lost answer, a timeout) is resolved against the mint now or at the next start.
+
+        While the mint works, the node does what needs no answer: the outputs' unblinding
+        terms, and the next operations' outputs.
+        """
+        swap = asyncio.ensure_future(client.swap(inputs, [r.output.message() for r in rows]))
         try:
-            return await client.swap(inputs, [r.output.message() for r in rows])
+            terms = await blinding.unblinding_terms(client, rows, until=swap)
+            if rows:
+                await self.outputs.derive_ahead(rows[0].output.keyset_id, until=swap)
+        except BaseException:  # cancelled while the mint works: as if its call was cancelled
+            swap.cancel()
+            raise
+        try:
+            return await swap, terms
         except MintRefused as exc:
             await on_refused(op_id, str(exc))
             raise

@@ -374,7 +374,7 @@ async def complete_mint(
     intent = op.intent
 
     def txn(c: sqlite3.Connection) -> None:
-        if sql.operation(c, op_id).state != "pending":
+        if sql.operation_state(c, op_id) != "pending":
             return
         sql.insert_proofs(c, op.mint_url, stored, state="unspent", operation_id=op_id)
         if "account_id" in intent:

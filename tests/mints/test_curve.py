@@ -11,13 +11,13 @@ import pytest
 from bip32 import BIP32
 from cashu.core.crypto import b_dhke
 from cashu.core.crypto.secp import PrivateKey, PublicKey
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mints import curve
 from mints.errors import ProtocolError
 from mints.models import BlindSignature, Keyset
-from mints.outputs import derive_secret, prepare_outputs, proof_y, unblind
+from mints.outputs import derive_secret, prepare_outputs, proof_y, unblind, unblinding_term
 
 scalars = st.integers(min_value=1, max_value=curve.ORDER - 1).map(lambda k: k.to_bytes(32, "big"))
 seeds = st.binary(min_size=16, max_size=64)
@@ -68,12 +68,34 @@ def test_blind_sign_unblind_round_trip_matches_nutshell(
     )
     proof = unblind(output, signature, keyset)
     assert b_dhke.verify(a, PublicKey(bytes.fromhex(proof.C)), proof.secret)
+    # −r·A computed while the mint is asked gives the same proof
+    assert unblind(output, signature, keyset, term=unblinding_term(output, keyset)) == proof
 
     forged = BlindSignature(
         amount=8, keyset_id=keyset_id, C_=c_.format().hex(), dleq_e=s.to_hex(), dleq_s=e.to_hex()
     )
     with pytest.raises(ProtocolError, match="DLEQ"):
         unblind(output, forged, keyset)
+
+
+@given(scalars, scalars, scalars)
+@example((1).to_bytes(32, "big"), (1).to_bytes(32, "big"), (1).to_bytes(32, "big"))
+def test_base_mul_sub_is_two_multiplications_in_one(s: bytes, e: bytes, a: bytes) -> None:
+    """s·G − e·A by ECDSA recovery equals the same by separate multiplications."""
+    point = curve.base_mul(a)
+    if (
+        int.from_bytes(s, "big")
+        == int.from_bytes(e, "big") * int.from_bytes(a, "big") % curve.ORDER
+    ):
+        with pytest.raises(curve.CurveError):  # the point at infinity
+            curve.base_mul_sub(s, e, point)
+        return
+    separate = curve.add_base_mul(curve.mul(point, curve.negated(e)), s)
+    assert curve.serialize(curve.base_mul_sub(s, e, point)) == curve.serialize(separate)
+    theirs = PrivateKey(s).public_key + PrivateKey(a).public_key.multiply(
+        curve.negated(e)
+    )  # nutshell's own point arithmetic
+    assert curve.serialize(curve.base_mul_sub(s, e, point)) == theirs.format()
 
 
 @pytest.mark.parametrize(

@@ -203,6 +203,25 @@ async def test_a_token_that_funded_an_sk_account_is_no_key_to_it(
     assert taken is None, f"the token's sender now spends account {taken}'s 1010 sat"
 
 
+async def test_outputs_derived_while_the_mint_swaps_serve_the_next_redeem(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    """The second redeem's outputs were derived during the first one's swap; they are
+    signed, stored and spendable like any other (an independent wallet redeems them)."""
+    first = await fund(node, ecash, mint.url, 100)
+    keyset = await node.mints.client(mint.url).active_keyset()
+    assert node.custody.outputs.ready(keyset.id) > 0
+
+    token = await ecash.token(1000, mint_url=mint.url)
+    second = await node.create_account(await node.mints.check_token(token))
+    assert second.credited_msat == 1_000_000
+    await assert_balanced(node)
+    sent = await node.withdraw_token(second.account_id, 1000)
+    assert await ecash.redeem(sent.token) == 1000
+    assert await balance(node, first.account_id) == (100_000, 0)
+    await assert_balanced(node)
+
+
 # -- sending tokens -----------------------------------------------------------------------
 
 

@@ -138,6 +138,14 @@ def operation(conn: sqlite3.Connection, op_id: int) -> Operation:
     return _operation(row)
 
 
+def operation_state(conn: sqlite3.Connection, op_id: int) -> str:
+    """Only the state: what a completion checks first, without decoding the rest."""
+    row = conn.execute("SELECT state FROM operations WHERE id = ?", (op_id,)).fetchone()
+    if row is None:
+        raise KeyError(op_id)
+    return str(row[0])
+
+
 def pending_operations(conn: sqlite3.Connection) -> list[Operation]:
     rows = conn.execute(
         "SELECT id, kind, mint_url, state, token_id, foreign_inputs, intent, quote_id"
