@@ -29,39 +29,40 @@ class RateLimiter:
     ) -> None:
         self.limits = (per_minute, per_hour, per_day)
         self._clock = clock
-        # key → [(window start, count) per window]
-        self._counts: dict[str, list[tuple[int, int]]] = {}
+        # key → [start, count] for each window, flat: one small list per payer, updated
+        # in place (this runs on every paid request)
+        self._counts: dict[str, list[int]] = {}
 
     def configure(self, per_minute: int, per_hour: int, per_day: int) -> None:
         self.limits = (per_minute, per_hour, per_day)
 
     def hit(self, key: str) -> Verdict:
+        """Count one request for ``key`` unless a window is full (every paid request)."""
         now = self._clock()
         if len(self._counts) > _MAX_KEYS:
             self._forget_old(now)
-        slots = self._counts.get(key) or [(0, 0)] * len(_WINDOWS)
-        current = []
-        for (start, count), size in zip(slots, _WINDOWS, strict=True):
-            window_start = int(now // size * size)
-            current.append((window_start, count if start == window_start else 0))
-        blocked = [
-            i
-            for i, ((_, count), limit) in enumerate(zip(current, self.limits, strict=True))
-            if count >= limit
-        ]
-        if blocked:
-            i = max(blocked, key=lambda j: _WINDOWS[j])
-            retry = int(current[i][0] + _WINDOWS[i] - now) + 1
-            self._counts[key] = current
+        slots = self._counts.get(key)
+        if slots is None:
+            slots = self._counts[key] = [0] * (2 * len(_WINDOWS))
+        blocked = -1
+        for i, size in enumerate(_WINDOWS):
+            start = int(now // size * size)
+            if slots[2 * i] != start:
+                slots[2 * i] = start
+                slots[2 * i + 1] = 0
+            if slots[2 * i + 1] >= self.limits[i]:
+                blocked = i  # the longest full window decides when to retry
+        if blocked >= 0:
+            retry = int(slots[2 * blocked] + _WINDOWS[blocked] - now) + 1
             return Verdict(False, self.limits[0], 0, retry, retry)
-        current = [(start, count + 1) for start, count in current]
-        self._counts[key] = current
-        remaining = min(
-            limit - count for (_, count), limit in zip(current, self.limits, strict=True)
-        )
-        reset = int(current[0][0] + _WINDOWS[0] - now) + 1
-        return Verdict(True, self.limits[0], max(remaining, 0), reset, 0)
+        remaining = None
+        for i, limit in enumerate(self.limits):
+            slots[2 * i + 1] += 1
+            left = limit - slots[2 * i + 1]
+            remaining = left if remaining is None or left < remaining else remaining
+        reset = int(slots[0] + _WINDOWS[0] - now) + 1
+        return Verdict(True, self.limits[0], max(remaining or 0, 0), reset, 0)
 
     def _forget_old(self, now: float) -> None:
         day = int(now // 86400 * 86400)
-        self._counts = {k: v for k, v in self._counts.items() if v[2][0] == day}
+        self._counts = {k: v for k, v in self._counts.items() if v[4] == day}
