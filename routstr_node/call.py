@@ -15,7 +15,7 @@ from routstr_node.payment import Payer
 from routstr_node.pricing import Cost, ModelPrice, cost_msat
 from routstr_node.state import NodeState
 from routstr_node.upstream import Upstream
-from routstr_node.usage import TokenUsage, estimate_tokens
+from routstr_node.usage import TokenUsage, estimate_tokens, request_text
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,15 @@ class PaidCall:
     payer: Payer
     reservation_id: int
     reserved_msat: int
-    prompt_text: str
     settled: bool = False
     charged: Cost | None = None
     change_token: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
 
     def own_count(self, output_text: str) -> TokenUsage:
-        return TokenUsage(estimate_tokens(self.prompt_text), estimate_tokens(output_text), False)
+        """The node's own count, for an answer without usage (the prompt read only then)."""
+        prompt = request_text(self.body)
+        return TokenUsage(estimate_tokens(prompt), estimate_tokens(output_text), False)
 
     async def settle(self, usage: TokenUsage | None) -> Cost:
         """Charge what the usage costs (capped at the reservation), exactly once."""

@@ -29,13 +29,12 @@ from routstr_node.errors import ApiError, invalid_request, not_found
 from routstr_node.payment import payment_required, resolve_payer
 from routstr_node.pricing import PriceUnavailable, max_cost_msat
 from routstr_node.relay import relay_stream
-from routstr_node.request_body import parse_json_object
+from routstr_node.request_body import parse_json_object, upstream_body
 from routstr_node.state import NODE
 from routstr_node.upstream import Upstream
 from routstr_node.usage import (
     TokenUsage,
     reported_usage,
-    request_text,
     requested_max_output,
     response_text,
 )
@@ -106,12 +105,17 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         error.headers.update(headers)
         raise error from None
 
-    call = PaidCall(node, path, body, price, payer, reservation_id, most, request_text(body))
-    upstream_body = _upstream_body(raw, body, model.upstream_model or model.id, stream, path)
+    call = PaidCall(node, path, body, price, payer, reservation_id, most)
+    forwarded = upstream_body(
+        raw,
+        body,
+        model.upstream_model or model.id,
+        asks_usage=stream and path != "/v1/responses",
+    )
     try:
         if stream:
-            return await relay_stream(request, call, upstream, upstream_body)
-        return await _forward(call, upstream, upstream_body)
+            return await relay_stream(request, call, upstream, forwarded)
+        return await _forward(call, upstream, forwarded)
     except ApiError as error:
         # the upstream failed before any output: nothing is charged, X-Cashu comes back whole
         await asyncio.shield(call.settle(None))
@@ -121,25 +125,6 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     finally:
         if not call.settled:
             await asyncio.shield(call.settle(None))
-
-
-def _upstream_body(
-    raw: bytes, body: dict[str, Any], upstream_model: str, stream: bool, path: str
-) -> bytes:
-    """What the upstream gets: the client's bytes as they came when nothing needs changing,
-    else the body with the upstream's model name (and, for streams, a request for usage)."""
-    asks_usage = stream and path != "/v1/responses"
-    if body.get("model") == upstream_model and not asks_usage:
-        return raw
-    forwarded = dict(body)
-    forwarded["model"] = upstream_model
-    if asks_usage:
-        options = forwarded.get("stream_options")
-        forwarded["stream_options"] = {
-            **(options if isinstance(options, dict) else {}),
-            "include_usage": True,
-        }
-    return json.dumps(forwarded).encode()
 
 
 async def _forward(call: PaidCall, upstream: Upstream, payload: bytes) -> web.Response:

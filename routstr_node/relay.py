@@ -10,6 +10,7 @@ event, so an upstream that fails early costs nothing and becomes a plain error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,11 +163,9 @@ async def relay_stream(
         return response if response is not None else web.Response(status=499)
     if response is None:
         response = await _start(request, call)
-    try:
-        await response.write(_final_events(call, state, usage, cost, upstream_broke))
-        await response.write_eof()
-    except _CLIENT_GONE:
-        pass
+    # the final events and the stream's end in one write (one send, not two)
+    with contextlib.suppress(*_CLIENT_GONE):
+        await response.write_eof(_final_events(call, state, usage, cost, upstream_broke))
     return response
 
 
