@@ -1,4 +1,4 @@
-"""The wallet database's write path: lone writes on the loop's thread, bursts in batches.
+"""The wallet database's write path: writes on the loop's thread, bursts in batches.
 
 Both paths must keep the same promise: a write's result (or its exception) arrives only
 after its transaction is committed (or rolled back), and a failing write takes nothing
@@ -60,14 +60,36 @@ async def test_a_lone_write_on_a_quiet_node_commits_on_the_loop_thread(db: Datab
 
 
 async def test_a_burst_is_batched_and_each_failure_rolls_back_alone(db: Database) -> None:
+    commits_before = db.commits
     writes = [db.write(_insert(n, fail=n % 7 == 0)) for n in range(1, 101)]
     outcomes = await asyncio.gather(*writes, return_exceptions=True)
 
     failed = [o.args[0] for o in outcomes if isinstance(o, Refused)]
     assert failed == [n for n in range(1, 101) if n % 7 == 0]
     assert await _stored(db) == [n for n in range(1, 101) if n % 7 != 0]
+    assert db.commits - commits_before < 10, "the burst is committed in a few batches"
     threads = {o for o in outcomes if isinstance(o, int)}
-    assert threads - {threading.get_ident()}, "a burst is committed on the writer's thread"
+    assert threads == {threading.get_ident()}, "batches are committed on the loop's thread"
+
+
+async def test_a_write_lock_held_elsewhere_is_waited_for_off_the_loop(db: Database) -> None:
+    """Another process's write lock: the batch waits on the writer's thread (the loop
+    keeps serving) and commits once the lock is released."""
+    other = sqlite3.connect(db.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        write = asyncio.ensure_future(db.write(_insert(1)))
+        ticks = 0
+        while ticks < 20:  # the loop runs other work while the write waits
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert not write.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert await write != threading.get_ident(), "it waited on the writer's thread"
+    assert await _stored(db) == [1]
+    assert await db.write(_insert(2)) == threading.get_ident()  # and back on the loop
 
 
 async def test_the_wal_is_checkpointed_by_the_writer(db: Database) -> None:

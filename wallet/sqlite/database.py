@@ -1,15 +1,17 @@
 """One SQLite file in WAL mode: one writer connection with group commit, one reader.
 
-A write is a plain function over a ``sqlite3.Connection`` that runs whole in the
-writer's thread (one thread hop per transaction, not per statement). Writes queued
-while a batch runs are committed together, each in its own SAVEPOINT, so one failing
-write rolls back alone and every caller learns its result only after the commit.
+A write is a plain function over a ``sqlite3.Connection``. Writes queued while the
+event loop runs one step are committed together, each in its own SAVEPOINT, so one
+failing write rolls back alone and every caller learns its result only after the
+commit. Batches run on the event loop's thread: a paid request's reservation or
+settlement is tens of microseconds of SQL, and handing batches to a thread was
+measured to cost more than that (thread hops, and the GIL passed back and forth
+while the thread works: ~20 % of the node's CPU per request under load).
 
-On a quiet node (a lone write, the writer idle for a while) the write runs on the event
-loop's thread: a reservation's transaction takes tens of microseconds and the two
-thread hops around it several times that. On a busy node writes keep going to the
-writer's thread, where the ones arriving meanwhile gather into the next batch: committing
-each at once on the loop was measured to cost more CPU per request than it saves.
+Nothing on the loop's thread waits for a lock or a disk: the writer never waits for
+another process's write lock there (busy_timeout 0; a batch that finds the database
+locked goes to the connection's thread, which waits), and WAL checkpoints (the only
+fsyncs with synchronous=NORMAL) run on that thread too.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ WriteFn = Callable[[sqlite3.Connection], Any]
 
 _MAX_BATCH = 256
 _CHECKPOINT_EVERY = 500  # batches between WAL checkpoints, run on the writer's thread
-_QUIET_S = 0.0005  # a writer idle this long is on a quiet node: commit a lone write inline
+_QUIET_S = 0.0005  # a writer idle this long is on a quiet node: commit a lone write at once
+_PATIENT_MS = 10_000  # how long a batch on the writer's thread waits for another's lock
+
+
+class _WriterBusy(Exception):
+    """Another connection holds the write lock: nothing of the batch ran."""
 
 
 async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
@@ -76,6 +83,7 @@ class Database:
         )
         await _in_thread(self._writer, _configure)
         await _in_thread(self._writer, migrate)
+        await _in_thread(self._writer, _set_busy_timeout, 0)  # see _WriterBusy
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
         await _in_thread(self._reader, _configure)
         self._writer_task = asyncio.create_task(self._write_loop(), name="wallet-db-writer")
@@ -90,6 +98,11 @@ class Database:
             if conn is not None:
                 await conn.close()
         self._reader = self._writer = None
+
+    @property
+    def commits(self) -> int:
+        """Batches committed since the database was opened (one or more writes each)."""
+        return self._commits
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction; returns after it is committed."""
@@ -109,15 +122,17 @@ class Database:
         assert writer is not None
         while True:
             batch = [await self._queue.get()]
+            if not self._queue.empty() or time.monotonic() - self._last_commit <= _QUIET_S:
+                await asyncio.sleep(0)  # a busy node: writes made in this loop step join
             while len(batch) < _MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             live = [(fn, fut) for fn, fut in batch if not fut.cancelled()]
             fns = [fn for fn, _ in live]
             try:
-                if len(fns) == 1 and time.monotonic() - self._last_commit > _QUIET_S:
+                try:
                     outcomes = _run_batch(writer._conn, fns)
-                else:
-                    outcomes = await _in_thread(writer, _run_batch, fns)
+                except _WriterBusy:
+                    outcomes = await _in_thread(writer, _run_batch_patiently, fns)
             except Exception as exc:  # the commit itself failed: nothing in the batch happened
                 for _, fut in live:
                     if not fut.done():
@@ -140,6 +155,28 @@ class Database:
                     log.warning("WAL checkpoint failed: %s", exc)
 
 
+def _set_busy_timeout(conn: sqlite3.Connection, ms: int) -> None:
+    conn.execute(f"PRAGMA busy_timeout={int(ms)}")
+
+
+def _run_batch_patiently(conn: sqlite3.Connection, fns: list[WriteFn]) -> list[tuple[bool, Any]]:
+    """A batch that waits for another connection's write lock (on the writer's thread)."""
+    _set_busy_timeout(conn, _PATIENT_MS)
+    try:
+        return _run_batch(conn, fns)
+    finally:
+        _set_busy_timeout(conn, 0)
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise _WriterBusy from exc
+        raise
+
+
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
@@ -156,7 +193,7 @@ def _run_batch(conn: sqlite3.Connection, fns: list[WriteFn]) -> list[tuple[bool,
     if len(fns) == 1:
         return [_run_alone(conn, fns[0])]
     outcomes: list[tuple[bool, Any]] = []
-    conn.execute("BEGIN IMMEDIATE")
+    _begin(conn)
     try:
         for fn in fns:
             conn.execute("SAVEPOINT w")
@@ -179,7 +216,7 @@ def _run_batch(conn: sqlite3.Connection, fns: list[WriteFn]) -> list[tuple[bool,
 
 def _run_alone(conn: sqlite3.Connection, fn: WriteFn) -> tuple[bool, Any]:
     """A batch of one needs no savepoint: its failure rolls the transaction back."""
-    conn.execute("BEGIN IMMEDIATE")
+    _begin(conn)
     try:
         value = fn(conn)
     except BaseException as exc:
