@@ -535,7 +535,7 @@ class Custody:
             terms = await blinding.unblinding_terms(client, rows, until=swap)
             if rows:
                 await self.outputs.derive_ahead(rows[0].output.keyset_id, until=swap)
-        except BaseException:  # cancelled while the mint works: as if its call was cancelled
+        except asyncio.CancelledError:  # while the mint works: as if its call was cancelled
             swap.cancel()
             raise
         try:

@@ -13,6 +13,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from mints.errors import ProtocolError
 from mints.outputs import BlindedSecret, PreparedOutput, blind_counter
 from wallet.sqlite import custody as sql
 from wallet.sqlite.database import Database
@@ -46,12 +47,18 @@ class OutputPool:
         ]
 
     async def derive_ahead(self, keyset_id: str, until: asyncio.Future[Any]) -> None:
-        """Derive outputs for later, one per loop step, until ``until`` is done or enough are."""
+        """Derive outputs for later, one per loop step, until ``until`` is done or enough are.
+
+        Never raises but for cancellation: it runs beside a mint call it must not disturb.
+        """
         ready = self._ready.get(keyset_id)
         if ready is None:
             return
         while len(ready) < self._ahead and not until.done():
-            ready.append(self._derive(keyset_id))
+            try:
+                ready.append(self._derive(keyset_id))
+            except ProtocolError:  # not derivable ahead: take() raises it where it is handled
+                return
             await asyncio.sleep(0)
 
     def ready(self, keyset_id: str) -> int:
