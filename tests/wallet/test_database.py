@@ -102,3 +102,18 @@ async def test_the_wal_is_checkpointed_by_the_writer(db: Database) -> None:
     # 3,000 commits of at least two pages each without a checkpoint: > 6,000 pages
     assert wal.stat().st_size < 3000 * page_size
     assert len(await _stored(db)) == 3000
+
+
+async def test_lone_writes_on_a_quiet_node_are_checkpointed_too(db: Database) -> None:
+    """Writes committed at once by their callers still count towards the writer's
+    checkpoints (the one that falls due is left to the writer task)."""
+    wal = db.path.with_name(db.path.name + "-wal")
+    page_size = await db.read(lambda c: int(c.execute("PRAGMA page_size").fetchone()[0]))
+    on_the_loop = 0
+    for n in range(1, 1201):
+        await asyncio.sleep(0.001)  # quiet: each write commits on its own
+        on_the_loop += await db.write(_insert(n)) == threading.get_ident()
+    assert on_the_loop == 1200
+    # 1,200 commits of at least one page each without a checkpoint: > 1,200 pages
+    assert wal.stat().st_size < 1200 * page_size
+    assert len(await _stored(db)) == 1200
