@@ -15,7 +15,7 @@ Figures (targets from the brief):
 Then variant runs under cProfile and py-spy (if installed: pip install py-spy) print
 where the node's time goes.
 
-    .venv/bin/python scripts/bench_proxy.py [--requests 2000] [--streams 1000]
+    .venv/bin/python scripts/bench_proxy.py [--requests 2000] [--rounds 5] [--streams 1000]
         [--profile cprofile|py-spy|both|none]
 """
 
@@ -36,6 +36,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import aiohttp
@@ -682,7 +683,7 @@ def print_pyspy(path: Path, top: int) -> None:
 class Measured:
     latency: list[list[float]]  # direct, bare, node
     first_byte: list[list[float]]
-    throughput: dict[tuple[str, str], Throughput]  # (target, "plain"|"stream")
+    throughput: dict[tuple[str, str], list[Throughput]]  # (target, "plain"|"stream") -> rounds
     rss_idle_start: float
     rss_idle_after: float
     held: OpenStreams
@@ -764,15 +765,17 @@ async def measure(
     first_byte = await interleaved_latency(targets, stream_request, streamed, n, warmup=200)
     print(f"throughput, concurrency {args.concurrency} …", flush=flush)
     watch = {"node": node.pid, "upstream": upstream.pid, "bare": bare.pid}
-    tp: dict[tuple[str, str], Throughput] = {}
-    for kind, request, data in (
-        ("plain", plain_request, plain),
-        ("stream", stream_request, streamed),
-    ):
-        for target in targets:
-            tp[(target.name, kind)] = await throughput(
-                target, request, data, n, args.concurrency, watch
-            )
+    tp: dict[tuple[str, str], list[Throughput]] = {}
+    # this machine's speed drifts by tens of percent within seconds: rounds, each target's
+    # turn rotated, and the medians reported, so drift hits direct, bare and node alike
+    for turn in range(args.rounds):
+        for kind, request, data in (
+            ("plain", plain_request, plain),
+            ("stream", stream_request, streamed),
+        ):
+            for target in targets[turn % 3 :] + targets[: turn % 3]:
+                run = await throughput(target, request, data, n, args.concurrency, watch)
+                tp.setdefault((target.name, kind), []).append(run)
     await asyncio.sleep(1.0)
     rss_idle_after = rss_mb(node.pid)
     print(f"{args.streams} open streams …", flush=flush)
@@ -812,27 +815,29 @@ def report(m: Measured, streams: int, concurrency: int) -> None:
             )
     for kind, label in (("plain", "non-streaming"), ("stream", "streaming")):
         td, tb, tv = (m.throughput[(t, kind)] for t in ("direct", "bare", "node"))
+        node_rps = [t.rps for t in tv]
         rows.append(
             Row(
                 f"throughput c={concurrency} {label} (req/s)",
-                f"{td.rps:,.0f}",
-                f"{tb.rps:,.0f}",
-                f"{tv.rps:,.0f}",
+                f"{median(t.rps for t in td):,.0f}",
+                f"{median(t.rps for t in tb):,.0f}",
+                f"{median(node_rps):,.0f}",
                 "",
                 ">= 2,000",
-                verdict(tv.rps >= 2000),
+                verdict(median(node_rps) >= 2000)
+                + f"  (node, {len(tv)} rounds: {min(node_rps):,.0f}-{max(node_rps):,.0f})",
             )
         )
-        per_core_b, per_core_v = 1000 / tb.cpu_ms("bare"), 1000 / tv.cpu_ms("node")
+        cpu_b, cpu_v = median(t.cpu_ms("bare") for t in tb), median(t.cpu_ms("node") for t in tv)
         rows.append(
             Row(
                 f"  proxy CPU per {label} request (ms)",
                 "",
-                f"{tb.cpu_ms('bare'):.3f}",
-                f"{tv.cpu_ms('node'):.3f}",
+                f"{cpu_b:.3f}",
+                f"{cpu_v:.3f}",
                 "",
                 "",
-                f"node: {per_core_v:,.0f}/s per core (bare {per_core_b:,.0f})",
+                f"node: {1000 / cpu_v:,.0f}/s per core (bare {1000 / cpu_b:,.0f})",
             )
         )
     rows += [
@@ -854,8 +859,12 @@ def report(m: Measured, streams: int, concurrency: int) -> None:
         f"[DONE] after release; RSS after they closed {m.rss_after_streams:.1f} MB, "
         f"peak (VmHWM) {m.rss_peak:.1f} MB"
     )
-    print("CPU seconds (user + system) per throughput run, 2 cores shared by all processes:")
-    for (name, kind), t in m.throughput.items():
+    print(
+        "CPU seconds (user + system) in the median round of each throughput run,"
+        " 2 cores shared by all processes:"
+    )
+    for (name, kind), runs in m.throughput.items():
+        t = sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
         parts = ", ".join(
             f"{p} {u:.2f}+{sy:.2f}" for p, (u, sy) in t.cpu.items() if u + sy > 0 or p == name
         )
@@ -949,6 +958,7 @@ def main() -> None:
         help="profile a variant run of the node (py-spy: all threads, if installed)",
     )
     parser.add_argument("--concurrency", type=int, default=64, help="for the throughput runs")
+    parser.add_argument("--rounds", type=int, default=5, help="throughput rounds (medians)")
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
