@@ -1,0 +1,150 @@
+"""What receiving, sending and melting share: the custody's mints, outputs and locks,
+writing an operation down with its inputs locked, sending a written swap, and undoing
+or resolving an operation the mint did not clearly finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from mints.client import MintClient
+from mints.curve import Point
+from mints.directory import MintDirectory
+from mints.errors import MintRefused
+from mints.models import BlindSignature, Keyset, Proof
+from mints.outputs import PreparedOutput
+from wallet import blinding
+from wallet.errors import InsufficientCustody
+from wallet.output_pool import OutputPool
+from wallet.sqlite import custody as sql
+from wallet.sqlite import ledger as ledger_sql
+from wallet.sqlite.database import Database
+
+SELECTION_ATTEMPTS = 5
+CUSTODY_WAITS_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.5)
+
+
+class CustodyBase:
+    """The node's ecash at its trusted mints: the state every operation uses."""
+
+    def __init__(self, db: Database, mints: MintDirectory, seed: bytes) -> None:
+        self.db = db
+        self.mints = mints
+        self.outputs = OutputPool(db, seed)
+        self._selection_locks: dict[str, asyncio.Lock] = {}
+
+    def client_for(self, mint_url: str) -> MintClient:
+        """The mint's client; also for a mint no longer trusted that still owes an operation."""
+        if self.mints.is_trusted(mint_url):
+            return self.mints.client(mint_url)
+        return self.mints.extra_client(mint_url)
+
+    async def prepare(self, keyset: Keyset, amounts: list[int]) -> list[PreparedOutput]:
+        if not amounts:
+            return []
+        return await self.outputs.take(keyset.id, amounts)
+
+    def _selection_lock(self, mint_url: str) -> asyncio.Lock:
+        return self._selection_locks.setdefault(mint_url, asyncio.Lock())
+
+    async def _wait_for_change(self, mint_url: str, waits: Iterator[float]) -> None:
+        """Custody is short at a mint while other operations there are in flight: their
+        change comes back within milliseconds, so wait a moment; otherwise it is short."""
+        delay = next(waits, None)
+        pending = await self.db.read(lambda c: sql.has_pending_proofs(c, mint_url))
+        if delay is None or not pending:
+            raise InsufficientCustody(f"the node holds too little at {mint_url} for this")
+        await asyncio.sleep(delay)
+
+    async def _write_locked(
+        self,
+        account_id: int,
+        client: MintClient,
+        kind: str,
+        purpose: str,
+        hold_msat: int,
+        intent: dict[str, Any],
+        rows: list[sql.OutputRow],
+        proof_ids: list[int],
+        *,
+        quote_id: str | None = None,
+    ) -> tuple[int, list[sql.StoredProof], list[sql.OutputRow]] | None:
+        """One transaction: hold the account's money, write the operation down, lock its
+        inputs. None when another operation took one of the inputs first."""
+
+        def txn(c: Any) -> tuple[int, list[sql.StoredProof]]:
+            reservation = ledger_sql.reserve(c, account_id, hold_msat, purpose)
+            op_id = sql.insert_operation(
+                c,
+                kind,
+                client.url,
+                {**intent, "reservation_id": reservation},
+                rows,
+                quote_id=quote_id,
+            )
+            sql.lock_proofs(c, proof_ids, op_id)
+            return op_id, sql.operation_inputs(c, op_id)
+
+        try:
+            op_id, inputs = await self.db.write(txn)
+        except sql.SelectionConflict:
+            return None
+        return op_id, inputs, rows
+
+    async def _swap_written(
+        self,
+        client: MintClient,
+        op_id: int,
+        inputs: list[Proof],
+        rows: list[sql.OutputRow],
+        *,
+        on_refused: Callable[[int, str], Awaitable[None]],
+    ) -> tuple[list[BlindSignature], list[Point | None]]:
+        """Send a written-down swap: a refusal proves it did not happen, anything else
+        (a lost answer, a timeout) is resolved against the mint now or at the next start.
+
+        While the mint works, the node does what needs no answer: the outputs' unblinding
+        terms, and the next operations' outputs.
+        """
+        swap = asyncio.ensure_future(client.swap(inputs, [r.output.message() for r in rows]))
+        try:
+            terms = await blinding.unblinding_terms(client, rows, until=swap)
+            if rows:
+                await self.outputs.derive_ahead(rows[0].output.keyset_id, until=swap)
+        except asyncio.CancelledError:  # while the mint works: as if its call was cancelled
+            swap.cancel()
+            raise
+        try:
+            return await swap, terms
+        except MintRefused as exc:
+            await on_refused(op_id, str(exc))
+            raise
+        except Exception:
+            await self._resolve_now(op_id)
+            raise
+
+    async def revert_send(self, op_id: int, error: str) -> None:
+        """The swap or melt never happened: inputs back to custody, reservation released."""
+
+        def txn(c: Any) -> None:
+            op = sql.operation(c, op_id)
+            if op.state != "pending":
+                return
+            sql.settle_inputs(c, op_id, "unspent")
+            if "reservation_id" in op.intent:
+                ledger_sql.settle(c, int(op.intent["reservation_id"]), 0, operation_id=op_id)
+            sql.finish_operation(c, op_id, "failed", error=error[:500])
+
+        await self.db.write(txn)
+
+    async def _fail(self, op_id: int, error: str) -> None:
+        await self.db.write(lambda c: sql.finish_operation(c, op_id, "failed", error=error[:500]))
+
+    async def _resolve_now(self, op_id: int) -> None:
+        """After an ambiguous mint failure, try once to settle the operation either way.
+
+        Settling takes every kind of completion: the composed :class:`Custody` does it.
+        """
+        raise NotImplementedError

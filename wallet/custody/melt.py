@@ -1,0 +1,163 @@
+"""Melting: paying a Lightning invoice from an account with the node's proofs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mints.client import MintClient
+from mints.errors import MintRefused
+from mints.models import BlindSignature, MeltQuote
+from wallet import blinding
+from wallet.custody.base import CUSTODY_WAITS_S, SELECTION_ATTEMPTS, CustodyBase
+from wallet.errors import InsufficientBalance, InsufficientCustody, OperationInFlight
+from wallet.faults import fault_point
+from wallet.selection import Selection, select_covering
+from wallet.sqlite import custody as sql
+from wallet.sqlite import ledger as ledger_sql
+
+
+@dataclass(frozen=True, slots=True)
+class MeltResult:
+    state: str  # PAID | PENDING
+    amount_sat: int
+    fee_sat: int  # actual fee: lightning routing + mint input fee
+    preimage: str | None
+
+
+class Melting(CustodyBase):
+    """Invoices paid from custody: amount plus fee reserve held, the unused reserve back."""
+
+    async def melt_quote(self, mint_url: str, invoice: str) -> MeltQuote:
+        return await self.mints.client(mint_url).melt_quote(invoice)
+
+    async def melt(self, account_id: int, mint_url: str, quote: MeltQuote) -> MeltResult:
+        """Pay a melt quote; the account pays amount + actual fee, the unused reserve returns."""
+        client = self.mints.client(mint_url)
+        keysets = await client.keysets()
+        fee_ppk = {k.id: k.input_fee_ppk for k in keysets.values()}
+        needed = quote.amount + quote.fee_reserve
+        waits = iter(CUSTODY_WAITS_S)
+        for _ in range(SELECTION_ATTEMPTS + len(CUSTODY_WAITS_S)):
+            try:
+                async with self._selection_lock(client.url):
+                    coins, available = await self.db.read(
+                        lambda c: (
+                            sql.unspent_coins(c, client.url),
+                            ledger_sql.get_account(c, account_id).balance_msat,
+                        )
+                    )
+                    if needed * 1000 > available:
+                        raise InsufficientBalance(
+                            f"paying needs {quote.amount} sat plus a fee reserve of"
+                            f" {quote.fee_reserve} sat; the account can spend"
+                            f" {available // 1000} sat",
+                            needed_msat=needed * 1000,
+                            available_msat=available,
+                        )
+                    selection = select_covering(coins, needed, fee_ppk)
+                    if selection is None:
+                        raise InsufficientCustody("the node holds too little at this mint")
+                    written = await self._write_melt(account_id, client, quote, selection)
+            except InsufficientCustody:
+                await self._wait_for_change(client.url, waits)
+                continue
+            if written is not None:
+                return await self._run_melt(client, quote, *written)
+        raise InsufficientCustody("custody changed under every attempt to select proofs")
+
+    async def _write_melt(
+        self, account_id: int, client: MintClient, quote: MeltQuote, selection: Selection
+    ) -> tuple[int, list[sql.StoredProof], list[sql.OutputRow]] | None:
+        """Hold amount + fee reserve, lock the inputs, write the melt down."""
+        keyset = await client.active_keyset()
+        overpaid = selection.total - quote.amount - selection.fee
+        blanks = await self.prepare(keyset, [1] * max(1, overpaid.bit_length()))
+        rows = [sql.OutputRow("change", o) for o in blanks]
+        hold_msat = (quote.amount + quote.fee_reserve + selection.fee) * 1000
+        ids = [c.id for c in selection.coins]
+        intent = {"account_id": account_id, "amount_sat": quote.amount}
+
+        return await self._write_locked(
+            account_id,
+            client,
+            "melt",
+            "melt",
+            hold_msat,
+            intent,
+            rows,
+            ids,
+            quote_id=quote.quote,
+        )
+
+    async def _run_melt(
+        self,
+        client: MintClient,
+        quote: MeltQuote,
+        op_id: int,
+        inputs: list[sql.StoredProof],
+        rows: list[sql.OutputRow],
+    ) -> MeltResult:
+        fault_point("melt:written")
+        try:
+            answer = await client.melt(
+                quote.quote, [s.proof for s in inputs], [r.output.message() for r in rows]
+            )
+        except MintRefused as exc:
+            states = await client.check_state([s.y for s in inputs])
+            if all(v == "UNSPENT" for v in states.values()):
+                await self.revert_send(op_id, str(exc))
+                raise
+            raise OperationInFlight("the payment is pending at the mint") from exc
+        except Exception:
+            await self._resolve_now(op_id)
+            raise
+        fault_point("melt:paid")
+        if answer.state != "PAID":
+            return await self._melt_not_paid(op_id, client, inputs, quote)
+        return await self.complete_melt(op_id, rows, list(answer.change), answer.payment_preimage)
+
+    async def _melt_not_paid(
+        self, op_id: int, client: MintClient, inputs: list[sql.StoredProof], quote: MeltQuote
+    ) -> MeltResult:
+        states = await client.check_state([s.y for s in inputs])
+        if all(v == "UNSPENT" for v in states.values()):
+            await self.revert_send(op_id, "the invoice was not paid")
+            raise MintRefused("the mint could not pay the invoice")
+        return MeltResult("PENDING", quote.amount, 0, None)
+
+    async def complete_melt(
+        self,
+        op_id: int,
+        rows: list[sql.OutputRow],
+        change: list[BlindSignature],
+        preimage: str | None,
+    ) -> MeltResult:
+        op = await self.db.read(lambda c: sql.operation(c, op_id))
+        client = self.client_for(op.mint_url)
+        paired = list(zip(rows, change, strict=False))
+        stored = await blinding.unblind_rows(
+            client, [r for r, _ in paired], [s for _, s in paired], blank=True
+        )
+        change_sat = sum(s.proof.amount for s in stored)
+        amount = int(op.intent["amount_sat"])
+
+        def txn(c: Any) -> MeltResult:
+            inputs = sql.operation_inputs(c, op_id)
+            spent = sum(s.proof.amount for s in inputs)
+            if sql.operation_state(c, op_id) != "pending":
+                return MeltResult("PAID", amount, 0, preimage)
+            sql.settle_inputs(c, op_id, "spent")
+            sql.insert_proofs(c, op.mint_url, stored, state="unspent", operation_id=op_id)
+            cost = spent - change_sat
+            ledger_sql.settle(
+                c,
+                int(op.intent["reservation_id"]),
+                cost * 1000,
+                destination="out",
+                operation_id=op_id,
+            )
+            sql.finish_operation(c, op_id, "done", result={"cost_sat": cost})
+            return MeltResult("PAID", amount, cost - amount, preimage)
+
+        return await self.db.write(txn)
