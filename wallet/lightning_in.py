@@ -37,8 +37,19 @@ from wallet.errors import (
 from wallet.faults import fault_point
 from wallet.keys import key_hash, new_admin_key, new_api_key
 from wallet.sqlite import custody as sql
+from wallet.sqlite import invoices as invoices_sql
 from wallet.sqlite import ledger as ledger_sql
+from wallet.sqlite.invoices import InvoiceRecord
 from wallet.sqlite.ledger import now
+
+__all__ = [
+    "MAX_INVOICE_SAT",
+    "InvoiceRecord",
+    "IssuedKeys",
+    "LightningIn",
+    "NewInvoice",
+    "recover_mint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +59,6 @@ MAX_INVOICE_SAT = 21_000_000 * 100_000_000  # keeps every msat sum inside SQLite
 EXPIRY_GRACE_S = 120  # an invoice is given up this long after the mint's expiry
 UNDATED_POLL_S = 24 * 3600  # how long an invoice without expiry is watched
 _OPEN_STATES = ("unpaid", "expired")  # states a paid quote may still be minted from
-
-PUBLIC_STATES = {
-    "unpaid": "unpaid",
-    "minting": "processing",
-    "paid": "paid",
-    "expired": "expired",
-    "failed": "failed",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,64 +73,12 @@ class NewInvoice:
 
 
 @dataclass(frozen=True, slots=True)
-class InvoiceRecord:
-    id: str
-    mint_url: str
-    bolt11: str
-    amount_sat: int
-    state: str  # unpaid | minting | paid | expired | failed
-    account_id: int | None  # the account to top up; None: a new account
-    credited_account_id: int | None
-    credited_msat: int | None
-    keys_delivered: bool
-    expires_at: int | None
-    created_at: int
-    paid_at: int | None
-
-    @property
-    def mode(self) -> str:
-        return "create" if self.account_id is None else "topup"
-
-    @property
-    def public_state(self) -> str:
-        return PUBLIC_STATES[self.state]
-
-
-@dataclass(frozen=True, slots=True)
 class IssuedKeys:
     account_id: int
     api_key: str
     admin_key: str
     balance_msat: int
     mint_url: str | None
-
-
-_COLUMNS = (
-    "id, mint_url, bolt11, amount_sat, state, account_id, credited_account_id, credited_msat,"
-    " keys_delivered_at IS NOT NULL, expires_at, created_at, paid_at"
-)
-
-
-def _record(row: Any) -> InvoiceRecord:
-    return InvoiceRecord(
-        row[0],
-        row[1],
-        row[2],
-        int(row[3]),
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        bool(row[8]),
-        row[9],
-        int(row[10]),
-        row[11],
-    )
-
-
-def get_invoice(conn: sqlite3.Connection, invoice_id: str) -> InvoiceRecord | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
-    return _record(row) if row else None
 
 
 def _check_amount(amount_sat: object) -> int:
@@ -161,21 +112,16 @@ class LightningIn:
         def txn(c: sqlite3.Connection) -> None:
             if account_id is not None:
                 ledger_sql.get_account(c, account_id)
-            c.execute(
-                "INSERT INTO invoices (id, secret_hash, mint_url, quote_id, bolt11, amount_sat,"
-                " state, account_id, expires_at, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'unpaid', ?, ?, ?)",
-                (
-                    invoice_id,
-                    key_hash(secret),
-                    client.url,
-                    quote.quote,
-                    quote.request,
-                    amount,
-                    account_id,
-                    quote.expiry,
-                    now(),
-                ),
+            invoices_sql.insert_invoice(
+                c,
+                invoice_id,
+                secret_hash=key_hash(secret),
+                mint_url=client.url,
+                quote_id=quote.quote,
+                bolt11=quote.request,
+                amount_sat=amount,
+                account_id=account_id,
+                expires_at=quote.expiry,
             )
 
         await self.db.write(txn)
@@ -190,7 +136,7 @@ class LightningIn:
         )
 
     async def get(self, invoice_id: str) -> InvoiceRecord:
-        record = await self.db.read(lambda c: get_invoice(c, invoice_id))
+        record = await self.db.read(lambda c: invoices_sql.invoice(c, invoice_id))
         if record is None:
             raise InvoiceNotFound(f"no invoice {invoice_id}")
         return record
@@ -214,14 +160,7 @@ class LightningIn:
     async def poll(self) -> int:
         """Refresh every invoice that may still be paid (an unpaid one past its expiry is
         marked expired on the way); returns how many were looked at."""
-
-        def open_ids(c: sqlite3.Connection) -> list[str]:
-            rows = c.execute(
-                "SELECT id FROM invoices WHERE state IN ('unpaid', 'minting') ORDER BY created_at"
-            ).fetchall()
-            return [str(r[0]) for r in rows]
-
-        ids = await self.db.read(open_ids)
+        ids = await self.db.read(invoices_sql.open_invoice_ids)
         for invoice_id in ids:
             try:
                 await self.refresh(invoice_id)
@@ -231,24 +170,20 @@ class LightningIn:
 
     async def _check_quote(self, record: InvoiceRecord) -> None:
         client = self.custody.client_for(record.mint_url)
-        quote_id = await self._quote_id(record.id)
+        quote_id = await self.db.read(lambda c: invoices_sql.quote_id(c, record.id))
         quote = await client.get_mint_quote(quote_id)
         if quote.state == "PAID":
             await self._mint(record, client, quote_id)
         elif quote.state == "ISSUED":
             # only the node knows the quote id, so nobody else should have minted it
             log.error("invoice %s: the mint issued the quote without the node", record.id)
-            await self.db.write(lambda c: _set_state(c, record.id, "failed", _OPEN_STATES))
+            await self.db.write(
+                lambda c: invoices_sql.set_state(c, record.id, "failed", _OPEN_STATES)
+            )
         elif record.state == "unpaid" and now() > _deadline(record):
-            await self.db.write(lambda c: _set_state(c, record.id, "expired", ("unpaid",)))
-
-    async def _quote_id(self, invoice_id: str) -> str:
-        row = await self.db.read(
-            lambda c: c.execute(
-                "SELECT quote_id FROM invoices WHERE id = ?", (invoice_id,)
-            ).fetchone()
-        )
-        return str(row[0])
+            await self.db.write(
+                lambda c: invoices_sql.set_state(c, record.id, "expired", ("unpaid",))
+            )
 
     # -- minting: write down, send, store ------------------------------------------------
 
@@ -263,10 +198,10 @@ class LightningIn:
             intent["create"] = {"kind": "key"}
 
         def txn(c: sqlite3.Connection) -> int | None:
-            if not _set_state(c, record.id, "minting", _OPEN_STATES):
+            if not invoices_sql.set_state(c, record.id, "minting", _OPEN_STATES):
                 return None
             op_id = sql.insert_operation(c, "mint", client.url, intent, rows, quote_id=quote_id)
-            c.execute("UPDATE invoices SET operation_id = ? WHERE id = ?", (op_id, record.id))
+            invoices_sql.set_operation(c, record.id, op_id)
             return op_id
 
         op_id = await self.db.write(txn)
@@ -289,15 +224,11 @@ class LightningIn:
         """Settle the invoice's pending mint operation from what the mint says."""
         from wallet.recovery import recover_operation
 
-        row = await self.db.read(
-            lambda c: c.execute(
-                "SELECT operation_id FROM invoices WHERE id = ?", (invoice_id,)
-            ).fetchone()
-        )
-        if row is None or row[0] is None:
+        op_id = await self.db.read(lambda c: invoices_sql.operation_id(c, invoice_id))
+        if op_id is None:
             return
         try:
-            await recover_operation(self.custody, int(row[0]))
+            await recover_operation(self.custody, op_id)
         except MintError as exc:  # the poller or the next start tries again
             log.info("invoice %s stays in progress: %s", invoice_id, exc.message)
 
@@ -309,33 +240,25 @@ class LightningIn:
         None while the invoice is not paid yet. Raises :class:`InvoiceSecretInvalid` for a
         wrong secret and :class:`KeysAlreadyDelivered` once they were handed over.
         """
-        expected = await self.db.read(
-            lambda c: c.execute(
-                "SELECT secret_hash FROM invoices WHERE id = ?", (invoice_id,)
-            ).fetchone()
-        )
+        expected = await self.db.read(lambda c: invoices_sql.secret_hash(c, invoice_id))
         if expected is None:
             raise InvoiceNotFound(f"no invoice {invoice_id}")
-        if not hmac.compare_digest(str(expected[0]), key_hash(secret)):
+        if not hmac.compare_digest(expected, key_hash(secret)):
             raise InvoiceSecretInvalid("the invoice secret is not valid")
         api_key, admin_key = new_api_key(), new_admin_key()
 
         def txn(c: sqlite3.Connection) -> IssuedKeys | None:
-            record = get_invoice(c, invoice_id)
+            record = invoices_sql.invoice(c, invoice_id)
             assert record is not None
             if record.account_id is not None or record.state != "paid":
                 return None
             if record.keys_delivered or record.credited_account_id is None:
                 raise KeysAlreadyDelivered("the keys of this invoice were handed over before")
-            c.execute("UPDATE invoices SET keys_delivered_at = ? WHERE id = ?", (now(), invoice_id))
-            cur = c.execute(
-                "UPDATE accounts SET key_hash = ?, admin_key_hash = ?"
-                " WHERE id = ? AND key_hash IS NULL AND admin_key_hash IS NULL",
-                (key_hash(api_key), key_hash(admin_key), record.credited_account_id),
-            )
-            if cur.rowcount != 1:
+            invoices_sql.mark_keys_delivered(c, invoice_id)
+            account_id = record.credited_account_id
+            if not ledger_sql.give_keys(c, account_id, key_hash(api_key), key_hash(admin_key)):
                 raise KeysAlreadyDelivered("the account already has keys")
-            account = ledger_sql.get_account(c, record.credited_account_id)
+            account = ledger_sql.get_account(c, account_id)
             return IssuedKeys(
                 account.id, api_key, admin_key, account.balance_msat, account.mint_url
             )
@@ -349,15 +272,6 @@ def _deadline(record: InvoiceRecord) -> int:
         record.expires_at if record.expires_at is not None else record.created_at + UNDATED_POLL_S
     )
     return expires + EXPIRY_GRACE_S
-
-
-def _set_state(c: sqlite3.Connection, invoice_id: str, state: str, when: tuple[str, ...]) -> bool:
-    marks = ",".join("?" * len(when))
-    cur = c.execute(
-        f"UPDATE invoices SET state = ? WHERE id = ? AND state IN ({marks})",
-        (state, invoice_id, *when),
-    )
-    return cur.rowcount == 1
 
 
 async def complete_mint(
@@ -388,11 +302,7 @@ async def complete_mint(
         sql.finish_operation(
             c, op_id, "done", result={"account_id": account_id, "credited_msat": credited_msat}
         )
-        c.execute(
-            "UPDATE invoices SET state = 'paid', credited_account_id = ?, credited_msat = ?,"
-            " paid_at = ? WHERE id = ?",
-            (account_id, credited_msat, now(), str(intent["invoice_id"])),
-        )
+        invoices_sql.mark_paid(c, str(intent["invoice_id"]), account_id, credited_msat)
 
     await custody.db.write(txn)
 
@@ -433,7 +343,4 @@ async def recover_mint(custody: Custody, op: sql.Operation) -> str:
 
 def _fail_mint(c: sqlite3.Connection, op: sql.Operation, invoice_state: str, error: str) -> None:
     if sql.finish_operation(c, op.id, "failed", error=error):
-        c.execute(
-            "UPDATE invoices SET state = ?, operation_id = NULL WHERE id = ? AND state = 'minting'",
-            (invoice_state, str(op.intent["invoice_id"])),
-        )
+        invoices_sql.release_minting(c, str(op.intent["invoice_id"]), invoice_state)

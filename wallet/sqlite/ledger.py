@@ -105,6 +105,18 @@ def get_account(conn: sqlite3.Connection, account_id: int) -> AccountRow:
     return AccountRow(*row)
 
 
+def give_keys(
+    conn: sqlite3.Connection, account_id: int, key_hash: str, admin_key_hash: str
+) -> bool:
+    """Keys for an account created without any; False when it has keys already."""
+    cur = conn.execute(
+        "UPDATE accounts SET key_hash = ?, admin_key_hash = ?"
+        " WHERE id = ? AND key_hash IS NULL AND admin_key_hash IS NULL",
+        (key_hash, admin_key_hash, account_id),
+    )
+    return cur.rowcount == 1
+
+
 def find_account(conn: sqlite3.Connection, column: str, value: str) -> AccountRow | None:
     if column not in ("key_hash", "admin_key_hash", "token_id"):
         raise ValueError(column)
