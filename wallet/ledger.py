@@ -84,12 +84,7 @@ class Ledger:
         """At start no request is in flight: every open request reservation goes back."""
 
         def txn(c: Any) -> int:
-            ids = [
-                r[0]
-                for r in c.execute(
-                    "SELECT id FROM reservations WHERE state = 'open' AND purpose = 'request'"
-                )
-            ]
+            ids = sql.open_request_reservations(c)
             for rid in ids:
                 sql.settle(c, rid, 0)
             return len(ids)
@@ -115,8 +110,7 @@ class Ledger:
         self._forget(account_id)
 
         def txn(c: Any) -> None:
-            cur = c.execute("UPDATE accounts SET key_hash = ? WHERE id = ?", (digest, account_id))
-            if cur.rowcount != 1:
+            if not sql.set_key_hash(c, account_id, digest):
                 raise AccountNotFound(f"no account {account_id}")
 
         try:

@@ -27,7 +27,7 @@ from wallet.ledger import Ledger
 from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
 from wallet.recovery import RecoveryReport, recover_all
 from wallet.seed import load_or_create_seed
-from wallet.sqlite.custody import outgoing_tokens
+from wallet.sqlite.custody import last_refund_if_untouched, outgoing_tokens
 from wallet.sqlite.database import Database
 
 log = logging.getLogger(__name__)
@@ -289,41 +289,13 @@ class WalletService:
         return await self.withdraw(account_id, None, mint_url, purpose="refund", legacy=legacy)
 
     async def _replayable_refund(self, account_id: int) -> SentToken | None:
-        def last_refund(c: Any) -> tuple[str, int, str, list[str]] | None:
-            account = c.execute(
-                "SELECT balance_msat, reserved_msat FROM accounts WHERE id = ?", (account_id,)
-            ).fetchone()
-            if account is None or account[0] >= 1000 or account[1] != 0:
-                return None
-            last = c.execute(
-                "SELECT j.kind, r.purpose FROM journal j"
-                " LEFT JOIN reservations r ON r.id = j.reservation_id"
-                " WHERE j.account_id = ? ORDER BY j.id DESC LIMIT 1",
-                (account_id,),
-            ).fetchone()
-            if last is None or tuple(last) != ("charge", "refund"):
-                return None
-            token = c.execute(
-                "SELECT id, token, amount_sat, mint_url FROM outgoing_tokens"
-                " WHERE account_id = ? AND purpose = 'refund' ORDER BY id DESC LIMIT 1",
-                (account_id,),
-            ).fetchone()
-            if token is None:
-                return None
-            ys = [
-                str(r[0])
-                for r in c.execute("SELECT y FROM proofs WHERE outgoing_token_id = ?", (token[0],))
-            ]
-            return str(token[1]), int(token[2]), str(token[3]), ys
-
-        found = await self.db.read(last_refund)
-        if found is None or not found[3]:
+        found = await self.db.read(lambda c: last_refund_if_untouched(c, account_id))
+        if found is None or not found.ys:
             return None
-        token, amount, mint_url, ys = found
-        states = await self.custody.client_for(mint_url).check_state(ys)
+        states = await self.custody.client_for(found.mint_url).check_state(found.ys)
         if any(state != "UNSPENT" for state in states.values()):
             return None
-        return SentToken(token, amount, 0, mint_url)
+        return SentToken(found.token, found.amount_sat, 0, found.mint_url)
 
     @property
     def lightning_in(self) -> LightningIn:

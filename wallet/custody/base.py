@@ -18,6 +18,7 @@ from mints.outputs import PreparedOutput
 from wallet import blinding
 from wallet.errors import InsufficientCustody
 from wallet.output_pool import OutputPool
+from wallet.selection import Coin
 from wallet.sqlite import custody as sql
 from wallet.sqlite import ledger as ledger_sql
 from wallet.sqlite.database import Database
@@ -45,6 +46,21 @@ class CustodyBase:
         if not amounts:
             return []
         return await self.outputs.take(keyset.id, amounts)
+
+    async def _fee_ppk(self, client: MintClient) -> dict[str, int]:
+        """Each keyset's input fee at the mint (NUT-02: parts per thousand per proof)."""
+        keysets = await client.keysets()
+        return {k.id: k.input_fee_ppk for k in keysets.values()}
+
+    async def _coins_and_balance(self, mint_url: str, account_id: int) -> tuple[list[Coin], int]:
+        """The node's unspent proofs at the mint and the account's balance (msat), read
+        together."""
+        return await self.db.read(
+            lambda c: (
+                sql.unspent_coins(c, mint_url),
+                ledger_sql.get_account(c, account_id).balance_msat,
+            )
+        )
 
     def _selection_lock(self, mint_url: str) -> asyncio.Lock:
         return self._selection_locks.setdefault(mint_url, asyncio.Lock())

@@ -34,19 +34,13 @@ class Melting(CustodyBase):
     async def melt(self, account_id: int, mint_url: str, quote: MeltQuote) -> MeltResult:
         """Pay a melt quote; the account pays amount + actual fee, the unused reserve returns."""
         client = self.mints.client(mint_url)
-        keysets = await client.keysets()
-        fee_ppk = {k.id: k.input_fee_ppk for k in keysets.values()}
+        fee_ppk = await self._fee_ppk(client)
         needed = quote.amount + quote.fee_reserve
         waits = iter(CUSTODY_WAITS_S)
         for _ in range(SELECTION_ATTEMPTS + len(CUSTODY_WAITS_S)):
             try:
                 async with self._selection_lock(client.url):
-                    coins, available = await self.db.read(
-                        lambda c: (
-                            sql.unspent_coins(c, client.url),
-                            ledger_sql.get_account(c, account_id).balance_msat,
-                        )
-                    )
+                    coins, available = await self._coins_and_balance(client.url, account_id)
                     if needed * 1000 > available:
                         raise InsufficientBalance(
                             f"paying needs {quote.amount} sat plus a fee reserve of"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,8 +115,7 @@ def _apply_receive_intent(
 
 
 def _received_from_result(c: Any, op_id: int, fee_sat: int) -> Received:
-    row = c.execute("SELECT result FROM operations WHERE id = ?", (op_id,)).fetchone()
-    result = json.loads(row[0] or "{}")
+    result = sql.operation_result(c, op_id)
     if "account_id" not in result:
         raise OperationInFlight("the operation finished without a credit")
     return Received(int(result["account_id"]), int(result["credited_msat"]), fee_sat)

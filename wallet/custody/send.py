@@ -44,20 +44,14 @@ class Sending(CustodyBase):
         The account pays the token's value plus the mint's input fee for the swap.
         """
         client = self.mints.client(mint_url)
-        keysets = await client.keysets()
-        fee_ppk = {k.id: k.input_fee_ppk for k in keysets.values()}
+        fee_ppk = await self._fee_ppk(client)
         waits = iter(CUSTODY_WAITS_S)
         for _ in range(SELECTION_ATTEMPTS + len(CUSTODY_WAITS_S)):
             try:
                 # selecting proofs and locking them is one step per mint, never across a
                 # mint call
                 async with self._selection_lock(client.url):
-                    coins, available = await self.db.read(
-                        lambda c: (
-                            sql.unspent_coins(c, client.url),
-                            ledger_sql.get_account(c, account_id).balance_msat,
-                        )
-                    )
+                    coins, available = await self._coins_and_balance(client.url, account_id)
                     amount, plan = _plan_send(coins, fee_ppk, amount_sat, available // 1000)
                     if isinstance(plan, tuple):
                         sent = await self._send_exact(

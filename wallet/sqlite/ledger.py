@@ -117,6 +117,12 @@ def give_keys(
     return cur.rowcount == 1
 
 
+def set_key_hash(conn: sqlite3.Connection, account_id: int, key_hash: str) -> bool:
+    """A new API key for the account; False when there is no such account."""
+    cur = conn.execute("UPDATE accounts SET key_hash = ? WHERE id = ?", (key_hash, account_id))
+    return cur.rowcount == 1
+
+
 def find_account(conn: sqlite3.Connection, column: str, value: str) -> AccountRow | None:
     if column not in ("key_hash", "admin_key_hash", "token_id"):
         raise ValueError(column)
@@ -248,6 +254,11 @@ def _settled(conn: sqlite3.Connection, reservation_id: int) -> Settlement:
     if row is None:
         raise AccountNotFound(f"no reservation {reservation_id}")
     return Settlement(reservation_id, *row)
+
+
+def open_request_reservations(conn: sqlite3.Connection) -> list[int]:
+    rows = conn.execute("SELECT id FROM reservations WHERE state = 'open' AND purpose = 'request'")
+    return [int(r[0]) for r in rows]
 
 
 def reservation_state(conn: sqlite3.Connection, reservation_id: int) -> Settlement:
