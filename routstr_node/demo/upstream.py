@@ -17,23 +17,25 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
-from routstr_node.demo.openai_shapes import (
-    ApiError,
-    JSONObject,
-    Reply,
+from routstr_node.demo.openai_replies import (
     chat_body,
     chat_stream,
     completion_body,
     completion_stream,
-    count_tokens,
     embeddings_body,
     models_body,
+    response_body,
+    response_stream,
+)
+from routstr_node.demo.openai_requests import (
+    ApiError,
+    JSONObject,
+    Reply,
+    count_tokens,
     parse_chat,
     parse_completion,
     parse_json_object,
     parse_response,
-    response_body,
-    response_stream,
     status_error,
 )
 
