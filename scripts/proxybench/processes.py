@@ -1,0 +1,142 @@
+"""The benchmark's child processes: spawning, health, CPU time and RSS, the node's config."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from proxybench import HOLD_MODEL, LOOPBACK, MODEL, UPSTREAM_KEY
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    user, system = cpu_times(pid)
+    return user + system
+
+
+def rss_mb(pid: int, key: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {key} for pid {pid}")
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+async def wait_healthy(child: Child, path: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    timeout = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while True:
+            if child.process.poll() is not None:
+                tail = child.log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{child.name} exited at start:\n{tail}")
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(child.url + path) as resp:
+                    if resp.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name} not ready after {START_TIMEOUT_S} s")
+            await asyncio.sleep(0.05)
+
+
+def spawn(name: str, argv: list[str], log: Path, url: str) -> Child:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    return Child(name, process, url, log)
+
+
+def node_toml(data_dir: Path, port: int, mint_url: str, upstream_url: str) -> str:
+    models = "".join(
+        f"""
+[[models]]
+id = "{model}"
+upstream = "mock"
+input_sat_per_1m = 100
+output_sat_per_1m = 400
+context_length = 8192
+max_output_tokens = 256
+"""
+        for model in (MODEL, HOLD_MODEL)
+    )
+    return f"""
+[node]
+name = "bench"
+host = "{LOOPBACK}"
+port = {port}
+data_dir = "{data_dir}"
+
+[mints]
+trusted = ["{mint_url}"]
+
+[pricing]
+btc_usd = 100000
+price_sources = []
+
+[[upstreams]]
+name = "mock"
+base_url = "{upstream_url}"
+api_key = "{UPSTREAM_KEY}"
+timeout_s = 120
+{models}
+[limits]
+requests_per_minute = 100000000
+requests_per_hour = 100000000
+requests_per_day = 100000000
+"""
+
+
+def start_node(config: Path, port: int, log: Path, profile_to: Path | None = None) -> Child:
+    script = str(Path(sys.executable).parent / "routstr-node")
+    argv = [sys.executable]
+    if profile_to is not None:
+        argv += ["-m", "cProfile", "-o", str(profile_to)]
+    argv += [script, "run", "--config", str(config)]
+    return spawn("node", argv, log, f"http://{LOOPBACK}:{port}")
