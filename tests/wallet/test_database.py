@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from wallet.sqlite.database import Database
 
@@ -117,3 +119,48 @@ async def test_lone_writes_on_a_quiet_node_are_checkpointed_too(db: Database) ->
     # 1,200 commits of at least one page each without a checkpoint: > 1,200 pages
     assert wal.stat().st_size < 1200 * page_size
     assert len(await _stored(db)) == 1200
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["same step", "next step", "quiet"]), st.booleans()),
+        min_size=1,
+        max_size=30,
+    )
+)
+async def test_any_mix_of_lone_and_batched_writes_commits_each_once(
+    tmp_path: Path, plan: list[tuple[str, bool]]
+) -> None:
+    """Writes issued together, one loop step apart, or on a quiet node (committed at once)
+    in any order: each result arrives after its commit, a failing write takes back only
+    itself, and the table ends with exactly the writes that succeeded."""
+    database = Database(tmp_path / f"mix-{id(plan)}.sqlite")
+    await database.open()
+    try:
+        await database.write(lambda c: c.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+
+        async def write(n: int, fails: bool) -> None:
+            try:
+                await database.write(_insert(n, fail=fails))
+            except Refused:
+                assert fails
+                assert n not in await _stored(database)
+                return
+            assert not fails
+            assert n in await _stored(database), "the result came after the commit"
+
+        pending: list[asyncio.Future[None]] = []
+        for n, (timing, fails) in enumerate(plan, start=1):
+            if timing == "quiet":
+                await asyncio.gather(*pending)
+                await asyncio.sleep(0.001)
+            elif timing == "next step":
+                await asyncio.sleep(0)
+            pending.append(asyncio.ensure_future(write(n, fails)))
+        await asyncio.gather(*pending)
+        assert await _stored(database) == [n for n, (_, f) in enumerate(plan, start=1) if not f]
+    finally:
+        await database.close()
