@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -137,7 +138,7 @@ async def test_any_mix_of_lone_and_batched_writes_commits_each_once(
     """Writes issued together, one loop step apart, or on a quiet node (committed at once)
     in any order: each result arrives after its commit, a failing write takes back only
     itself, and the table ends with exactly the writes that succeeded."""
-    database = Database(tmp_path / f"mix-{id(plan)}.sqlite")
+    database = Database(tmp_path / f"mix-{uuid.uuid4().hex}.sqlite")  # one per example
     await database.open()
     try:
         await database.write(lambda c: c.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
