@@ -3,8 +3,9 @@
 through the node, in one run, on loopback.
 
 Processes: this one (load generator and a local FakeWallet mint, started as a child),
-a fast mock upstream (this script with ``--serve-upstream``, a child of its own) and
-the node (``routstr-node run --config <tmp toml>``, a child of its own, so its CPU time
+a fast mock upstream (this script with ``--serve-upstream``, a child of its own), two
+floors to read the node against (a raw TCP relay and a bare aiohttp proxy) and the
+node (``routstr-node run --config <tmp toml>``, a child of its own, so its CPU time
 and RSS are its own). Every loop is bounded and stops by itself.
 
 Figures (targets from the brief):
@@ -44,9 +45,10 @@ from proxybench.load import (
     stream_request,
     throughput,
 )
-from proxybench.mock import serve_bare_proxy, serve_upstream
+from proxybench.mock import serve_bare_proxy, serve_tcp_relay, serve_upstream
 from proxybench.processes import (
     Child,
+    cpu_seconds,
     free_port,
     node_toml,
     rss_mb,
@@ -59,8 +61,9 @@ from proxybench.report import Row, ms, print_table, profile_run, verdict
 
 @dataclass
 class Measured:
-    latency: list[list[float]]  # direct, bare, node
+    latency: list[list[float]]  # direct, relay, bare, node
     first_byte: list[list[float]]
+    cpu_c1: dict[tuple[str, str], float]  # (bare|node, "plain"|"stream") -> CPU s per request
     throughput: dict[tuple[str, str], list[Throughput]]  # (target, "plain"|"stream") -> rounds
     rss_idle_start: float
     rss_idle_after: float
@@ -74,7 +77,7 @@ async def bench(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory(prefix="routstr-bench-") as tmp:
         work = Path(tmp)
-        up_port, bare_port, node_port = free_port(), free_port(), free_port()
+        up_port, relay_port, bare_port, node_port = (free_port() for _ in range(4))
         upstream = spawn(
             "upstream",
             [sys.executable, __file__, "--serve-upstream", str(up_port)],
@@ -92,6 +95,14 @@ async def bench(args: argparse.Namespace) -> None:
             )
             children.append(bare)
             await wait_healthy(bare, "/health")
+            relay = spawn(
+                "tcp relay",
+                [sys.executable, __file__, "--serve-relay", str(relay_port), str(up_port)],
+                work / "relay.log",
+                f"http://{LOOPBACK}:{relay_port}",
+            )
+            children.append(relay)
+            await wait_healthy(relay, "/health")
             async with run_local_mint(work / "mint") as mint:
                 config = work / "node.toml"
                 config.write_text(
@@ -106,6 +117,7 @@ async def bench(args: argparse.Namespace) -> None:
                 path = "/v1/chat/completions"
                 targets = [
                     Target("direct", upstream.url + path, UPSTREAM_KEY),
+                    Target("relay", relay.url + path, UPSTREAM_KEY),
                     Target("bare", bare.url + path, UPSTREAM_KEY),
                     Target("node", node.url + path, key),
                 ]
@@ -119,7 +131,7 @@ async def bench(args: argparse.Namespace) -> None:
                 print(f"load average after: {os.getloadavg()[0]:.2f}")
                 for profiler in ("cprofile", "py-spy"):
                     if args.profile in (profiler, "both"):
-                        await profile_run(profiler, config, node_port, work, targets[2], args)
+                        await profile_run(profiler, config, node_port, work, targets[3], args)
         finally:
             for child in reversed(children):
                 child.stop()
@@ -137,12 +149,23 @@ async def measure(
 ) -> Measured:
     n = args.requests
     plain, streamed = body(MODEL, False), body(MODEL, True)
-    print("latency, concurrency 1, non-streaming …", flush=flush)
-    latency = await interleaved_latency(targets, plain_request, plain, n, warmup=200)
-    print("first byte, concurrency 1, streaming …", flush=flush)
-    first_byte = await interleaved_latency(targets, stream_request, streamed, n, warmup=200)
+    proxies = {"bare": bare.pid, "node": node.pid}
+    cpu_c1: dict[tuple[str, str], float] = {}
+    samples: dict[str, list[list[float]]] = {}
+    for kind, request, data, what in (
+        ("plain", plain_request, plain, "latency, concurrency 1, non-streaming"),
+        ("stream", stream_request, streamed, "first byte, concurrency 1, streaming"),
+    ):
+        print(f"{what} …", flush=flush)
+        # each proxy is idle in the other targets' turns: its CPU time over the run is
+        # what its own requests cost
+        before = {name: cpu_seconds(pid) for name, pid in proxies.items()}
+        samples[kind] = await interleaved_latency(targets, request, data, n, warmup=200)
+        for name, pid in proxies.items():
+            cpu_c1[(name, kind)] = (cpu_seconds(pid) - before[name]) / (n + 200)
     print(f"throughput, concurrency {args.concurrency} …", flush=flush)
     watch = {"node": node.pid, "upstream": upstream.pid, "bare": bare.pid}
+    throughput_targets = [t for t in targets if t.name != "relay"]
     tp: dict[tuple[str, str], list[Throughput]] = {}
     # this machine's speed drifts by tens of percent within seconds: rounds, each target's
     # turn rotated, and the medians reported, so drift hits direct, bare and node alike
@@ -151,17 +174,19 @@ async def measure(
             ("plain", plain_request, plain),
             ("stream", stream_request, streamed),
         ):
-            for target in targets[turn % 3 :] + targets[: turn % 3]:
+            turns = throughput_targets
+            for target in turns[turn % 3 :] + turns[: turn % 3]:
                 run = await throughput(target, request, data, n, args.concurrency, watch)
                 tp.setdefault((target.name, kind), []).append(run)
     await asyncio.sleep(1.0)
     rss_idle_after = rss_mb(node.pid)
     print(f"{args.streams} open streams …", flush=flush)
-    held = await open_streams(node, targets[2], upstream.url, args.streams)
+    held = await open_streams(node, targets[3], upstream.url, args.streams)
     await asyncio.sleep(1.0)
     return Measured(
-        latency,
-        first_byte,
+        samples["plain"],
+        samples["stream"],
+        cpu_c1,
         tp,
         rss_idle_start,
         rss_idle_after,
@@ -178,12 +203,13 @@ def report(m: Measured, streams: int, concurrency: int) -> None:
         ("stream first byte c=1", m.first_byte, {"p50": 0.001, "p99": None}),
     ):
         for name, q in (("p50", 0.5), ("p99", 0.99)):
-            d, b, v = (percentile(s, q) for s in samples)
+            d, r, b, v = (percentile(s, q) for s in samples)
             limit = limits[name]
             rows.append(
                 Row(
                     f"{label} {name} (ms)",
                     ms(d),
+                    ms(r),
                     ms(b),
                     ms(v),
                     ms(v - d),
@@ -191,6 +217,12 @@ def report(m: Measured, streams: int, concurrency: int) -> None:
                     verdict(v - d <= limit) if limit is not None else "",
                 )
             )
+    for kind in ("plain", "stream"):
+        cpu_b, cpu_v = m.cpu_c1[("bare", kind)], m.cpu_c1[("node", kind)]
+        rows.append(
+            Row(f"  proxy CPU per {kind} request, c=1 (ms)", "", "", ms(cpu_b), ms(cpu_v),
+                "", "", "")
+        )  # fmt: skip
     for kind, label in (("plain", "non-streaming"), ("stream", "streaming")):
         td, tb, tv = (m.throughput[(t, kind)] for t in ("direct", "bare", "node"))
         node_rps = [t.rps for t in tv]
@@ -198,6 +230,7 @@ def report(m: Measured, streams: int, concurrency: int) -> None:
             Row(
                 f"throughput c={concurrency} {label} (req/s)",
                 f"{median(t.rps for t in td):,.0f}",
+                "",
                 f"{median(t.rps for t in tb):,.0f}",
                 f"{median(node_rps):,.0f}",
                 "",
@@ -211,6 +244,7 @@ def report(m: Measured, streams: int, concurrency: int) -> None:
             Row(
                 f"  proxy CPU per {label} request (ms)",
                 "",
+                "",
                 f"{cpu_b:.3f}",
                 f"{cpu_v:.3f}",
                 "",
@@ -219,11 +253,11 @@ def report(m: Measured, streams: int, concurrency: int) -> None:
             )
         )
     rows += [
-        Row("node RSS idle after start (MB)", "", "", f"{m.rss_idle_start:.1f}", "", "<= 80",
+        Row("node RSS idle after start (MB)", "", "", "", f"{m.rss_idle_start:.1f}", "", "<= 80",
             verdict(m.rss_idle_start <= 80)),
-        Row("node RSS idle after the load (MB)", "", "", f"{m.rss_idle_after:.1f}", "", "<= 80",
+        Row("node RSS idle after the load (MB)", "", "", "", f"{m.rss_idle_after:.1f}", "", "<= 80",
             verdict(m.rss_idle_after <= 80)),
-        Row(f"node RSS, {m.held.opened} open streams (MB)", "", "", f"{m.held.rss_mb:.1f}",
+        Row(f"node RSS, {m.held.opened} open streams (MB)", "", "", "", f"{m.held.rss_mb:.1f}",
             f"+{m.held.rss_mb - m.rss_idle_after:.1f}", "<= 250",
             verdict(m.held.rss_mb <= 250 and m.held.opened == streams)),
     ]  # fmt: skip
@@ -263,12 +297,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="throughput rounds (medians)")
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "URL"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-relay", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:
         asyncio.run(serve_upstream(args.serve_upstream))
         return
     if args.serve_bare:
         asyncio.run(serve_bare_proxy(int(args.serve_bare[0]), args.serve_bare[1]))
+        return
+    if args.serve_relay:
+        asyncio.run(serve_tcp_relay(*args.serve_relay))
         return
     asyncio.run(bench(args))
 

@@ -1,5 +1,5 @@
-"""The fast mock upstream (OpenAI-shaped, a stream of 8 events) and the bare aiohttp
-pass-through the node is compared with."""
+"""The fast mock upstream (OpenAI-shaped, a stream of 8 events), and the two floors the
+node is compared with: a bare aiohttp pass-through and a raw TCP relay."""
 
 from __future__ import annotations
 
@@ -159,3 +159,61 @@ async def serve_bare_proxy(port: int, upstream_url: str) -> None:
     app.router.add_get("/health", _upstream_health)
     await _serve_until_signal(app, port)
     await session.close()
+
+
+class _Pipe(asyncio.Protocol):
+    """One direction of a relayed connection: bytes in here go out on ``peer``."""
+
+    def __init__(self, peer: _Pipe | None = None) -> None:
+        self.peer = peer
+        self.transport: asyncio.Transport | None = None
+        self.pending: list[bytes] = []  # what arrived before the other side was connected
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+        else:
+            self.pending.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+
+async def serve_tcp_relay(port: int, upstream_port: int) -> None:
+    """The floor of one more process on the path: bytes relayed, no HTTP, until SIGTERM.
+
+    Each client connection gets its own upstream connection; what the relay adds at
+    concurrency 1 is what any proxy process costs on this machine (two more loopback
+    hops and wake-ups), so the bare proxy's figure beyond it is aiohttp's own.
+    """
+    loop = asyncio.get_running_loop()
+
+    class _Front(_Pipe):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self.connecting = loop.create_task(self._connect())
+
+        async def _connect(self) -> None:
+            try:
+                _, back = await loop.create_connection(lambda: _Pipe(self), LOOPBACK, upstream_port)
+            except OSError:
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            self.peer = back
+            assert back.transport is not None
+            for data in self.pending:
+                back.transport.write(data)
+            self.pending.clear()
+
+    server = await loop.create_server(_Front, LOOPBACK, port, backlog=4096)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()

@@ -27,6 +27,7 @@ def ms(seconds: float) -> str:
 class Row:
     figure: str
     direct: str
+    relay: str
     bare: str
     node: str
     added: str
@@ -39,7 +40,9 @@ def verdict(ok: bool) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    headings = Row("figure", "direct", "bare proxy", "via node", "node adds", "target", "")
+    headings = Row(
+        "figure", "direct", "tcp relay", "bare proxy", "via node", "node adds", "target", ""
+    )
     names = list(Row.__dataclass_fields__)
     table = [headings, *rows]
     widths = [max(len(getattr(r, f)) for r in table) for f in names]
