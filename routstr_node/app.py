@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
@@ -14,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from mints.directory import MintDirectory
+from mints.token import looks_like_token
 from routstr_node import discovery, wallet_api
 from routstr_node.config import Settings
 from routstr_node.errors import ApiError, from_domain
@@ -25,6 +25,7 @@ from routstr_node.proxy import PROXIED_PATHS, handle_proxy
 from routstr_node.ratelimit import RateLimiter
 from routstr_node.state import COUNTED_STREAM, NODE, REQUEST_ID, RESPONSE_HEADERS, NodeState
 from routstr_node.upstream import Upstreams
+from wallet.keys import key_hash
 from wallet.service import WalletService
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,10 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return ApiError(
             413, "invalid_request_error", "body_too_large", "the request body is too large"
         ).response()
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the body does not match
+        return ApiError(
+            400, "invalid_request_error", "invalid_body", f"the request body is unreadable: {exc}"
+        ).response()
     except web.HTTPException as exc:
         if exc.status == 404:
             return ApiError(
@@ -137,6 +142,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
                 "invalid_request_error",
                 "method_not_allowed",
                 f"{request.method} is not allowed on {request.path}",
+                headers={"Allow": exc.headers.get("Allow", "")},
             ).response()
         return ApiError(exc.status, "invalid_request_error", "http_error", exc.reason).response()
     except Exception as exc:
@@ -152,17 +158,29 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         ).response()
 
 
+def _payer_bucket(node: NodeState, request: web.Request) -> str:
+    """A paid request's own bucket: its token's, or a known account key's.
+
+    A key the node has not seen open an account (made up, or not used since the start)
+    counts against the client's address until it has: else a new made-up key on every
+    request would be a fresh allowance, each costing a database read.
+    """
+    credential = request.headers.get("X-Cashu", "").strip() or presented_key(request)
+    if not credential:
+        return ""
+    digest = key_hash(credential)
+    if looks_like_token(credential) or node.wallet.ledger.knows_key_hash(digest):
+        return "payer:" + digest
+    return ""
+
+
 @web.middleware
 async def _rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Per payer on paid routes, per client address elsewhere; /health and /metrics free."""
     node = request.app.get(NODE)
     if node is None or request.path in _UNCOUNTED:
         return await handler(request)
-    if request.path in PROXIED_PATHS:
-        credential = request.headers.get("X-Cashu") or presented_key(request) or ""
-        key = "payer:" + hashlib.sha256(credential.encode()).hexdigest() if credential else ""
-    else:
-        key = ""
+    key = _payer_bucket(node, request) if request.path in PROXIED_PATHS else ""
     key = key or "ip:" + (request.remote or "unknown")
     verdict = node.limiter.hit(key)
     headers = {

@@ -99,8 +99,13 @@ def upstream_failed(upstream: Upstream, why: str) -> ApiError:
     )
 
 
-def upstream_status_error(upstream: Upstream, status: int, raw: bytes) -> ApiError:
-    """Client errors the upstream found are the client's to see; the rest is a 502."""
+def upstream_status_error(
+    upstream: Upstream, status: int, raw: bytes, retry_after: str | None = None
+) -> ApiError:
+    """Client errors the upstream found are the client's to see; the rest is a 502.
+
+    An upstream's 429 keeps its ``Retry-After`` (in seconds) when it gave one.
+    """
     message = ""
     upstream_code = None
     try:
@@ -110,7 +115,7 @@ def upstream_status_error(upstream: Upstream, status: int, raw: bytes) -> ApiErr
             upstream_code = err.get("code")
         elif isinstance(err, str):
             message = err
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         pass
     if status in (400, 404, 409, 413, 422):
         return ApiError(
@@ -125,7 +130,7 @@ def upstream_status_error(upstream: Upstream, status: int, raw: bytes) -> ApiErr
             "rate_limit_error",
             "rate_limited",
             message or "the upstream is rate limiting",
-            headers={"Retry-After": "1"},
+            headers={"Retry-After": retry_after if retry_after and retry_after.isdigit() else "1"},
         )
     return ApiError(
         502,

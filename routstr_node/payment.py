@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from cashu.core.nuts.nut18 import PaymentRequest
 
+from mints.directory import CheckedToken
 from mints.token import looks_like_token, parse_token
 from routstr_node.errors import ApiError, unauthorized
 from routstr_node.state import NodeState
@@ -80,11 +81,13 @@ async def resolve_payer(request: web.Request, node: NodeState, max_cost_msat: in
             "this request needs payment: an sk- key, a Cashu token as the key, or X-Cashu",
         )
     if looks_like_token(key):
-        return Payer(await _token_as_key(node, key), "token")
+        return Payer(await _token_as_key(node, key, max_cost_msat), "token")
     return Payer(await account_for_key(node, key), "account")
 
 
-async def _pay_per_request(node: NodeState, text: str, max_cost_msat: int) -> Payer:
+async def _checked_for(node: NodeState, text: str, max_cost_msat: int) -> CheckedToken:
+    """A token that can pay for this request, checked before it is redeemed: one too
+    small is refused with a 402 asking for enough, and stays the client's."""
     checked = await node.mints.check_token(text)
     if checked.value_after_fee * 1000 < max_cost_msat:
         raise payment_required(
@@ -93,16 +96,22 @@ async def _pay_per_request(node: NodeState, text: str, max_cost_msat: int) -> Pa
             f"the token is worth {checked.value_after_fee} sat after the mint's fee;"
             f" this request may cost up to {math.ceil(max_cost_msat / 1000)} sat",
         )
+    return checked
+
+
+async def _pay_per_request(node: NodeState, text: str, max_cost_msat: int) -> Payer:
+    checked = await _checked_for(node, text, max_cost_msat)
     received = await node.wallet.redeem_for_request(checked)
     return Payer(
         received.account_id, "xcashu", legacy=text.lstrip().startswith(("cashuA", "cashu:cashuA"))
     )
 
 
-async def _token_as_key(node: NodeState, text: str) -> int:
+async def _token_as_key(node: NodeState, text: str, max_cost_msat: int) -> int:
+    """The token's account; on first use the token must cover this request to be redeemed
+    (later uses spend what is left, and a shortfall is 402 insufficient_balance)."""
     token = parse_token(text)
     existing = await node.wallet.ledger.account_id_for_token(token.token_id)
     if existing is not None:
         return existing
-    checked = await node.mints.check_token(text)
-    return await node.wallet.redeem_as_key(checked)
+    return await node.wallet.redeem_as_key(await _checked_for(node, text, max_cost_msat))

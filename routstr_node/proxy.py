@@ -35,6 +35,7 @@ from routstr_node.upstream import Upstream
 from routstr_node.usage import (
     TokenUsage,
     reported_usage,
+    requested_choices,
     requested_max_output,
     response_text,
 )
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 STREAMING_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 _MAX_OUTPUT_TOKENS = 100_000_000  # no model writes more; bounds the reservation
+_MAX_CHOICES = 128  # OpenAI's limit for n
 _REQUIRED_INPUT = {
     "/v1/chat/completions": ("messages", "messages_required"),
     "/v1/completions": ("prompt", "prompt_required"),
@@ -81,9 +83,14 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
             f"max_tokens must be an integer from 1 to {_MAX_OUTPUT_TOKENS}",
             param="max_tokens",
         )
-    raw_len = len(raw)
-    prompt_bound = min(raw_len, model.context_length)
-    output_bound = 0 if path == "/v1/embeddings" else max_output
+    choices = requested_choices(path, body)
+    if not 0 < choices <= _MAX_CHOICES:
+        raise invalid_request(
+            "invalid_n", f"n and best_of must be integers from 1 to {_MAX_CHOICES}", param="n"
+        )
+    prompt_bound = min(len(raw), model.context_length)
+    per_choice = price.max_output_tokens if max_output is None else max_output
+    output_bound = 0 if path == "/v1/embeddings" else per_choice * choices
     most = max_cost_msat(price, prompt_bound, output_bound)
 
     payer = await resolve_payer(request, node, most)
@@ -95,9 +102,11 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
             change = await change_for(node, payer)
             if change:
                 headers["X-Cashu-Change"] = change
+        # the NUT-18 request asks for the whole request: paid as X-Cashu, a token pays
+        # for its own request alone, so a token worth only the shortfall would not do
         error = payment_required(
             node,
-            most - exc.available_msat,
+            most,
             f"insufficient balance: this request may cost up to {most} msat,"
             f" {exc.available_msat} msat are available",
             code="insufficient_balance",
@@ -136,6 +145,7 @@ async def _forward(call: PaidCall, upstream: Upstream, payload: bytes) -> web.Re
             raw = await resp.read()
             status = resp.status
             content_type = resp.content_type
+            retry_after = resp.headers.get("Retry-After")
     except TimeoutError:
         raise upstream_timeout(upstream) from None
     except aiohttp.ClientError as exc:
@@ -143,10 +153,10 @@ async def _forward(call: PaidCall, upstream: Upstream, payload: bytes) -> web.Re
     finally:
         call.node.metrics.upstream_latency[upstream.name].observe(time.perf_counter() - started)
     if status >= 400:
-        raise upstream_status_error(upstream, status, raw)
+        raise upstream_status_error(upstream, status, raw, retry_after)
     try:
         data: Any = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     counts = reported_usage(data.get("usage")) if isinstance(data, dict) else None
     usage = (

@@ -119,7 +119,12 @@ async def relay_stream(
     client_gone = False
     try:
         if upstream_resp.status >= 400:
-            raise upstream_status_error(upstream, upstream_resp.status, await upstream_resp.read())
+            raise upstream_status_error(
+                upstream,
+                upstream_resp.status,
+                await upstream_resp.read(),
+                upstream_resp.headers.get("Retry-After"),
+            )
         chunks = upstream_resp.content.iter_any().__aiter__()
         while not state.done:  # a cancellation (shutdown) still pays for what was delivered
             try:
@@ -196,6 +201,17 @@ def _final_events(
         "cost": cost_json(cost),
     }
     out = b""
+    if upstream_broke:  # before the usage event: that one is the stream's last before [DONE]
+        out += encode_event(
+            {
+                "error": {
+                    "message": f"the upstream stream broke off ({upstream_broke})",
+                    "type": "upstream_error",
+                    "code": "upstream_error",
+                    "param": None,
+                }
+            }
+        )
     final = state.final_response_event
     if final is not None and isinstance(final.get("response"), dict):
         final["response"]["usage"] = {**state.usage_extra, "cost": cost_json(cost)}
@@ -212,16 +228,4 @@ def _final_events(
     }
     if call.change_token:
         usage_event["cashu_change"] = call.change_token
-    out += encode_event(usage_event)
-    if upstream_broke:
-        out += encode_event(
-            {
-                "error": {
-                    "message": f"the upstream stream broke off ({upstream_broke})",
-                    "type": "upstream_error",
-                    "code": "upstream_error",
-                    "param": None,
-                }
-            }
-        )
-    return out + DONE
+    return out + encode_event(usage_event) + DONE

@@ -11,7 +11,7 @@ from routstr_node.errors import invalid_request
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
         raise invalid_request("invalid_json", "the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise invalid_request("invalid_json", "the request body must be a JSON object")

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 30.0
 # objects allocated between young-generation collections (CPython's default is 700)
 GC_YOUNG_THRESHOLD = 20_000
+# a Cashu token travels in a header (X-Cashu, Authorization) or a query string: one of a
+# few dozen proofs is over aiohttp's default 8,190 bytes a line or header
+MAX_HEADER_LINE_BYTES = 64 * 1024
 
 
 def settle_the_collector() -> None:
@@ -47,7 +50,13 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     app = create_app(settings, config_path=config_path)
-    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S, access_log=None)
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=SHUTDOWN_GRACE_S,
+        access_log=None,
+        max_line_size=MAX_HEADER_LINE_BYTES,
+        max_field_size=MAX_HEADER_LINE_BYTES,
+    )
     await runner.setup()
     bind_host = host or settings.node.host
     bind_port = settings.node.port if port is None else port

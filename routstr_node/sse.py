@@ -36,7 +36,7 @@ def event_data(event: bytes) -> str | None:
 def event_json(data: str) -> dict[str, Any] | None:
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

@@ -55,6 +55,23 @@ def requested_max_output(body: dict[str, Any]) -> int | None:
     return None
 
 
+_CHOICE_KEYS = {"/v1/chat/completions": ("n",), "/v1/completions": ("n", "best_of")}
+
+
+def requested_choices(path: str, body: dict[str, Any]) -> int:
+    """How many completions the upstream makes (``n``; ``best_of`` for completions):
+    each may produce up to the output cap. 0 for a count that is not a positive integer."""
+    count = 1
+    for key in _CHOICE_KEYS.get(path, ()):
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return 0
+        count = max(count, value)
+    return count
+
+
 def reported_usage(usage: Any) -> tuple[int, int] | None:
     """(input, output) from an OpenAI-style ``usage`` object, any endpoint's names."""
     if not isinstance(usage, dict):

@@ -38,6 +38,11 @@ class Ledger:
             return None
         return self._remember(digest, row.id) if generation == self._generation else row.id
 
+    def knows_key_hash(self, digest: str) -> bool:
+        """Whether a key with this hash was seen to open an account, from memory alone (no
+        database read): what may be trusted before the key itself is checked."""
+        return digest in self._ids
+
     async def account_id_for_token(self, token_id: str) -> int | None:
         """The account a token used as a key opened (None: not redeemed as a key here)."""
         cached = self._ids.get(token_id)

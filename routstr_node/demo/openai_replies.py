@@ -79,7 +79,7 @@ def chat_body(reply: Reply, *, with_usage: bool) -> JSONObject:
         "model": reply.model,
         "choices": [
             {
-                "index": 0,
+                "index": index,
                 "message": {
                     "role": "assistant",
                     "content": reply.text,
@@ -89,6 +89,7 @@ def chat_body(reply: Reply, *, with_usage: bool) -> JSONObject:
                 "logprobs": None,
                 "finish_reason": _finish_reason(reply),
             }
+            for index in range(reply.choices)
         ],
         "service_tier": "default",
         "system_fingerprint": SYSTEM_FINGERPRINT,
@@ -110,16 +111,19 @@ def chat_stream(reply: Reply, *, with_usage: bool) -> list[bytes]:
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
 
-    def chunk(delta: JSONObject, finish_reason: str | None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    def chunk(delta: JSONObject, finish_reason: str | None, index: int = 0) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         payload = {**base, "choices": [choice]}
         if send_usage:
             payload["usage"] = None
         return sse(payload)
 
-    events = [chunk({"role": "assistant", "content": "", "refusal": None}, None)]
-    events.extend(chunk({"content": piece}, None) for piece in reply.pieces())
-    events.append(chunk({}, _finish_reason(reply)))
+    indexes = range(reply.choices)  # with n > 1 the answers' chunks take turns, as OpenAI's do
+    events = [
+        chunk({"role": "assistant", "content": "", "refusal": None}, None, i) for i in indexes
+    ]
+    events.extend(chunk({"content": piece}, None, i) for piece in reply.pieces() for i in indexes)
+    events.extend(chunk({}, _finish_reason(reply), i) for i in indexes)
     if send_usage:
         events.append(sse({**base, "choices": [], "usage": chat_usage(reply)}))
     events.append(SSE_DONE)

@@ -146,6 +146,7 @@ class Reply:
     truncated: bool
     stream: bool
     include_usage: bool
+    choices: int = 1  # the request's n: as many answers, each billed
 
     @property
     def text(self) -> str:
@@ -153,7 +154,7 @@ class Reply:
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.words)
+        return len(self.words) * self.choices
 
     def pieces(self) -> list[str]:
         """One word per stream chunk; the pieces concatenate to `text`."""
@@ -198,7 +199,8 @@ def parse_chat(body: JSONObject, forced_words: int | None) -> Reply:
         count_tokens(content_text(m.get("content"))) for m in messages if isinstance(m, dict)
     )
     words, truncated = reply_words(_last_user_text(messages), forced_words, cap)
-    return Reply(model, prompt_tokens, words, truncated, stream, include_usage)
+    choices = _positive_int(body, "n") or 1
+    return Reply(model, prompt_tokens, words, truncated, stream, include_usage, choices)
 
 
 def _prompt_texts(value: Any, name: str) -> list[str]:

@@ -41,6 +41,7 @@ from routstr_node.demo.openai_requests import (
 
 __all__ = [
     "BEHAVIOUR_KEY",
+    "RETRY_AFTER_S",
     "RecordedRequest",
     "RunningUpstream",
     "UpstreamBehaviour",
@@ -88,8 +89,12 @@ class UpstreamBehaviour:
 BEHAVIOUR_KEY = web.AppKey("behaviour", UpstreamBehaviour)
 
 
+RETRY_AFTER_S = 20  # what a rate-limited provider asks for
+
+
 def _error_response(error: ApiError) -> web.Response:
-    return web.json_response(error.body(), status=error.status)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status == 429 else None
+    return web.json_response(error.body(), status=error.status, headers=headers)
 
 
 def _check_api_key(request: web.Request, expected: str | None) -> None:

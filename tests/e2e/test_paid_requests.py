@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+from cashu.core.nuts.nut18 import PaymentRequest
 from support.e2e import (
     SdkFactory,
     assert_balanced,
@@ -23,6 +24,7 @@ from support.e2e import (
     cost_of,
     get,
     post,
+    reservation_of,
     reservations,
     stream_post,
     token_account,
@@ -381,8 +383,6 @@ async def test_sk_account_pays_from_its_balance(
 ) -> None:
     token = await ecash.token(500, mint_url=mint.url)
     created = await post(f"{node.url}/v1/wallet/create", {"cashu_token": token})
-    if created.status == 404:
-        pytest.skip("wallet/create not yet available")
     assert created.status == 201, created.raw
     assert created.body["api_key"].startswith("sk-")
     assert created.body["balance"] == 500
@@ -465,3 +465,45 @@ async def test_refund_during_the_request_does_not_split_the_change(
     else:  # refused while the request runs: an error in the contract's envelope
         assert 400 <= during.status < 500, during.raw
         assert_error(during, during.status, during.body["error"]["code"])
+
+
+async def test_every_answer_asked_for_is_reserved_and_charged(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    """`n` answers (and `best_of` candidates) each may use max_tokens: all are reserved."""
+    url = f"{node.url}/v1/chat/completions"
+    three = chat_body(PROMPT, max_tokens=20, n=3)
+    asked = await post(url, three)
+    assert_error(asked, 402, "payment_required", "insufficient_quota")
+    needed = PaymentRequest.deserialize(asked.headers["X-Cashu"]).a
+    assert needed == math.ceil(reservation_of(three, 3 * 20) / 1000)
+    best_of = b'{"model": "test-model", "prompt": "hi", "max_tokens": 20, "best_of": 4, "n": 2}'
+    asked = await post(f"{node.url}/v1/completions", best_of)
+    assert PaymentRequest.deserialize(asked.headers["X-Cashu"]).a == math.ceil(
+        reservation_of(best_of, 4 * 20) / 1000
+    )
+
+    token = await ecash.token(500, mint_url=mint.url)
+    paid = await post(url, three, {"X-Cashu": token})
+    assert paid.status == 200, paid.raw
+    assert [c["message"]["content"] for c in paid.body["choices"]] == [REPLY] * 3
+    expected = cost_of(count_tokens(PROMPT), 3 * count_tokens(REPLY))
+    assert paid.headers["X-Routstr-Cost-Msats"] == str(expected)
+    assert await ecash.redeem(paid.headers["X-Cashu"]) == change_sat(500, expected)
+
+    key = {"Authorization": f"Bearer {await ecash.token(500, mint_url=mint.url)}"}
+    status, _, events, raw = await stream_post(
+        url, chat_body(PROMPT, max_tokens=20, n=2, stream=True), key
+    )
+    assert status == 200, raw
+    final = [e.json for e in events if e.data != "[DONE]"][-1]
+    expected = cost_of(count_tokens(PROMPT), 2 * count_tokens(REPLY))
+    assert final["usage"]["cost"]["total_msats"] == expected
+
+    refused = await ecash.token(500, mint_url=mint.url)
+    for bad in (0, -1, 129, "2", 1.5, True):
+        answer = await post(url, chat_body(PROMPT, n=bad), {"X-Cashu": refused})
+        assert_error(answer, 400, "invalid_n", "invalid_request_error")
+        assert answer.body["error"]["param"] == "n"
+    assert not await ecash.is_spent(refused)
+    await assert_balanced(node)

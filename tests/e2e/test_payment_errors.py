@@ -35,7 +35,7 @@ from support.ecash import EcashFactory
 from support.node import RunningNode, _free_port, run_node
 
 from routstr_node.demo.mint import LocalMint
-from routstr_node.demo.upstream import RunningUpstream
+from routstr_node.demo.upstream import RETRY_AFTER_S, RunningUpstream
 
 PROMPT = "hello there friend"
 
@@ -108,18 +108,38 @@ async def test_too_small_x_cashu_token_gets_402_and_stays_unspent(
     assert await ecash.redeem(token) == 2  # still whole
 
 
-async def test_token_as_key_with_too_little_balance_gets_402_insufficient_balance(
+async def test_token_as_key_too_small_stays_unspent_and_a_short_account_gets_402(
     node: RunningNode, ecash: EcashFactory, mint: LocalMint
 ) -> None:
-    body = chat_body(PROMPT, max_tokens=20)
-    token = await ecash.token(10, mint_url=mint.url)
-    answer = await post(chat_url(node), body, {"Authorization": f"Bearer {token}"})
-    assert_error(answer, 402, "insufficient_balance", "insufficient_quota")
-    # what is missing: the most the request can cost minus the 10 sat the account holds
-    assert payment_request(answer).a == math.ceil((reservation_of(body, 20) - 10_000) / 1000)
+    big, small = chat_body(PROMPT, max_tokens=20), chat_body(PROMPT, max_tokens=5)
+    assert reservation_of(small, 5) < 120_000 < reservation_of(big, 20)
+    token = await ecash.token(120, mint_url=mint.url)
+    key = {"Authorization": f"Bearer {token}"}
+    # first use: a token that cannot pay this request is refused before it is redeemed
+    refused = await post(chat_url(node), big, key)
+    assert_error(refused, 402, "payment_required", "insufficient_quota")
+    assert payment_request(refused).a == math.ceil(reservation_of(big, 20) / 1000)
+    assert not await ecash.is_spent(token)
+    assert token_account(node, token) is None
+    # a request it can pay redeems it; what is left is the token's account
+    paid = await post(chat_url(node), small, key)
+    assert paid.status == 200, paid.raw
+    assert await ecash.is_spent(token)
+    left = 120_000 - int(paid.headers["X-Routstr-Cost-Msats"])
+    # later, too little left: 402 insufficient_balance, asking for the whole request (a
+    # NUT-24 client pays it as X-Cashu, which pays for that request alone)
+    short = await post(chat_url(node), big, key)
+    assert_error(short, 402, "insufficient_balance", "insufficient_quota")
+    assert payment_request(short).a == math.ceil(reservation_of(big, 20) / 1000)
     account = token_account(node, token)
     assert account is not None
-    assert (account.balance_msat, account.reserved_msat) == (10_000, 0)
+    assert (account.balance_msat, account.reserved_msat) == (left, 0)
+    answer = await post(
+        chat_url(node),
+        big,
+        {"X-Cashu": await ecash.token(payment_request(short).a or 0, mint_url=mint.url)},
+    )
+    assert answer.status == 200, answer.raw
     await assert_balanced(node)
 
 
@@ -236,6 +256,35 @@ async def test_invalid_requests_are_refused_before_any_payment(
     assert reservations(node) == []
 
 
+async def test_unreadable_bodies_and_wrong_methods_get_the_envelope(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(300, mint_url=mint.url)
+    too_deep = b"[" * 100_000 + b"]" * 100_000  # valid JSON, nested deeper than Python goes
+    answer = await post(chat_url(node), too_deep, {"X-Cashu": token})
+    assert_error(answer, 400, "invalid_json", "invalid_request_error")
+    not_gzip = {"X-Cashu": token, "Content-Encoding": "gzip"}
+    answer = await post(chat_url(node), chat_body(PROMPT), not_gzip)
+    assert_error(answer, 400, "invalid_body", "invalid_request_error")
+    answer = await get(chat_url(node))
+    assert_error(answer, 405, "method_not_allowed", "invalid_request_error")
+    assert answer.headers["Allow"] == "POST"
+    assert not await ecash.is_spent(token)
+    assert reservations(node) == []
+
+
+async def test_a_token_of_many_proofs_pays_in_a_header(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(200, mint_url=mint.url, legacy=True, split=[1] * 72 + [128])
+    assert len(token) > 16_000  # twice aiohttp's default limit for one header
+    answer = await post(chat_url(node), chat_body(PROMPT, max_tokens=5), {"X-Cashu": token})
+    assert answer.status == 200, answer.raw
+    cost = int(answer.headers["X-Routstr-Cost-Msats"])
+    assert await ecash.redeem(answer.headers["X-Cashu"]) == (200_000 - cost) // 1000
+    await assert_balanced(node)
+
+
 async def test_body_over_the_limit_is_413(
     tmp_path: Path,
     mint: LocalMint,
@@ -297,32 +346,46 @@ async def _away_from_a_minute_boundary() -> None:
 
 
 async def test_rate_limit_refuses_the_fourth_request_with_retry_after(
-    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream, ecash: EcashFactory
 ) -> None:
     extra = "[limits]\nrequests_per_minute = 3\n"
     async with run_node(tmp_path / "node", [mint.url], upstream.url, extra_toml=extra) as node:
+        token = await ecash.token(200, mint_url=mint.url)
         await _away_from_a_minute_boundary()
-        # per client address on unpaid routes
-        answers = [await get(f"{node.url}/v1/models") for _ in range(4)]
-        assert [a.status for a in answers[:3]] == [200, 200, 200]
-        assert [int(a.headers["X-RateLimit-Remaining"]) for a in answers[:3]] == [2, 1, 0]
+        # per client address on unpaid routes: this creation is the address's first
+        created = await post(f"{node.url}/v1/wallet/create", {"cashu_token": token})
+        assert created.status == 201, created.raw
+        key = {"Authorization": f"Bearer {created.body['api_key']}"}
+        # a key the node has not yet seen open an account counts against the address: the
+        # second of three
+        first_use = await post(chat_url(node), chat_body(PROMPT, max_tokens=5), key)
+        assert first_use.status == 200, first_use.raw
+        assert first_use.headers["X-RateLimit-Remaining"] == "1"
+        answers = [await get(f"{node.url}/v1/models") for _ in range(2)]
+        assert answers[0].status == 200
+        assert answers[0].headers["X-RateLimit-Remaining"] == "0"
         assert all(a.headers["X-RateLimit-Limit"] == "3" for a in answers)
-        refused = answers[3]
+        refused = answers[1]
         assert_error(refused, 429, "rate_limited", "rate_limit_error")
         assert int(refused.headers["Retry-After"]) >= 1
         assert_counted(refused)
         health = await get(f"{node.url}/health")
         assert health.status == 200  # not counted
 
-        # per payer on paid routes: another payer is not held back by this address
-        key = {"Authorization": "Bearer sk-garbage"}
-        payer = [await post(chat_url(node), chat_body(PROMPT), key) for _ in range(4)]
-        for answer in payer[:3]:
-            assert_error(answer, 401, "invalid_api_key")
-        assert_error(payer[3], 429, "rate_limited", "rate_limit_error")
-        assert int(payer[3].headers["Retry-After"]) >= 1
-        other = await post(chat_url(node), chat_body(PROMPT), {"X-API-Key": "sk-other"})
-        assert_error(other, 401, "invalid_api_key")
+        # per payer on paid routes: a known account is not held back by this address
+        paid = [await post(chat_url(node), chat_body(PROMPT, max_tokens=5), key) for _ in range(4)]
+        assert [a.status for a in paid[:3]] == [200, 200, 200], paid[0].raw
+        assert [a.headers["X-RateLimit-Remaining"] for a in paid[:3]] == ["2", "1", "0"]
+        assert_error(paid[3], 429, "rate_limited", "rate_limit_error")
+        assert int(paid[3].headers["Retry-After"]) >= 1
+        # made-up keys are not payers: a new one per request is no fresh allowance
+        for made_up in ({"Authorization": "Bearer sk-garbage"}, {"X-API-Key": "sk-other"}):
+            answer = await post(chat_url(node), chat_body(PROMPT), made_up)
+            assert_error(answer, 429, "rate_limited", "rate_limit_error")
+        # tokens are payers of their own: X-Cashu pays while the address is held back
+        fresh = await ecash.token(200, mint_url=mint.url)
+        answer = await post(chat_url(node), chat_body(PROMPT, max_tokens=5), {"X-Cashu": fresh})
+        assert answer.status == 200, answer.raw
 
 
 # -- upstream failures ------------------------------------------------------------------------
@@ -345,6 +408,26 @@ async def test_upstream_500_is_502_and_nothing_is_charged(
     assert await ecash.redeem(answer.headers["X-Cashu"]) == 300  # the whole value back
     ((_, state, charged),) = reservations(node)
     assert (state, charged) == ("released", 0)
+    await assert_balanced(node)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_upstream_429_keeps_its_retry_after_and_nothing_is_charged(
+    node: RunningNode,
+    upstream: RunningUpstream,
+    ecash: EcashFactory,
+    mint: LocalMint,
+    stream: bool,
+) -> None:
+    upstream.behaviour.fail_status = 429
+    token = await ecash.token(300, mint_url=mint.url)
+    key = {"Authorization": f"Bearer {token}"}
+    answer = await post(chat_url(node), chat_body(PROMPT, stream=stream), key)
+    assert_error(answer, 429, "rate_limited", "rate_limit_error")
+    assert answer.headers["Retry-After"] == str(RETRY_AFTER_S)
+    account = token_account(node, token)
+    assert account is not None
+    assert (account.balance_msat, account.reserved_msat) == (300_000, 0)
     await assert_balanced(node)
 
 
@@ -402,6 +485,10 @@ async def test_stream_cut_midway_delivers_what_came_and_charges_within_the_reser
     ]
     assert len(usage_events) == 1
     assert usage_events[0]["choices"] == []
+    # the break is told in an error event; the usage event still ends the stream
+    assert [e.data for e in events[-2:]][1] == "[DONE]"
+    assert events[-2].json == usage_events[0]
+    assert events[-3].json["error"]["code"] == "upstream_error"
     cost = usage_events[0]["usage"]["cost"]["total_msats"]
     ((reserved, state, charged),) = reservations(node)
     assert state == "charged"

@@ -93,17 +93,27 @@ class EcashFactory:
             raise RuntimeError(f"nutshell wallet could not load the mint at {url}")
         return wallet
 
-    async def token(self, amount_sat: int, *, mint_url: str, legacy: bool = False) -> str:
-        """A new cashuB (or cashuA if `legacy`) token worth exactly `amount_sat`."""
+    async def token(
+        self,
+        amount_sat: int,
+        *,
+        mint_url: str,
+        legacy: bool = False,
+        split: list[int] | None = None,
+    ) -> str:
+        """A new cashuB (or cashuA if `legacy`) token worth exactly `amount_sat`, of proofs
+        of the amounts in `split` (powers of two) if given."""
         if amount_sat < 1:
             raise ValueError("a token must be worth at least 1 sat")
+        if split is not None and sum(split) != amount_sat:
+            raise ValueError("the split must add up to the amount")
         mint_wallet = await self._wallet(mint_url)
         async with mint_wallet.lock:
             wallet = mint_wallet.wallet
             quote = await wallet.request_mint(amount_sat)
             await _wait_until_paid(wallet, quote.quote)
             proofs = await wallet.mint(
-                amount_sat, quote_id=quote.quote, split=amount_split(amount_sat)
+                amount_sat, quote_id=quote.quote, split=split or amount_split(amount_sat)
             )
             token: str = await wallet.serialize_proofs(proofs, legacy=legacy)
         return token
