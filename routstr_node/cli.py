@@ -13,11 +13,17 @@ import click
 from routstr_node.config import DEFAULT_PATH, ConfigError, Settings, load_settings
 
 
-def _settings(config: Path) -> Settings:
+class _CannotAudit(click.ClickException):
+    """The audit could not run at all: exit 2, as 1 means the books do not balance."""
+
+    exit_code = 2
+
+
+def _settings(config: Path, failure: type[click.ClickException] = click.ClickException) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as exc:
-        raise click.ClickException(exc.message) from None
+        raise failure(exc.message) from None
 
 
 config_option = click.option(
@@ -58,15 +64,17 @@ def audit(config: Path) -> None:
     """Check custody against the ledger (also while the node runs).
 
     Prints one JSON object; exits 0 when unspent proofs (checked at the mints) plus
-    proofs in flight equal balances + reserved + unclaimed change + earnings, else 1.
+    proofs in flight equal balances + reserved + unclaimed change + earnings, else 1
+    (also when a mint cannot be asked). Exits 2, printing why, when it cannot run: a
+    bad configuration, or no wallet database in data_dir.
     """
     from routstr_node.audit_command import NoLedger, run_audit
 
-    settings = _settings(config)
+    settings = _settings(config, _CannotAudit)
     try:
         report = asyncio.run(run_audit(settings))
     except NoLedger as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _CannotAudit(str(exc)) from None
     click.echo(json.dumps(report, sort_keys=True))
     sys.exit(0 if report["balanced"] else 1)
 

@@ -58,11 +58,12 @@ async def info(request: web.Request) -> web.Response:
 
 
 def _provider_summary(node: NodeState, name: str) -> dict[str, object]:
+    upstream = node.upstreams.get(name)
     return {
         "name": name,
         "models": [m.id for m in node.settings.models if m.upstream == name],
         "endpoints": list(PROXIED_PATHS),
-        "status": "active" if node.upstreams.get(name) is not None else "down",
+        "status": upstream.status if upstream is not None else "down",
     }
 
 

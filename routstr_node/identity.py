@@ -17,22 +17,26 @@ def _bech32(prefix: str, data: bytes) -> str:
     return str(bech32.bech32_encode(prefix, words))
 
 
-def _secret_from_nsec(nsec: str) -> bytes:
+def secret_from_nsec(nsec: str) -> bytes:
+    """The 32-byte key of an ``nsec1…`` or a 64-hex-character secret (ValueError if neither)."""
     if nsec.startswith("nsec1"):
         prefix, words = bech32.bech32_decode(nsec)
         data = bech32.convertbits(words, 5, 8, False) if words is not None else None
         if prefix != "nsec" or data is None or len(data) != 32:
-            raise ValueError("nostr.nsec is not a valid nsec")
+            raise ValueError("not a valid nsec1… key")
         return bytes(data)
-    secret = bytes.fromhex(nsec)
+    try:
+        secret = bytes.fromhex(nsec)
+    except ValueError:
+        secret = b""
     if len(secret) != 32:
-        raise ValueError("nostr.nsec must be an nsec1… or 64 hex characters")
+        raise ValueError("must be an nsec1… key or 64 hex characters")
     return secret
 
 
 def load_secret(data_dir: Path, nsec: str | None) -> bytes:
     if nsec:
-        return _secret_from_nsec(nsec)
+        return secret_from_nsec(nsec)
     path = data_dir / KEY_FILE
     if path.exists():
         return bytes.fromhex(path.read_text().strip())

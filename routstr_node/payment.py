@@ -65,6 +65,12 @@ async def account_for_key(node: NodeState, key: str) -> int:
     if key.startswith((API_KEY_PREFIX, ADMIN_KEY_PREFIX)):
         account_id = await node.wallet.ledger.account_id_for_key(key)
     if account_id is None:
+        if looks_like_token(key):
+            raise unauthorized(
+                "invalid_api_key",
+                "a Cashu token is not an sk- key: a token used as a key has its balance"
+                " at /v1/balance/info and /v1/balance/refund",
+            )
         raise unauthorized("invalid_api_key", "the API key is not valid")
     return account_id
 

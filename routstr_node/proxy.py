@@ -147,11 +147,14 @@ async def _forward(call: PaidCall, upstream: Upstream, payload: bytes) -> web.Re
             content_type = resp.content_type
             retry_after = resp.headers.get("Retry-After")
     except TimeoutError:
+        upstream.answered(None)
         raise upstream_timeout(upstream) from None
     except aiohttp.ClientError as exc:
+        upstream.answered(None)
         raise upstream_failed(upstream, f"{type(exc).__name__}") from None
     finally:
         call.node.metrics.upstream_latency[upstream.name].observe(time.perf_counter() - started)
+    upstream.answered(status)
     if status >= 400:
         raise upstream_status_error(upstream, status, raw, retry_after)
     try:

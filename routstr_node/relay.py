@@ -108,9 +108,12 @@ async def relay_stream(
             upstream.url(call.path), data=payload, headers=upstream.headers(stream=True)
         )
     except TimeoutError:
+        upstream.answered(None)
         raise upstream_timeout(upstream) from None
     except aiohttp.ClientError as exc:
+        upstream.answered(None)
         raise upstream_failed(upstream, type(exc).__name__) from None
+    upstream.answered(upstream_resp.status)
     node.metrics.upstream_latency[upstream.name].observe(time.perf_counter() - started)
     response: web.StreamResponse | None = None
     state = _StreamState()

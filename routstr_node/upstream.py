@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import aiohttp
 
 from routstr_node.config import UpstreamConfig
+
+log = logging.getLogger(__name__)
+
+# failed calls in a row (no answer, or a 5xx) after which a provider is listed as down:
+# one failure may be the request's, three in a row are the provider's
+DOWN_AFTER_FAILURES = 3
 
 
 @dataclass
@@ -16,6 +23,19 @@ class Upstream:
     api_key: str | None
     timeout_s: float
     session: aiohttp.ClientSession
+    failures_in_a_row: int = 0
+
+    @property
+    def status(self) -> str:
+        """What /v1/providers shows: "down" until a call works again (calls still go)."""
+        return "down" if self.failures_in_a_row >= DOWN_AFTER_FAILURES else "active"
+
+    def answered(self, status: int | None) -> None:
+        """Count a call's outcome; ``status`` None: no answer (unreachable, timed out)."""
+        if status is None or status >= 500:
+            self.failures_in_a_row += 1
+        else:
+            self.failures_in_a_row = 0
 
     def url(self, node_path: str) -> str:
         """``/v1/chat/completions`` → ``<base_url>/chat/completions``."""
@@ -56,6 +76,12 @@ class Upstreams:
                 await current.session.close()
                 del self._by_name[name]
         for name, config in wanted.items():
+            if config.api_key is None and config.api_key_env is not None:
+                log.warning(
+                    "upstream '%s' has no API key: api_key_env names %s, which is not set",
+                    name,
+                    config.api_key_env,
+                )
             if name in self._by_name:
                 self._by_name[name].api_key = config.api_key
                 continue

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from routstr_node.config.errors import ConfigError, from_validation_error
 from routstr_node.config.models import Settings
 from routstr_node.config.patch import LIST_SECTIONS
+from routstr_node.identity import secret_from_nsec
 
 ENV_PREFIX = "ROUTSTR_"
 DEFAULT_PATH = Path("node.toml")
@@ -36,7 +37,32 @@ def load_settings(path: Path = DEFAULT_PATH, environ: Mapping[str, str] = os.env
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc, source, env_sources) from None
-    return settings.with_env_secrets(environ)
+    settings = settings.with_env_secrets(environ)
+    _check_at_start(settings, source, env_sources, given_nsec="nsec" in data.get("nostr", {}))
+    return settings
+
+
+def _check_at_start(
+    settings: Settings, source: str, env_sources: Mapping[str, str], *, given_nsec: bool
+) -> None:
+    """What only shows once secrets are read and the disk is looked at: the nostr key
+    decodes, and data_dir is (or can become) a directory."""
+    nsec = settings.nostr.nsec
+    if nsec is not None:
+        try:
+            secret_from_nsec(nsec)
+        except ValueError as exc:
+            where = (
+                f"{env_sources.get('nostr.nsec', source)}: nostr.nsec"
+                if given_nsec
+                else f"{settings.nostr.nsec_env} (nostr.nsec_env in {source})"
+            )
+            raise ConfigError(f"{where}: {exc}", "nostr.nsec") from None
+    data_dir = settings.node.data_dir
+    if data_dir.exists() and not data_dir.is_dir():
+        where = env_sources.get("node.data_dir", source)
+        message = f"{where}: node.data_dir: {data_dir} exists and is not a directory"
+        raise ConfigError(message, "node.data_dir")
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from support.ecash import EcashFactory
 from support.node import RunningNode
 
 from routstr_node.demo.mint import LocalMint
+from routstr_node.demo.upstream import RunningUpstream
 
 PROXIED = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"]
 MODEL_KEYS = {"id", "object", "created", "owned_by", "context_length", "pricing", "sats_pricing"}
@@ -131,6 +132,29 @@ async def test_providers(node: RunningNode) -> None:
 
     missing = await get(f"{node.url}/v1/providers/nope")
     assert_error(missing, 404, "not_found", "not_found_error")
+
+
+async def test_a_failing_provider_is_down_until_a_call_works(
+    node: RunningNode, upstream: RunningUpstream, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    key = {"Authorization": f"Bearer {await ecash.token(500, mint_url=mint.url)}"}
+    url = f"{node.url}/v1/chat/completions"
+
+    async def status() -> str:
+        listed = (await get(f"{node.url}/v1/providers")).body["providers"][0]["status"]
+        one = (await get(f"{node.url}/v1/providers/fake")).body["status"]
+        assert listed == one
+        return str(one)
+
+    upstream.behaviour.fail_status = 503
+    seen = []
+    for stream in (False, True, False):  # three failures in a row, plain or streamed
+        assert (await post(url, chat_body("hi", stream=stream), key)).status == 502
+        seen.append(await status())
+    assert seen == ["active", "active", "down"]
+    upstream.behaviour.fail_status = 400  # the request's fault, not the provider's
+    assert (await post(url, chat_body("hi"), key)).status == 400
+    assert await status() == "active"
 
 
 async def test_health(node: RunningNode) -> None:

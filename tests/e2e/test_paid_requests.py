@@ -144,6 +144,14 @@ async def test_token_as_key_redeems_once_then_spends_the_balance(
             1000 * 1000 - spent,
             0,
         )
+    # its balance is in Routstr's dialect; the sk- wallet routes say where to look
+    key = {"Authorization": f"Bearer {token}"}
+    info = await get(f"{node.url}/v1/balance/info", key)
+    assert info.status == 200, info.raw
+    assert info.body["balance"] == 1000 * 1000 - spent
+    wallet = await get(f"{node.url}/v1/wallet/balance", key)
+    assert_error(wallet, 401, "invalid_api_key", "authentication_error")
+    assert "/v1/balance/info" in wallet.body["error"]["message"]
     await assert_balanced(node)
 
 

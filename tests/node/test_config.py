@@ -18,6 +18,7 @@ from routstr_node.config import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+VALID_NSEC = "nsec1qypqxpq9qcrsszg2pvxq6rs0zqg3yyc5z5tpwxqergd3c8g7rusqpqcc2y"
 SHARED_EXAMPLE = Path("/work/shared/node.example.toml")
 
 # A copy of the contract's node.example.toml, so the test stands without /work/shared.
@@ -242,9 +243,9 @@ def test_env_override_null_switches_to_live_rate(in_tmp: Path) -> None:
 
 def test_env_override_creates_missing_section(in_tmp: Path) -> None:
     settings = load_text(
-        MINIMAL, {"ROUTSTR_NOSTR__NSEC": "nsec1direct", "ROUTSTR_ADMIN__PASSWORD": "12"}
+        MINIMAL, {"ROUTSTR_NOSTR__NSEC": VALID_NSEC, "ROUTSTR_ADMIN__PASSWORD": "12"}
     )
-    assert settings.nostr.nsec == "nsec1direct"
+    assert settings.nostr.nsec == VALID_NSEC
     assert settings.admin.password == "12"  # text, although it parses as JSON
 
 
@@ -299,12 +300,12 @@ def test_secrets_come_from_the_named_variables(in_tmp: Path) -> None:
         {
             "OPENAI_API_KEY": "sk-env",
             "ROUTSTR_ADMIN_PASSWORD": "pw-env",
-            "ROUTSTR_NSEC": "nsec1env",
+            "ROUTSTR_NSEC": VALID_NSEC,
         },
     )
     assert settings.upstreams[0].api_key == "sk-env"
     assert settings.admin.password == "pw-env"
-    assert settings.nostr.nsec == "nsec1env"
+    assert settings.nostr.nsec == VALID_NSEC
 
 
 def test_a_direct_secret_wins_over_its_env(in_tmp: Path) -> None:
@@ -324,6 +325,28 @@ def test_unset_or_empty_secret_variables_leave_the_secret_unset(in_tmp: Path) ->
     assert settings.upstreams[0].api_key is None
     assert settings.admin.password is None
     assert settings.nostr.nsec is None
+
+
+def test_a_nostr_key_that_does_not_decode_stops_the_node(in_tmp: Path) -> None:
+    with_hex = load_text(EXAMPLE_TOML, {"ROUTSTR_NSEC": "01" * 32})
+    assert with_hex.nostr.nsec == "01" * 32
+    in_file = load_error(MINIMAL + '[nostr]\nnsec = "garbage"\n')
+    assert str(in_file) == "node.toml: nostr.nsec: must be an nsec1… key or 64 hex characters"
+    assert in_file.param == "nostr.nsec"
+    overridden = load_error(MINIMAL, {"ROUTSTR_NOSTR__NSEC": VALID_NSEC[:-1] + "x"})
+    assert str(overridden) == "ROUTSTR_NOSTR__NSEC: nostr.nsec: not a valid nsec1… key"
+    from_env = load_error(EXAMPLE_TOML, {"ROUTSTR_NSEC": "abcd"})
+    assert str(from_env) == (
+        "ROUTSTR_NSEC (nostr.nsec_env in node.toml): must be an nsec1… key or 64 hex characters"
+    )
+
+
+def test_a_data_dir_that_is_a_file_stops_the_node(in_tmp: Path) -> None:
+    (in_tmp / "taken").write_text("a file")
+    text = MINIMAL.replace("[mints]", '[node]\ndata_dir = "taken"\n\n[mints]', 1)
+    error = load_error(text)
+    assert str(error) == "node.toml: node.data_dir: taken exists and is not a directory"
+    assert error.param == "node.data_dir"
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -517,7 +540,7 @@ SECRET_TOML = (
 
 @pytest.fixture
 def secret_settings(in_tmp: Path) -> Settings:
-    return load_text(SECRET_TOML, {"ROUTSTR_ADMIN_PASSWORD": "pw", "ROUTSTR_NSEC": "nsec1key"})
+    return load_text(SECRET_TOML, {"ROUTSTR_ADMIN_PASSWORD": "pw", "ROUTSTR_NSEC": VALID_NSEC})
 
 
 def test_redacted_hides_every_secret(secret_settings: Settings) -> None:
@@ -537,7 +560,7 @@ def test_redacted_hides_every_secret(secret_settings: Settings) -> None:
     assert shown["admin"]["password"] == REDACTED
     assert shown["nostr"]["nsec"] == REDACTED
     text = json.dumps(shown, default=json_default)
-    for secret in ("sk-openai", '"pw"', "nsec1key"):
+    for secret in ("sk-openai", '"pw"', VALID_NSEC):
         assert secret not in text
     assert json.loads(text)["pricing"]["btc_usd"] == 100000
     assert json.loads(text)["models"][0]["input_usd_per_1m"] == 0.15
@@ -587,7 +610,7 @@ def test_patch_redacted_keeps_secrets(secret_settings: Settings) -> None:
     assert new.upstream("openai").base_url == "https://api.example.org/v1"
     assert new.upstream("local").api_key is None
     assert new.admin.password == "pw"
-    assert new.nostr.nsec == "nsec1key"
+    assert new.nostr.nsec == VALID_NSEC
     assert new.nostr.announce is True
 
 

@@ -383,3 +383,25 @@ async def test_the_audit_finds_a_tampered_ledger(
     code, printed = await run_cli_audit(config)
     assert (code, printed["balanced"]) == (1, False)
     assert printed["difference_msat"] == report.difference_msat
+
+
+async def test_an_audit_that_cannot_run_exits_2_not_1(tmp_path: Path) -> None:
+    """1 means "does not balance": a monitor must tell that from a broken setup."""
+    config = tmp_path / "node.toml"
+    empty = tmp_path / "empty"
+    config.write_text(f'[node]\ndata_dir = "{empty}"\n[mints]\ntrusted = ["http://127.0.0.1:9"]\n')
+    for argv, why in (
+        (["--config", str(config)], f"no wallet database in {empty}"),
+        (["--config", str(tmp_path / "missing.toml")], "missing.toml: file not found"),
+    ):
+        child = await asyncio.create_subprocess_exec(
+            str(ROUTSTR_NODE),
+            "audit",
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await child.communicate()
+        assert child.returncode == 2, (out, err)
+        assert out == b""
+        assert why in err.decode()

@@ -1,0 +1,48 @@
+"""The upstream registry: what it tells the operator, and when a provider counts as down."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from routstr_node.config import UpstreamConfig
+from routstr_node.upstream import DOWN_AFTER_FAILURES, Upstreams
+
+
+async def test_a_key_variable_that_is_not_set_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstreams = Upstreams()
+    configs = [
+        UpstreamConfig(name="keyed", base_url="http://127.0.0.1:9/v1", api_key="sk-x"),
+        UpstreamConfig(name="local", base_url="http://127.0.0.1:9/v1"),  # needs no key
+        UpstreamConfig(name="forgot", base_url="http://127.0.0.1:9/v1", api_key_env="NOT_SET"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="routstr_node.upstream"):
+        await upstreams.configure(configs)
+    try:
+        assert [r.getMessage() for r in caplog.records] == [
+            "upstream 'forgot' has no API key: api_key_env names NOT_SET, which is not set"
+        ]
+        assert "sk-x" not in caplog.text
+    finally:
+        await upstreams.close()
+
+
+async def test_down_after_failures_in_a_row_and_up_after_one_answer() -> None:
+    upstreams = Upstreams()
+    await upstreams.configure([UpstreamConfig(name="u", base_url="http://127.0.0.1:9/v1")])
+    upstream = upstreams.get("u")
+    assert upstream is not None
+    try:
+        for outcome in (None, 502, 200, None, 500):  # broken by a success: still active
+            upstream.answered(outcome)
+        assert upstream.status == "active"
+        for _ in range(DOWN_AFTER_FAILURES - 2):
+            upstream.answered(None)
+        assert upstream.status == "down"
+        upstream.answered(429)  # an answer that is not the provider failing
+        assert upstream.status == "active"
+    finally:
+        await upstreams.close()
