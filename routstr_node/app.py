@@ -20,7 +20,7 @@ from routstr_node.errors import ApiError, from_domain
 from routstr_node.identity import load_secret, npub
 from routstr_node.metrics import Metrics
 from routstr_node.payment import presented_key
-from routstr_node.pricing import BtcUsdRate
+from routstr_node.pricing import BtcUsdRate, is_unpriced
 from routstr_node.proxy import PROXIED_PATHS, handle_proxy
 from routstr_node.ratelimit import RateLimiter
 from routstr_node.state import COUNTED_STREAM, NODE, REQUEST_ID, RESPONSE_HEADERS, NodeState
@@ -64,6 +64,9 @@ def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterat
         wallet = WalletService(settings.node.data_dir, mints)
         upstreams = Upstreams()
         price_session = aiohttp.ClientSession()
+        for model in settings.models:
+            if is_unpriced(model):
+                log.warning("model '%s' has no price at all: it is served for free", model.id)
         try:
             await wallet.open()
             await upstreams.configure(list(settings.upstreams))

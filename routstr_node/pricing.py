@@ -66,6 +66,17 @@ class ModelPrice:
         )
 
 
+def is_unpriced(model: ModelConfig) -> bool:
+    """No price of any kind: served for nothing, most likely by mistake."""
+    prices = (
+        model.input_usd_per_1m,
+        model.input_sat_per_1m,
+        model.output_usd_per_1m,
+        model.output_sat_per_1m,
+    )
+    return all(p is None for p in prices) and not model.request_sat
+
+
 def uses_usd(model: ModelConfig) -> bool:
     """Whether pricing this model needs the BTC/USD rate."""
     return model.input_usd_per_1m is not None or model.output_usd_per_1m is not None

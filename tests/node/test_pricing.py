@@ -34,6 +34,7 @@ from routstr_node.pricing import (
     ModelPrice,
     PriceUnavailable,
     cost_msat,
+    is_unpriced,
     max_cost_msat,
     models_listing,
     pricing_fields,
@@ -110,6 +111,16 @@ def test_unpriced_direction_is_free() -> None:
     price = price_of(model(input_sat_per_1m=1000))
     assert price.output_msat_per_token == 0
     assert cost_msat(price, 0, 10**6) == Cost(0, 0, 0)
+
+
+def test_a_model_without_any_price_is_told_apart() -> None:
+    assert is_unpriced(model())
+    for priced in (
+        model(input_sat_per_1m=0),  # free on purpose: said so
+        model(output_usd_per_1m=1),
+        model(request_sat=1),
+    ):
+        assert not is_unpriced(priced)
 
 
 def test_odd_exchange_rate_is_exact() -> None:
