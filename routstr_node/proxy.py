@@ -33,6 +33,8 @@ from routstr_node.request_body import parse_json_object, upstream_body
 from routstr_node.state import NODE
 from routstr_node.upstream import Upstream
 from routstr_node.usage import (
+    MAX_CHOICES,
+    OUTPUT_CAP_KEYS,
     TokenUsage,
     reported_usage,
     requested_choices,
@@ -46,7 +48,9 @@ log = logging.getLogger(__name__)
 PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 STREAMING_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 _MAX_OUTPUT_TOKENS = 100_000_000  # no model writes more; bounds the reservation
-_MAX_CHOICES = 128  # OpenAI's limit for n
+# an error after an X-Cashu token was redeemed: the OpenAI SDKs retry 5xx and 429, and
+# a retry would send the spent token again and lose sight of this answer's change
+_SPENT_TOKEN = {"X-Should-Retry": "false"}
 _REQUIRED_INPUT = {
     "/v1/chat/completions": ("messages", "messages_required"),
     "/v1/completions": ("prompt", "prompt_required"),
@@ -76,7 +80,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         raise ApiError(503, "api_error", "price_unavailable", str(exc)) from None
     assert price is not None
     stream = bool(body.get("stream")) and path in STREAMING_PATHS
-    max_output = requested_max_output(body)
+    max_output = requested_max_output(path, body)
     if max_output is not None and not 0 < max_output <= _MAX_OUTPUT_TOKENS:
         raise invalid_request(
             "invalid_max_tokens",
@@ -84,9 +88,9 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
             param="max_tokens",
         )
     choices = requested_choices(path, body)
-    if not 0 < choices <= _MAX_CHOICES:
+    if not choices:
         raise invalid_request(
-            "invalid_n", f"n and best_of must be integers from 1 to {_MAX_CHOICES}", param="n"
+            "invalid_n", f"n and best_of must be integers from 1 to {MAX_CHOICES}", param="n"
         )
     prompt_bound = min(len(raw), model.context_length)
     per_choice = price.max_output_tokens if max_output is None else max_output
@@ -99,6 +103,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     except InsufficientBalance as exc:
         headers: dict[str, str] = {}
         if payer.mode == "xcashu":
+            headers.update(_SPENT_TOKEN)
             change = await change_for(node, payer)
             if change:
                 headers["X-Cashu-Change"] = change
@@ -120,6 +125,11 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         body,
         model.upstream_model or model.id,
         asks_usage=stream and path != "/v1/responses",
+        # what was reserved for is what the upstream may write: a request without a cap
+        # gets the model's, under its endpoint's name
+        added={OUTPUT_CAP_KEYS[path][0]: per_choice}
+        if max_output is None and path in OUTPUT_CAP_KEYS
+        else None,
     )
     try:
         if stream:
@@ -128,6 +138,8 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     except ApiError as error:
         # the upstream failed before any output: nothing is charged, X-Cashu comes back whole
         await asyncio.shield(call.settle(None))
+        if payer.mode == "xcashu":
+            error.headers.update(_SPENT_TOKEN)
         if call.change_token:
             error.headers["X-Cashu"] = call.change_token
         raise

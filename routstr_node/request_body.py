@@ -18,27 +18,34 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-_ASK_FOR_USAGE = b',"stream_options":{"include_usage":true}}'
-
-
 def upstream_body(
-    raw: bytes, body: dict[str, Any], upstream_model: str, *, asks_usage: bool
+    raw: bytes,
+    body: dict[str, Any],
+    upstream_model: str,
+    *,
+    asks_usage: bool,
+    added: dict[str, Any] | None = None,
 ) -> bytes:
     """What the upstream gets: the client's bytes when nothing needs changing, else the
-    body with the upstream's model name and, for streams, a request for usage.
+    body with the upstream's model name, for streams a request for usage, and the
+    ``added`` members (ones the client's body does not have).
 
-    The common stream case (same model, no stream_options) appends the one member to
-    the client's bytes instead of encoding the whole body again: a long conversation
-    costs tens of microseconds to re-encode, on every request.
+    When only new members are needed (same model, no stream_options to merge) they are
+    appended to the client's bytes instead of encoding the whole body again: a long
+    conversation costs tens of microseconds to re-encode, on every request.
     """
-    if body.get("model") == upstream_model:
-        if not asks_usage:
+    new = dict(added or {})
+    if asks_usage and "stream_options" not in body:
+        new["stream_options"] = {"include_usage": True}
+        asks_usage = False  # answered by the new member
+    if body.get("model") == upstream_model and not asks_usage:
+        if not new:
             return raw
-        if "stream_options" not in body:
-            end = raw.rstrip()
-            if end.endswith(b"}"):  # a parsed JSON object: its last byte closes it
-                return end[:-1] + _ASK_FOR_USAGE
-    forwarded = dict(body)
+        end = raw.rstrip()
+        if end.endswith(b"}"):  # a parsed JSON object with a model: its last byte closes it
+            members = json.dumps(new, separators=(",", ":")).encode()
+            return end[:-1] + b"," + members[1:]
+    forwarded = {**body, **new}
     forwarded["model"] = upstream_model
     if asks_usage:
         options = forwarded.get("stream_options")

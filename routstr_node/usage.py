@@ -46,30 +46,60 @@ def _collect(value: Any, parts: list[str]) -> None:
                 _collect(value[key], parts)
 
 
-def requested_max_output(body: dict[str, Any]) -> int | None:
-    """The client's output cap, whichever name the endpoint uses."""
-    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+# the names each endpoint's upstream obeys as its output cap; the first is the one the
+# node adds when a request sets none, so the upstream is held to what was reserved
+OUTPUT_CAP_KEYS = {
+    "/v1/chat/completions": ("max_completion_tokens", "max_tokens"),
+    "/v1/completions": ("max_tokens",),
+    "/v1/responses": ("max_output_tokens",),
+}
+
+
+def requested_max_output(path: str, body: dict[str, Any]) -> int | None:
+    """The client's output cap under the names this endpoint obeys (the larger if it
+    sets two); None when it sets none, -1 for a value that is not an integer.
+
+    Another endpoint's name (``max_output_tokens`` on chat) bounds nothing upstream, so
+    it bounds nothing here either.
+    """
+    cap = None
+    for key in OUTPUT_CAP_KEYS.get(path, ()):
         value = body.get(key)
-        if value is not None:
-            return value if isinstance(value, int) and not isinstance(value, bool) else -1
-    return None
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            return -1
+        cap = value if cap is None else max(cap, value)
+    return cap
 
 
 _CHOICE_KEYS = {"/v1/chat/completions": ("n",), "/v1/completions": ("n", "best_of")}
+MAX_CHOICES = 128  # OpenAI's limit for n
 
 
 def requested_choices(path: str, body: dict[str, Any]) -> int:
-    """How many completions the upstream makes (``n``; ``best_of`` for completions):
-    each may produce up to the output cap. 0 for a count that is not a positive integer."""
+    """How many completions the upstream makes: ``n`` (``best_of`` for completions), and
+    for completions that again for every prompt of a list. Each may produce up to the
+    output cap. 0 when ``n`` or ``best_of`` is not an integer from 1 to MAX_CHOICES."""
     count = 1
     for key in _CHOICE_KEYS.get(path, ()):
         value = body.get(key)
         if value is None:
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_CHOICES:
             return 0
         count = max(count, value)
+    if path == "/v1/completions":
+        count *= _prompt_count(body.get("prompt"))
     return count
+
+
+def _prompt_count(prompt: Any) -> int:
+    """Prompts in a completions request: a list of strings or of token lists is many; a
+    string or one token list is one."""
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str | list) for p in prompt):
+        return len(prompt)
+    return 1
 
 
 def reported_usage(usage: Any) -> tuple[int, int] | None:

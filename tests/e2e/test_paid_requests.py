@@ -515,3 +515,54 @@ async def test_every_answer_asked_for_is_reserved_and_charged(
         assert answer.body["error"]["param"] == "n"
     assert not await ecash.is_spent(refused)
     await assert_balanced(node)
+
+
+async def test_the_upstream_is_held_to_the_output_that_was_reserved(
+    node: RunningNode, upstream: RunningUpstream, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    """The node charges at most what it reserved, so the upstream may write no more."""
+    key = {"Authorization": f"Bearer {await ecash.token(3000, mint_url=mint.url)}"}
+    chat = f"{node.url}/v1/chat/completions"
+    upstream.behaviour.reply_words = 200  # a model that would go on well past 50 tokens
+
+    # no cap in the request: the model's 50 are reserved and sent under chat's own name
+    answer = await post(chat, chat_body(PROMPT), key)
+    assert answer.status == 200, answer.raw
+    assert upstream.requests[-1].json["max_completion_tokens"] == 50
+    assert answer.body["usage"]["completion_tokens"] == 50
+    expected = cost_of(count_tokens(PROMPT), 50)
+    assert answer.headers["X-Routstr-Cost-Msats"] == str(expected)  # the real cost, not a cap
+
+    # the client's own cap goes as it came
+    answer = await post(chat, chat_body(PROMPT, max_tokens=7), key)
+    assert answer.body["usage"]["completion_tokens"] == 7
+    assert "max_completion_tokens" not in upstream.requests[-1].json
+
+    # another endpoint's name bounds nothing upstream: the model's cap is reserved and sent
+    foreign = chat_body(PROMPT, max_output_tokens=1)
+    unpaid = await post(chat, foreign)
+    assert PaymentRequest.deserialize(unpaid.headers["X-Cashu"]).a == math.ceil(
+        reservation_of(foreign, 50) / 1000
+    )
+    answer = await post(chat, foreign, key)
+    assert answer.body["usage"]["completion_tokens"] == 50
+    assert upstream.requests[-1].json["max_completion_tokens"] == 50
+
+    # the Responses API's cap is max_output_tokens, the legacy completions' max_tokens
+    responses = b'{"model": "test-model", "input": "hello there friend", "max_tokens": 1}'
+    answer = await post(f"{node.url}/v1/responses", responses, key)
+    assert answer.status == 200, answer.raw
+    assert upstream.requests[-1].json["max_output_tokens"] == 50
+    answer = await post(
+        f"{node.url}/v1/completions", b'{"model": "test-model", "prompt": "hi"}', key
+    )
+    assert answer.status == 200, answer.raw
+    assert upstream.requests[-1].json["max_tokens"] == 50
+
+    # every prompt of a list gets its own answer, each up to the cap
+    three = b'{"model": "test-model", "prompt": ["a", "b", "c"], "max_tokens": 5}'
+    unpaid = await post(f"{node.url}/v1/completions", three)
+    assert PaymentRequest.deserialize(unpaid.headers["X-Cashu"]).a == math.ceil(
+        reservation_of(three, 3 * 5) / 1000
+    )
+    await assert_balanced(node)

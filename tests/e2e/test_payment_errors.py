@@ -11,6 +11,7 @@ import math
 import time
 from pathlib import Path
 
+import openai
 import pytest
 from cashu.core.nuts.nut18 import PaymentRequest
 from support.e2e import (
@@ -408,6 +409,28 @@ async def test_upstream_500_is_502_and_nothing_is_charged(
     assert await ecash.redeem(answer.headers["X-Cashu"]) == 300  # the whole value back
     ((_, state, charged),) = reservations(node)
     assert (state, charged) == ("released", 0)
+    await assert_balanced(node)
+
+
+async def test_the_sdk_does_not_retry_with_an_x_cashu_token_already_redeemed(
+    node: RunningNode, upstream: RunningUpstream, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    upstream.behaviour.fail_status = 500
+    token = await ecash.token(300, mint_url=mint.url)
+    client = openai.AsyncOpenAI(  # the SDK's default: two retries on a 5xx
+        base_url=node.base_url, api_key="unused", default_headers={"X-Cashu": token}
+    )
+    try:
+        with pytest.raises(openai.InternalServerError) as caught:
+            await client.chat.completions.create(
+                model="test-model", messages=[{"role": "user", "content": PROMPT}], max_tokens=5
+            )
+    finally:
+        await client.close()
+    assert len(upstream.requests) == 1  # not retried with the spent token
+    assert caught.value.status_code == 502
+    change = caught.value.response.headers["X-Cashu"]
+    assert await ecash.redeem(change) == 300  # the whole value, in the answer the SDK kept
     await assert_balanced(node)
 
 

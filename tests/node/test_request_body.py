@@ -43,12 +43,22 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-@given(bodies, encodings, st.sampled_from(["", "\n", "  \r\n"]), st.booleans())
+additions = st.one_of(
+    st.none(),
+    st.fixed_dictionaries({"max_completion_tokens": st.integers(min_value=1, max_value=10**6)}),
+)
+
+
+@given(bodies, encodings, st.sampled_from(["", "\n", "  \r\n"]), st.booleans(), additions)
 def test_the_upstream_gets_the_same_body_with_its_model_and_a_usage_request(
-    body: dict[str, Any], encoding: dict[str, Any], trailing: str, asks_usage: bool
+    body: dict[str, Any],
+    encoding: dict[str, Any],
+    trailing: str,
+    asks_usage: bool,
+    added: dict[str, Any] | None,
 ) -> None:
     raw = (json.dumps(body, **encoding) + trailing).encode()
-    expected = {**body, "model": "gpt-x"}
+    expected = {**body, **(added or {}), "model": "gpt-x"}
     if asks_usage:
         options = body.get("stream_options")
         expected["stream_options"] = {
@@ -56,8 +66,8 @@ def test_the_upstream_gets_the_same_body_with_its_model_and_a_usage_request(
             "include_usage": True,
         }
 
-    forwarded = upstream_body(raw, body, "gpt-x", asks_usage=asks_usage)
+    forwarded = upstream_body(raw, body, "gpt-x", asks_usage=asks_usage, added=added)
 
     assert json.loads(forwarded, object_pairs_hook=_no_duplicate_keys) == expected
-    if body["model"] == "gpt-x" and not asks_usage:
+    if body["model"] == "gpt-x" and not asks_usage and not added:
         assert forwarded == raw  # nothing to change: the client's bytes as they came
