@@ -15,6 +15,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{model_id}", model)
     app.router.add_get("/v1/info", info)
     app.router.add_get("/v1/providers", providers)
     app.router.add_get("/v1/providers/{name}", provider)
@@ -39,6 +40,17 @@ async def models(request: web.Request) -> web.Response:
     btc_usd = await node.btc_usd_or_none()
     data = models_listing(node.settings, btc_usd, int(node.started_at))
     return web.json_response({"object": "list", "data": data})
+
+
+async def model(request: web.Request) -> web.Response:
+    """One entry of the listing, as OpenAI's GET /v1/models/{model} (the SDK's retrieve)."""
+    node = request.app[NODE]
+    model_id = request.match_info["model_id"]
+    btc_usd = await node.btc_usd_or_none()
+    for entry in models_listing(node.settings, btc_usd, int(node.started_at)):
+        if entry["id"] == model_id:
+            return web.json_response(entry)
+    raise not_found("model_not_available", f"the model '{model_id}' is not available here")
 
 
 async def info(request: web.Request) -> web.Response:

@@ -73,6 +73,19 @@ async def test_models_through_the_sdk(node: RunningNode, openai_sdk: SdkFactory)
     assert extra["sats_pricing"]["completion"] == 2
 
 
+async def test_one_model_by_id_as_the_sdk_retrieves_it(
+    node: RunningNode, openai_sdk: SdkFactory
+) -> None:
+    listed = {m["id"]: m for m in (await get(f"{node.url}/v1/models")).body["data"]}
+    one = await get(f"{node.url}/v1/models/test-model")
+    assert one.status == 200
+    assert one.body == listed["test-model"]
+    retrieved = await openai_sdk(node).models.retrieve("usd-model")
+    assert (retrieved.id, retrieved.object) == ("usd-model", "model")
+    missing = await get(f"{node.url}/v1/models/no-such-model")
+    assert_error(missing, 404, "model_not_available", "not_found_error")
+
+
 async def test_info(node: RunningNode, mint: LocalMint) -> None:
     answer = await get(f"{node.url}/v1/info")
     assert answer.status == 200
