@@ -44,12 +44,13 @@ class Ledger:
         return digest in self._ids
 
     async def account_id_for_token(self, token_id: str) -> int | None:
-        """The account a token used as a key opened (None: not redeemed as a key here)."""
+        """The account a token used as a key opened (None: not redeemed as a key here;
+        a token that paid one request as X-Cashu opened no key's account)."""
         cached = self._ids.get(token_id)
         if cached is not None:
             return cached
         row = await self.db.read(lambda c: sql.find_account(c, "token_id", token_id))
-        return self._remember(token_id, row.id) if row is not None else None
+        return self._remember(token_id, row.id) if row and row.kind == "token" else None
 
     def _remember(self, name: str, account_id: int) -> int:
         if len(self._ids) >= _MAX_CACHED_IDS:

@@ -29,6 +29,7 @@ from wallet.recovery import RecoveryReport, recover_all
 from wallet.seed import load_or_create_seed
 from wallet.sqlite.custody import last_refund_if_untouched, outgoing_tokens
 from wallet.sqlite.database import Database
+from wallet.sqlite.ledger import AccountRow
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class WalletService:
         """The account a token used as an API key stands for, redeeming it on first use."""
         existing = await self.ledger.account_by_token_id(checked.token.token_id)
         if existing is not None:
-            return existing.id
+            return _key_account(existing)
         try:
             received = await self.custody.receive(
                 checked, {"create": {"kind": "token", "token_id": "$token"}}
@@ -117,7 +118,7 @@ class WalletService:
             # a token that funded an sk- account or a topup is spent, not a key
             again = await self.ledger.account_by_token_id(checked.token.token_id)
             if again is not None:
-                return again.id
+                return _key_account(again)
             raise
         return received.account_id
 
@@ -319,3 +320,11 @@ class WalletService:
 
     async def poll_invoices(self) -> int:
         return await self.lightning_in.poll()
+
+
+def _key_account(account: AccountRow) -> int:
+    """A token's account as a key's: not one it opened by paying a request as X-Cashu
+    (that one's remainder is the request's change, claimed by refund)."""
+    if account.kind != "token":
+        raise TokenAlreadyRedeemed("the token paid for a request; it is not a key here")
+    return account.id

@@ -206,6 +206,21 @@ async def test_spent_token_is_refused(
     await assert_balanced(node)
 
 
+async def test_a_token_that_paid_as_x_cashu_is_not_a_key_afterwards(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(300, mint_url=mint.url)
+    paid = await post(chat_url(node), chat_body(PROMPT, max_tokens=5), {"X-Cashu": token})
+    assert paid.status == 200, paid.raw
+    change = paid.headers["X-Cashu"]
+    as_key = await post(chat_url(node), chat_body(PROMPT), {"Authorization": f"Bearer {token}"})
+    assert_error(as_key, 400, "cashu_token_spent", "invalid_request_error")
+    # the change stays what the answer said
+    refund = await post(f"{node.url}/v1/wallet/refund", b"", {"X-Cashu": token})
+    assert refund.body["cashu_token"] == change
+    await assert_balanced(node)
+
+
 async def test_unknown_sk_key_is_401(node: RunningNode) -> None:
     for headers in ({"Authorization": "Bearer sk-garbage"}, {"X-API-Key": "sk-garbage"}):
         answer = await post(chat_url(node), chat_body(PROMPT), headers)
