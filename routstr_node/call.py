@@ -15,7 +15,7 @@ from routstr_node.payment import Payer
 from routstr_node.pricing import Cost, ModelPrice, cost_msat
 from routstr_node.state import NodeState
 from routstr_node.upstream import Upstream
-from routstr_node.usage import TokenUsage, estimate_tokens, request_text
+from routstr_node.usage import TokenUsage, estimate_prompt_tokens, estimate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ class PaidCall:
 
     def own_count(self, output_text: str) -> TokenUsage:
         """The node's own count, for an answer without usage (the prompt read only then)."""
-        prompt = request_text(self.body)
-        return TokenUsage(estimate_tokens(prompt), estimate_tokens(output_text), False)
+        return TokenUsage(estimate_prompt_tokens(self.body), estimate_tokens(output_text), False)
 
     async def settle(self, usage: TokenUsage | None) -> Cost:
         """Charge what the usage costs (capped at the reservation), exactly once."""

@@ -26,12 +26,29 @@ def estimate_tokens(text: str) -> int:
     return -(-len(text.encode()) // _BYTES_PER_TOKEN)
 
 
-def request_text(body: dict[str, Any]) -> str:
-    """Every piece of prompt text in a request body, joined."""
-    parts: list[str] = []
-    for key in ("messages", "prompt", "input", "instructions"):
-        _collect(body.get(key), parts)
-    return "\n".join(parts)
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """What the upstream reads of a request, estimated like its output: text anywhere in
+    it (messages, tools and their schemas, tool-call arguments, instructions...) at 4
+    bytes a token, and token arrays a token an element. Inline media (``data:`` URLs) is
+    left out: a provider does not read it as text.
+    """
+    text_bytes = 0
+    tokens = 0
+    pending: list[Any] = [value for key, value in body.items() if key != "model"]
+    while pending:  # a loop, not recursion: the body may nest as deep as JSON allows
+        value = pending.pop()
+        if isinstance(value, str):
+            if not value.startswith("data:"):
+                text_bytes += len(value.encode())
+        elif isinstance(value, list):
+            if value and all(type(v) is int for v in value):
+                tokens += len(value)
+            else:
+                pending.extend(value)
+        elif isinstance(value, dict):
+            pending.extend(value.values())
+            text_bytes += sum(len(str(key).encode()) for key in value)
+    return tokens + -(-text_bytes // _BYTES_PER_TOKEN)
 
 
 def _collect(value: Any, parts: list[str]) -> None:
