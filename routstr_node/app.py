@@ -32,6 +32,15 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UNCOUNTED = ("/health", "/metrics")
+# the API is for any web page too (a browser wallet paying with ecash): it takes no
+# cookies, so any origin may call it and read what it answers, money headers included
+_API_PREFIX = "/v1/"
+_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "X-Cashu, X-Cashu-Change, X-Routstr-Cost-Msats,"
+    " X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After",
+}
+_PREFLIGHT_MAX_AGE_S = 600
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
 _request_numbers = itertools.count(1)
 
@@ -101,6 +110,10 @@ async def _outer_middleware(request: web.Request, handler: Handler) -> web.Strea
     if len(request_id) > 128 or not request_id.isprintable():
         request_id = _new_request_id()
     headers: dict[str, str] = {"X-Request-Id": request_id}
+    if request.path.startswith(_API_PREFIX):
+        headers.update(_CORS)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return _preflight(request, headers)  # not a request of its own: not counted
     request[REQUEST_ID] = request_id
     request[RESPONSE_HEADERS] = headers
     started = time.perf_counter()
@@ -119,6 +132,19 @@ async def _outer_middleware(request: web.Request, handler: Handler) -> web.Strea
         name = route.canonical if route is not None else "unmatched"
         node.metrics.request_done(name, response.status, time.perf_counter() - started)
     return response
+
+
+def _preflight(request: web.Request, headers: dict[str, str]) -> web.Response:
+    """A browser asking whether it may send this request (CORS): yes, with the headers it
+    names (the SDKs add their own), for the methods the API has."""
+    asked = request.headers.get("Access-Control-Request-Headers", "")
+    allowed = {
+        **headers,
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": asked or "Authorization, Content-Type, X-Cashu",
+        "Access-Control-Max-Age": str(_PREFLIGHT_MAX_AGE_S),
+    }
+    return web.Response(status=204, headers=allowed)
 
 
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -13,6 +13,7 @@ import math
 from fractions import Fraction
 from typing import Any
 
+import aiohttp
 import pytest
 from cashu.core.nuts.nut18 import PaymentRequest
 from support.e2e import (
@@ -23,6 +24,7 @@ from support.e2e import (
     chat_text,
     cost_of,
     get,
+    parse_sse,
     post,
     reservation_of,
     reservations,
@@ -566,3 +568,45 @@ async def test_the_upstream_is_held_to_the_output_that_was_reserved(
         reservation_of(three, 3 * 5) / 1000
     )
     await assert_balanced(node)
+
+
+async def test_a_web_page_may_call_the_api_and_read_the_money_headers(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    """CORS: a browser wallet pays with ecash from any origin (no cookies are involved)."""
+    url = f"{node.url}/v1/chat/completions"
+    asked = "authorization, content-type, x-cashu, x-stainless-os"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.options(
+            url,
+            headers={
+                "Origin": "https://chat.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": asked,
+            },
+        ) as preflight,
+    ):
+        assert preflight.status == 204
+        assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+        assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+        assert preflight.headers["Access-Control-Allow-Headers"] == asked
+        assert "X-RateLimit-Remaining" not in preflight.headers  # not a request: not counted
+    origin = {"Origin": "https://chat.example"}
+    token = await ecash.token(300, mint_url=mint.url)
+    for body in (chat_body(PROMPT, max_tokens=5), chat_body(PROMPT, max_tokens=5, stream=True)):
+        paid = await post(url, body, {**origin, "X-Cashu": token})
+        assert paid.status == 200, paid.raw
+        assert paid.headers["Access-Control-Allow-Origin"] == "*"
+        exposed = {h.strip() for h in paid.headers["Access-Control-Expose-Headers"].split(",")}
+        assert {"X-Cashu", "X-Routstr-Cost-Msats", "X-Request-Id"} <= exposed
+        token = paid.headers.get("X-Cashu") or parse_stream_change(paid.raw)
+    unpaid = await post(url, chat_body(PROMPT), origin)
+    assert unpaid.status == 402
+    assert unpaid.headers["Access-Control-Allow-Origin"] == "*"  # errors are readable too
+
+
+def parse_stream_change(raw: bytes) -> str:
+    events = [e.json for e in parse_sse(raw) if e.data != "[DONE]"]
+    change: str = events[-1]["cashu_change"]
+    return change
