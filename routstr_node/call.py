@@ -107,11 +107,13 @@ def upstream_status_error(
     """
     message = ""
     upstream_code = None
+    param = None
     try:
         err = json.loads(raw).get("error")
         if isinstance(err, dict):
             message = str(err.get("message") or "")
             upstream_code = err.get("code")
+            param = err.get("param") if isinstance(err.get("param"), str) else None
         elif isinstance(err, str):
             message = err
     except (ValueError, AttributeError, RecursionError):
@@ -122,6 +124,7 @@ def upstream_status_error(
             "invalid_request_error",
             str(upstream_code or "upstream_rejected"),
             message or f"the upstream rejected the request ({status})",
+            param=param,
         )
     if status == 429:
         return ApiError(

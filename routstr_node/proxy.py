@@ -68,8 +68,13 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     if not isinstance(model_id, str) or not model_id:
         raise invalid_request("model_required", "the request must name a model", param="model")
     field_name, code = _REQUIRED_INPUT[path]
-    if body.get(field_name) in (None, "", []):
-        raise invalid_request(code, f"the request must carry '{field_name}'", param=field_name)
+    given = body.get(field_name)
+    # OpenAI's shapes: chat takes a list of messages; an empty completions prompt is fine
+    empty = given is None or given == [] or (given == "" and path != "/v1/completions")
+    if empty or (path == "/v1/chat/completions" and not isinstance(given, list)):
+        raise invalid_request(
+            code, f"the request must carry '{field_name}' (see the API reference)", param=field_name
+        )
     model = node.settings.model(model_id)
     upstream = node.upstreams.get(model.upstream) if model is not None else None
     if model is None or upstream is None:

@@ -251,6 +251,13 @@ async def test_invalid_requests_are_refused_before_any_payment(
         ),
         (
             "/v1/chat/completions",
+            b'{"model": "test-model", "messages": "hi"}',
+            400,
+            "messages_required",
+            "invalid_request_error",
+        ),
+        (
+            "/v1/chat/completions",
             b'{"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}',
             404,
             "model_not_available",
@@ -298,6 +305,21 @@ async def test_a_token_of_many_proofs_pays_in_a_header(
     assert answer.status == 200, answer.raw
     cost = int(answer.headers["X-Routstr-Cost-Msats"])
     assert await ecash.redeem(answer.headers["X-Cashu"]) == (200_000 - cost) // 1000
+    await assert_balanced(node)
+
+
+async def test_what_the_upstream_refuses_comes_back_with_its_param_and_costs_nothing(
+    node: RunningNode, upstream: RunningUpstream, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    completions = f"{node.url}/v1/completions"
+    empty = await post(completions, b'{"model": "test-model", "prompt": "", "max_tokens": 5}')
+    assert_error(empty, 402, "payment_required")  # an empty prompt is a request, as at OpenAI
+    token = await ecash.token(300, mint_url=mint.url)
+    refused = await post(completions, b'{"model": "test-model", "prompt": 5}', {"X-Cashu": token})
+    assert_error(refused, 400, "missing_required_parameter", "invalid_request_error")
+    assert refused.body["error"]["param"] == "prompt"
+    assert len(upstream.requests) == 1
+    assert await ecash.redeem(refused.headers["X-Cashu"]) == 300
     await assert_balanced(node)
 
 
