@@ -36,6 +36,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/wallet/balance", balance)
     app.router.add_post("/v1/wallet/topup", topup)
     app.router.add_post("/v1/wallet/withdraw", withdraw)
+    app.router.add_get("/v1/wallet/withdrawals", withdrawals)
     app.router.add_post("/v1/wallet/refund", refund)
     app.router.add_post("/v1/wallet/rotate", rotate)
     balance_api.add_routes(app)
@@ -96,6 +97,26 @@ async def withdraw(request: web.Request) -> web.Response:
         raise _short_at_mint(mint) from None
     return web.json_response(
         {"cashu_token": sent.token, "amount": sent.amount_sat, "mint": sent.mint_url}
+    )
+
+
+async def withdrawals(request: web.Request) -> web.Response:
+    """The account's latest withdrawn tokens, newest first: where a lost answer is found."""
+    node = request.app[NODE]
+    account_id = await account_of(request, node)
+    listed = await node.wallet.withdrawals(account_id)
+    return web.json_response(
+        {
+            "withdrawals": [
+                {
+                    "cashu_token": w.token,
+                    "amount": w.amount_sat,
+                    "mint": w.mint_url,
+                    "created_at": w.created_at,
+                }
+                for w in listed
+            ]
+        }
     )
 
 

@@ -27,9 +27,14 @@ from wallet.ledger import Ledger
 from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
 from wallet.recovery import RecoveryReport, recover_all
 from wallet.seed import load_or_create_seed
-from wallet.sqlite.custody import last_refund_if_untouched, outgoing_tokens
 from wallet.sqlite.database import Database
 from wallet.sqlite.ledger import AccountRow
+from wallet.sqlite.outgoing import (
+    Withdrawal,
+    last_refund_if_untouched,
+    outgoing_tokens,
+    withdrawals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +147,11 @@ class WalletService:
         return await self.custody.send(
             account_id, mint, amount_sat, purpose="withdraw", legacy=legacy
         )
+
+    async def withdrawals(self, account_id: int, limit: int = 100) -> list[Withdrawal]:
+        """The account's latest tokens taken out: a client whose answer to a withdraw was
+        lost (a timeout, a restart mid-way) finds its token here."""
+        return await self.db.read(lambda c: withdrawals(c, account_id, limit))
 
     async def issue_change(self, account_id: int, *, legacy: bool = False) -> SentToken | None:
         """Everything left on an X-Cashu account as one token; sub-sat rest to earnings.

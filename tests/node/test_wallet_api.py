@@ -48,6 +48,39 @@ async def assert_balanced(node: RunningNode) -> None:
     assert report["balanced"], report
 
 
+async def test_withdrawn_tokens_can_be_found_again(
+    node: RunningNode, mint: LocalMint, ecash: EcashFactory, http: aiohttp.ClientSession
+) -> None:
+    """A client whose answer to a withdraw was lost finds the token afterwards."""
+    created = await create(http, node, await ecash.token(500, mint_url=mint.url))
+    other = await create(http, node, await ecash.token(100, mint_url=mint.url))
+    url = f"{node.url}/v1/wallet/withdraw"
+    sent = []
+    for amount in (30, 70):
+        status, body = await call(
+            http, "POST", url, key=created["api_key"], body={"amount": amount}
+        )
+        assert status == 200, body
+        sent.append(body)
+    status, listed = await call(
+        http, "GET", f"{node.url}/v1/wallet/withdrawals", key=created["admin_key"]
+    )
+    assert status == 200, listed
+    assert [(w["cashu_token"], w["amount"], w["mint"]) for w in listed["withdrawals"]] == [
+        (b["cashu_token"], b["amount"], b["mint"]) for b in reversed(sent)
+    ]
+    assert all(isinstance(w["created_at"], int) for w in listed["withdrawals"])
+    status, theirs = await call(
+        http, "GET", f"{node.url}/v1/wallet/withdrawals", key=other["api_key"]
+    )
+    assert (status, theirs) == (200, {"withdrawals": []})
+    assert_error(
+        await call(http, "GET", f"{node.url}/v1/wallet/withdrawals"), 401, "missing_api_key"
+    )
+    assert await ecash.redeem(listed["withdrawals"][0]["cashu_token"]) == 70
+    await assert_balanced(node)
+
+
 async def test_create_balance_topup_withdraw(
     node: RunningNode, mint: LocalMint, ecash: EcashFactory, http: aiohttp.ClientSession
 ) -> None:

@@ -171,6 +171,8 @@ async def test_crash_after_a_send_swapped_completes_the_withdrawal(
             data_dir, "SELECT token, amount_sat, purpose FROM outgoing_tokens"
         )
         assert (amount, purpose) == (100, "withdraw")
+        # the client never got the answer: the token is where it can find it
+        assert [w.token for w in await node.withdrawals(account_id)] == [token]
         await assert_balanced(node)
 
     async with recovered_wallet(data_dir, [mint.url]) as (node, report):

@@ -17,6 +17,7 @@ from wallet.faults import fault_point
 from wallet.selection import Coin, Selection, select_covering, select_exact
 from wallet.sqlite import custody as sql
 from wallet.sqlite import ledger as ledger_sql
+from wallet.sqlite import outgoing as outgoing_sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,9 @@ class Sending(CustodyBase):
             stored = sql.proofs_by_ids(c, ids)
             token = encode_token(mint_url, [s.proof for s in stored], legacy=legacy)
             reservation = ledger_sql.reserve(c, account_id, amount * 1000, purpose)
-            out_id = sql.insert_outgoing_token(c, account_id, purpose, mint_url, amount, token)
+            out_id = outgoing_sql.insert_outgoing_token(
+                c, account_id, purpose, mint_url, amount, token
+            )
             sql.mark_sent(c, ids, out_id)
             ledger_sql.settle(c, reservation, amount * 1000, destination="out")
             return SentToken(token, amount, 0, mint_url)
@@ -169,7 +172,7 @@ class Sending(CustodyBase):
                 return SentToken(sql.operation_token(c, op_id), amount, fee, op.mint_url)
             sql.settle_inputs(c, op_id, "spent")
             sql.insert_proofs(c, op.mint_url, keep, state="unspent", operation_id=op_id)
-            out_id = sql.insert_outgoing_token(
+            out_id = outgoing_sql.insert_outgoing_token(
                 c, int(intent["account_id"]), str(intent["purpose"]), op.mint_url, amount, token
             )
             sql.insert_proofs(

@@ -1,4 +1,4 @@
-"""Custody transactions: proofs, write-ahead operations and their outputs, outgoing tokens."""
+"""Custody transactions: proofs, write-ahead operations and their outputs."""
 
 from __future__ import annotations
 
@@ -298,77 +298,11 @@ def mark_sent(conn: sqlite3.Connection, proof_ids: Sequence[int], outgoing_token
         raise _Conflict()
 
 
-def insert_outgoing_token(
-    conn: sqlite3.Connection,
-    account_id: int | None,
-    purpose: str,
-    mint_url: str,
-    amount_sat: int,
-    token: str,
-) -> int:
-    cur = conn.execute(
-        "INSERT INTO outgoing_tokens (account_id, purpose, mint_url, amount_sat, token, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (account_id, purpose, mint_url, amount_sat, token, now()),
-    )
-    assert cur.lastrowid is not None
-    return cur.lastrowid
-
-
-def outgoing_tokens(
-    conn: sqlite3.Connection, account_id: int, purpose: str
-) -> list[tuple[str, int]]:
-    rows = conn.execute(
-        "SELECT token, amount_sat FROM outgoing_tokens WHERE account_id = ? AND purpose = ?"
-        " ORDER BY id",
-        (account_id, purpose),
-    ).fetchall()
-    return [(str(r[0]), int(r[1])) for r in rows]
-
-
 def operation_result(conn: sqlite3.Connection, op_id: int) -> dict[str, Any]:
     """What a finished operation recorded as its result ({} if nothing)."""
     row = conn.execute("SELECT result FROM operations WHERE id = ?", (op_id,)).fetchone()
     result: dict[str, Any] = json.loads(row[0] or "{}") if row else {}
     return result
-
-
-@dataclass(frozen=True, slots=True)
-class RefundRow:
-    token: str
-    amount_sat: int
-    mint_url: str
-    ys: list[str]  # the token's proofs, to ask the mint whether they are still unspent
-
-
-def last_refund_if_untouched(conn: sqlite3.Connection, account_id: int) -> RefundRow | None:
-    """The account's last refund token, if nothing happened on the account since: no
-    balance left or reserved, and the refund's charge is its latest journal entry."""
-    account = conn.execute(
-        "SELECT balance_msat, reserved_msat FROM accounts WHERE id = ?", (account_id,)
-    ).fetchone()
-    if account is None or account[0] >= 1000 or account[1] != 0:
-        return None
-    last = conn.execute(
-        "SELECT j.kind, r.purpose FROM journal j"
-        " LEFT JOIN reservations r ON r.id = j.reservation_id"
-        " WHERE j.account_id = ? ORDER BY j.id DESC LIMIT 1",
-        (account_id,),
-    ).fetchone()
-    if last is None or tuple(last) != ("charge", "refund"):
-        return None
-    token = conn.execute(
-        "SELECT id, token, amount_sat, mint_url FROM outgoing_tokens"
-        " WHERE account_id = ? AND purpose = 'refund' ORDER BY id DESC LIMIT 1",
-        (account_id,),
-    ).fetchone()
-    if token is None:
-        return None
-    ys = [
-        str(r[0])
-        for r in conn.execute("SELECT y FROM proofs WHERE outgoing_token_id = ?", (token[0],))
-    ]
-    return RefundRow(str(token[1]), int(token[2]), str(token[3]), ys)
 
 
 def operation_token(conn: sqlite3.Connection, op_id: int) -> str:
