@@ -214,7 +214,8 @@ class WalletService:
         if account_mint is not None and self.mints.is_trusted(account_mint):
             own = normalize_mint_url(account_mint)
             order.remove(own)
-            order.insert(0 if own_first else 1, own)
+            # second after the primary, unless it is the primary (or goes first)
+            order.insert(0 if own_first or own == self.mints.urls[0] else 1, own)
         return order
 
     async def withdraw(

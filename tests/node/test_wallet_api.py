@@ -439,4 +439,11 @@ async def test_withdraw_from_a_chosen_trusted_mint(
             param="mint",
         )
         assert (await balance(http, node, other))["balance"] == 299
+
+        # an account funded at the primary takes from the primary, the other mint holding plenty
+        primary = (await create(http, node, await ecash.token(200, mint_url=mint.url)))["api_key"]
+        status, body = await call(
+            http, "POST", f"{node.url}/v1/wallet/withdraw", key=primary, body={"amount": 50}
+        )
+        assert (status, body["mint"]) == (200, mint.url), body
         await assert_balanced(node)
