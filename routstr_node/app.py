@@ -15,6 +15,7 @@ from aiohttp import web
 from mints.directory import MintDirectory
 from mints.token import looks_like_token
 from routstr_node import discovery, wallet_api
+from routstr_node.background import every
 from routstr_node.config import Settings
 from routstr_node.errors import ApiError, from_domain
 from routstr_node.identity import load_secret, npub
@@ -41,6 +42,7 @@ _CORS = {
     " X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After",
 }
 _PREFLIGHT_MAX_AGE_S = 600
+RESOLVE_PENDING_EVERY_S = 30.0
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
 _request_numbers = itertools.count(1)
 
@@ -60,11 +62,24 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
     )
     app[CONFIG_PATH] = config_path
     app.cleanup_ctx.append(_node_context(settings))
+    # a payment the mint left pending, an answer lost while a mint was away: resolved
+    # while the node runs, not only at its next start
+    app.cleanup_ctx.append(every(RESOLVE_PENDING_EVERY_S, "pending-operations", _resolve_stale))
     for path in PROXIED_PATHS:
         app.router.add_post(path, handle_proxy)
     discovery.add_routes(app)
     wallet_api.add_routes(app)
     return app
+
+
+async def _resolve_stale(node: NodeState) -> None:
+    report = await node.wallet.resolve_stale()
+    if report.completed or report.failed:
+        log.info(
+            "pending operations resolved: %d completed, %d failed",
+            len(report.completed),
+            len(report.failed),
+        )
 
 
 def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -12,19 +12,17 @@ so a top-up lands even if nobody looks.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from mints.errors import MintError, MintRefused
 from routstr_node.account_api import account_of, json_body, sat_amount
+from routstr_node.background import every
 from routstr_node.errors import invalid_request, not_found, unauthorized
 from routstr_node.payment import presented_key
-from routstr_node.state import NODE
+from routstr_node.state import NODE, NodeState
 from wallet.errors import InvoiceNotFound, InvoiceSecretInvalid, KeysAlreadyDelivered
 from wallet.lightning_in import InvoiceRecord
 
@@ -37,7 +35,8 @@ POLL_INTERVAL_S = 2.0
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/wallet/invoice", create_invoice)
     app.router.add_get("/v1/wallet/invoice/{invoice_id}", invoice_state)
-    app.cleanup_ctx.append(_invoice_poller)
+    # paid invoices are minted also when nobody asks
+    app.cleanup_ctx.append(every(POLL_INTERVAL_S, "invoice-poller", _poll_invoices))
 
 
 async def create_invoice(request: web.Request) -> web.Response:
@@ -127,24 +126,5 @@ def _invoice_json(record: InvoiceRecord) -> dict[str, Any]:
     return payload
 
 
-async def _invoice_poller(app: web.Application) -> AsyncIterator[None]:
-    """Mint paid invoices in the background while the node runs."""
-    task = asyncio.create_task(_poll_forever(app), name="invoice-poller")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def _poll_forever(app: web.Application) -> None:
-    while True:
-        await asyncio.sleep(POLL_INTERVAL_S)
-        node = app.get(NODE)
-        if node is None:
-            continue
-        try:
-            await node.wallet.poll_invoices()
-        except Exception as exc:  # keep polling; one bad round must not stop Lightning in
-            log.warning("invoice poll failed: %s", type(exc).__name__)
+async def _poll_invoices(node: NodeState) -> None:
+    await node.wallet.poll_invoices()

@@ -19,6 +19,7 @@ from mints.outputs import proof_y
 from wallet.custody import Custody
 from wallet.lightning_in import recover_mint
 from wallet.sqlite import custody as sql
+from wallet.sqlite.ledger import now
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +33,34 @@ class RecoveryReport:
 
 async def recover_all(custody: Custody) -> RecoveryReport:
     """Resolve every pending operation; run at start, before serving."""
-    report = RecoveryReport()
     pending = await custody.db.read(sql.pending_operations)
-    for op in pending:
+    return await _recover(custody, [op.id for op in pending])
+
+
+async def recover_stale(custody: Custody, min_age_s: int) -> RecoveryReport:
+    """While the node runs: resolve pending operations no request of this process is
+    working on, written down at least ``min_age_s`` ago (a payment the mint left pending,
+    an answer lost while the mint was away). Without this their holds would wait for
+    the next start.
+
+    The age keeps off an operation whose request is between writing it down and marking
+    it live; the live mark keeps off one whose mint call takes long.
+    """
+    ids = await custody.db.read(lambda c: sql.stale_operation_ids(c, now() - min_age_s))
+    return await _recover(custody, [i for i in ids if i not in custody.live_operations])
+
+
+async def _recover(custody: Custody, op_ids: list[int]) -> RecoveryReport:
+    report = RecoveryReport()
+    for op_id in op_ids:
         try:
-            outcome = await recover_operation(custody, op.id)
+            outcome = await recover_operation(custody, op_id)
         except MintError as exc:
-            log.warning("operation %s: mint error during recovery: %s", op.id, exc.message)
+            log.warning("operation %s: mint error during recovery: %s", op_id, exc.message)
             outcome = "pending"
         getattr(
             report, {"done": "completed", "failed": "failed"}.get(outcome, "still_pending")
-        ).append(op.id)
+        ).append(op_id)
     return report
 
 

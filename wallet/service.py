@@ -25,7 +25,7 @@ from wallet.errors import (
 from wallet.keys import key_hash, new_admin_key, new_api_key
 from wallet.ledger import Ledger
 from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
-from wallet.recovery import RecoveryReport, recover_all
+from wallet.recovery import RecoveryReport, recover_all, recover_stale
 from wallet.seed import load_or_create_seed
 from wallet.sqlite.database import Database
 from wallet.sqlite.ledger import AccountRow
@@ -39,6 +39,7 @@ from wallet.sqlite.outgoing import (
 log = logging.getLogger(__name__)
 
 DB_FILE = "wallet.sqlite3"
+STALE_AFTER_S = 60  # a pending operation older than this, not live, is resolved again
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,10 @@ class WalletService:
                 released,
             )
         return report
+
+    async def resolve_stale(self, min_age_s: int = STALE_AFTER_S) -> RecoveryReport:
+        """Pending operations no request is working on, resolved while the node runs."""
+        return await recover_stale(self.custody, min_age_s)
 
     async def close(self) -> None:
         await self.db.close()

@@ -24,6 +24,7 @@ from support.wallets import fund, ledger_state, open_wallet, query, recovered_wa
 from mints.errors import MintRefused
 from routstr_node.demo.mint import LocalMint, run_local_mint
 from wallet.errors import TokenAlreadyRedeemed
+from wallet.recovery import RecoveryReport
 from wallet.service import WalletService
 
 FAULT_RUNNER = Path(__file__).resolve().parents[1] / "support" / "fault_runner.py"
@@ -290,3 +291,30 @@ async def test_recovery_waits_for_an_unreachable_mint(
         [(token,)] = query(data_dir, "SELECT token FROM outgoing_tokens")
         assert await ecash.redeem(token) == 100
         await assert_balanced(node)
+
+
+async def test_a_running_node_resolves_what_was_left_pending(
+    tmp_path: Path, data_dir: Path, ecash: EcashFactory
+) -> None:
+    """Not only at the next start: the node's background round finishes it once the mint
+    is back, leaving alone what a request is still working on or has just written."""
+    mint_dir = tmp_path / "own-mint"
+    async with run_local_mint(mint_dir) as own:
+        port, url = own.port, own.url
+        account_id = await funded_account(data_dir, ecash, own, 1000)
+        await crash_at("send:swapped", data_dir, url, "send", str(account_id), "100")
+    [(op_id, _)] = pending_operations(data_dir)
+
+    async with recovered_wallet(data_dir, [url]) as (node, report):  # the mint is down
+        assert report.still_pending == [op_id]
+        assert (await node.resolve_stale(min_age_s=0)).still_pending == [op_id]
+        async with run_local_mint(mint_dir, port=port):
+            node.custody.live_operations.add(op_id)  # a request of this process has it
+            assert await node.resolve_stale(min_age_s=0) == RecoveryReport()
+            node.custody.live_operations.discard(op_id)
+            assert await node.resolve_stale(min_age_s=3600) == RecoveryReport()  # too young
+            assert (await node.resolve_stale(min_age_s=0)).completed == [op_id]
+            assert ledger_state(data_dir).accounts == ((account_id, "key", 900_000, 0),)
+            [(token,)] = query(data_dir, "SELECT token FROM outgoing_tokens")
+            assert await ecash.redeem(token) == 100
+            await assert_balanced(node)

@@ -6,6 +6,7 @@ or resolving an operation the mint did not clearly finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -35,6 +36,16 @@ class CustodyBase:
         self.mints = mints
         self.outputs = OutputPool(db, seed)
         self._selection_locks: dict[str, asyncio.Lock] = {}
+        # operations a request of this process is sending or finishing: not for recovery
+        self.live_operations: set[int] = set()
+
+    @contextlib.contextmanager
+    def _live(self, op_id: int) -> Iterator[None]:
+        self.live_operations.add(op_id)
+        try:
+            yield
+        finally:
+            self.live_operations.discard(op_id)
 
     def client_for(self, mint_url: str) -> MintClient:
         """The mint's client; also for a mint no longer trusted that still owes an operation."""

@@ -92,6 +92,17 @@ class Melting(CustodyBase):
         inputs: list[sql.StoredProof],
         rows: list[sql.OutputRow],
     ) -> MeltResult:
+        with self._live(op_id):
+            return await self._send_melt(client, quote, op_id, inputs, rows)
+
+    async def _send_melt(
+        self,
+        client: MintClient,
+        quote: MeltQuote,
+        op_id: int,
+        inputs: list[sql.StoredProof],
+        rows: list[sql.OutputRow],
+    ) -> MeltResult:
         fault_point("melt:written")
         try:
             answer = await client.melt(

@@ -50,15 +50,16 @@ class Receiving(CustodyBase):
                 foreign_inputs=token.proofs,
             )
         )
-        fault_point("receive:written")
-        signatures, terms = await self._swap_written(
-            client, op_id, list(token.proofs), rows, on_refused=self._fail
-        )
-        fault_point("receive:swapped")
-        op = sql.Operation(
-            op_id, "receive", client.url, "pending", token.token_id, [], written, None
-        )
-        return await self.complete_receive(op_id, rows, signatures, op=op, terms=terms)
+        with self._live(op_id):
+            fault_point("receive:written")
+            signatures, terms = await self._swap_written(
+                client, op_id, list(token.proofs), rows, on_refused=self._fail
+            )
+            fault_point("receive:swapped")
+            op = sql.Operation(
+                op_id, "receive", client.url, "pending", token.token_id, [], written, None
+            )
+            return await self.complete_receive(op_id, rows, signatures, op=op, terms=terms)
 
     async def complete_receive(
         self,

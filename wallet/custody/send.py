@@ -141,12 +141,13 @@ class Sending(CustodyBase):
         inputs: list[sql.StoredProof],
         rows: list[sql.OutputRow],
     ) -> SentToken:
-        fault_point("send:written")
-        signatures, terms = await self._swap_written(
-            client, op_id, [s.proof for s in inputs], rows, on_refused=self.revert_send
-        )
-        fault_point("send:swapped")
-        return await self.complete_send(op_id, rows, signatures, terms=terms)
+        with self._live(op_id):
+            fault_point("send:written")
+            signatures, terms = await self._swap_written(
+                client, op_id, [s.proof for s in inputs], rows, on_refused=self.revert_send
+            )
+            fault_point("send:swapped")
+            return await self.complete_send(op_id, rows, signatures, terms=terms)
 
     async def complete_send(
         self,

@@ -154,6 +154,17 @@ def pending_operations(conn: sqlite3.Connection) -> list[Operation]:
     return [_operation(r) for r in rows]
 
 
+def stale_operation_ids(conn: sqlite3.Connection, created_before: int) -> list[int]:
+    """Pending swaps and melts written down before ``created_before`` (Lightning-in mint
+    operations are their invoices' business)."""
+    rows = conn.execute(
+        "SELECT id FROM operations WHERE state = 'pending' AND kind != 'mint'"
+        " AND created_at < ? ORDER BY id",
+        (created_before,),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
 def _operation(row: Any) -> Operation:
     inputs = [
         Proof(amount=int(p["amount"]), keyset_id=p["id"], secret=p["secret"], C=p["C"])
