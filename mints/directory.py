@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mints.client import MintClient
-from mints.errors import AmountTooSmall, MintUntrusted, UnitUnsupported
-from mints.keysets import input_fee
+from mints.errors import AmountTooSmall, MintError, MintUntrusted, UnitUnsupported
+from mints.keysets import input_fee, with_input_fee
 from mints.token import Token, normalize_mint_url, parse_token
 
 
@@ -52,6 +52,19 @@ class MintDirectory:
         if url not in self._extra:
             self._extra[url] = MintClient(url, timeout_s=self._timeout_s)
         return self._extra[url]
+
+    async def payable_anywhere(self, amount: int) -> int:
+        """The sat a token from any trusted mint must carry to be worth ``amount`` to the
+        node (the largest over the mints' input fees). A mint that cannot be asked now
+        counts as charging none: the payer's 402 then names the fee if it is short."""
+        gross = amount
+        for client in self._clients.values():
+            try:
+                keyset = await client.active_keyset()
+            except MintError:
+                continue
+            gross = max(gross, with_input_fee(amount, keyset))
+        return gross
 
     def clients(self) -> list[MintClient]:
         return list(self._clients.values())

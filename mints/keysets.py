@@ -24,6 +24,15 @@ def fee_for_count(count: int, keyset: Keyset) -> int:
     return (count * keyset.input_fee_ppk + 999) // 1000
 
 
+def with_input_fee(amount: int, keyset: Keyset) -> int:
+    """The least a token of ``keyset``'s proofs (split in powers of two) must be worth to
+    bring ``amount`` after the mint's fee, which its own proofs pay."""
+    gross = amount
+    while gross - fee_for_count(len(amount_split(gross)), keyset) < amount:
+        gross += 1  # the fee is a few sat at most: a few steps
+    return gross
+
+
 def amount_split(amount: int) -> list[int]:
     """Powers of two summing to ``amount``, smallest first (13 → [1, 4, 8])."""
     if amount < 0:

@@ -7,7 +7,6 @@ refuses stays unspent.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -27,11 +26,12 @@ class Payer:
     legacy: bool = False  # the X-Cashu token was cashuA: change comes back as cashuA
 
 
-def payment_required(
+async def payment_required(
     node: NodeState, needed_msat: int, message: str, *, code: str = "payment_required"
 ) -> ApiError:
-    """402 with a NUT-18 payment request for what this request needs (NUT-24)."""
-    amount_sat = max(1, math.ceil(needed_msat / 1000))
+    """402 with a NUT-18 payment request for what this request needs (NUT-24): in sat,
+    rounded up, plus the input fee the listed mints charge for a token of that size."""
+    amount_sat = await node.mints.payable_anywhere(max(1, -(-needed_msat // 1000)))
     request = PaymentRequest(
         a=amount_sat,
         u="sat",
@@ -81,7 +81,7 @@ async def resolve_payer(request: web.Request, node: NodeState, max_cost_msat: in
         return await _pay_per_request(node, x_cashu, max_cost_msat)
     key = presented_key(request)
     if key is None:
-        raise payment_required(
+        raise await payment_required(
             node,
             max_cost_msat,
             "this request needs payment: an sk- key, a Cashu token as the key, or X-Cashu",
@@ -96,11 +96,11 @@ async def _checked_for(node: NodeState, text: str, max_cost_msat: int) -> Checke
     small is refused with a 402 asking for enough, and stays the client's."""
     checked = await node.mints.check_token(text)
     if checked.value_after_fee * 1000 < max_cost_msat:
-        raise payment_required(
+        raise await payment_required(
             node,
-            max_cost_msat + checked.fee * 1000,
+            max_cost_msat,
             f"the token is worth {checked.value_after_fee} sat after the mint's fee;"
-            f" this request may cost up to {math.ceil(max_cost_msat / 1000)} sat",
+            f" this request may cost up to {-(-max_cost_msat // 1000)} sat",
         )
     return checked
 

@@ -94,6 +94,20 @@ async def test_no_payment_gets_402_with_a_payable_nut18_request(
     assert payment_request(answer).a == len(embedding)  # 1 sat per byte-bounded token
 
 
+async def test_the_402_amount_pays_at_a_mint_that_charges_input_fees(
+    tmp_path: Path, fee_mint: LocalMint, upstream: RunningUpstream, ecash: EcashFactory
+) -> None:
+    body = chat_body(PROMPT, max_tokens=20)
+    async with run_node(tmp_path / "node", [fee_mint.url], upstream.url) as node:
+        asked = payment_request(await post(chat_url(node), body))
+        needed = math.ceil(reservation_of(body, 20) / 1000)
+        assert asked.a is not None and asked.a > needed  # the mint's fee is asked for too
+        token = await ecash.token(asked.a, mint_url=fee_mint.url)
+        paid = await post(chat_url(node), body, {"X-Cashu": token})
+        assert paid.status == 200, paid.raw  # first time, no second 402
+        await assert_balanced(node)
+
+
 async def test_too_small_x_cashu_token_gets_402_and_stays_unspent(
     node: RunningNode, ecash: EcashFactory, mint: LocalMint
 ) -> None:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mints.keysets import amount_split, fee_for_count, with_input_fee
+from mints.models import Keyset
 from wallet.selection import Coin, input_fee, select_covering, select_exact
 
 KEYSETS = ["01aa", "01bb", "00cc"]
@@ -138,3 +140,19 @@ def test_select_covering_examples() -> None:
     assert select_covering(coins, 100, {}) is not None
     assert select_exact(coins, 68) == (coins[0], coins[2])
     assert select_exact(coins, 5) is None
+
+
+@given(st.integers(min_value=1, max_value=10**9), st.integers(min_value=0, max_value=5000))
+def test_a_token_asked_for_brings_the_amount_after_its_own_fee(amount: int, ppk: int) -> None:
+    """What a 402 asks for: the least gross whose powers-of-two proofs, less the mint's
+    fee for them, still bring the amount."""
+    keyset = Keyset(id="00ab", unit="sat", active=True, input_fee_ppk=ppk, keys={})
+
+    def after_fee(gross: int) -> int:
+        return gross - fee_for_count(len(amount_split(gross)), keyset)
+
+    gross = with_input_fee(amount, keyset)
+    assert after_fee(gross) >= amount
+    assert all(after_fee(smaller) < amount for smaller in range(amount, gross))
+    if ppk == 0:
+        assert gross == amount
