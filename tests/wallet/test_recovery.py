@@ -262,16 +262,27 @@ async def test_crash_after_a_melt_paid_charges_once(
 # -- the mint is away when the node restarts -----------------------------------------------
 
 
-async def test_recovery_waits_for_an_unreachable_mint(
+async def crashed_send_at_own_mint(
     tmp_path: Path, data_dir: Path, ecash: EcashFactory
-) -> None:
-    """A crash, then a start while the mint is down: nothing is guessed, all is kept."""
+) -> tuple[Path, int, str, int, int]:
+    """A withdrawal of 100 of 1000 sat killed after its swap, at a mint of the test's own
+    that is then stopped: (mint directory, port, url, account id, pending operation id)."""
     mint_dir = tmp_path / "own-mint"
     async with run_local_mint(mint_dir) as own:
         port, url = own.port, own.url
         account_id = await funded_account(data_dir, ecash, own, 1000)
         await crash_at("send:swapped", data_dir, url, "send", str(account_id), "100")
     [(op_id, _)] = pending_operations(data_dir)
+    return mint_dir, port, url, account_id, op_id
+
+
+async def test_recovery_waits_for_an_unreachable_mint(
+    tmp_path: Path, data_dir: Path, ecash: EcashFactory
+) -> None:
+    """A crash, then a start while the mint is down: nothing is guessed, all is kept."""
+    mint_dir, port, url, account_id, op_id = await crashed_send_at_own_mint(
+        tmp_path, data_dir, ecash
+    )
 
     async with recovered_wallet(data_dir, [url]) as (node, report):  # the mint is down
         assert (report.completed, report.failed, report.still_pending) == ([], [], [op_id])
@@ -298,12 +309,9 @@ async def test_a_running_node_resolves_what_was_left_pending(
 ) -> None:
     """Not only at the next start: the node's background round finishes it once the mint
     is back, leaving alone what a request is still working on or has just written."""
-    mint_dir = tmp_path / "own-mint"
-    async with run_local_mint(mint_dir) as own:
-        port, url = own.port, own.url
-        account_id = await funded_account(data_dir, ecash, own, 1000)
-        await crash_at("send:swapped", data_dir, url, "send", str(account_id), "100")
-    [(op_id, _)] = pending_operations(data_dir)
+    mint_dir, port, url, account_id, op_id = await crashed_send_at_own_mint(
+        tmp_path, data_dir, ecash
+    )
 
     async with recovered_wallet(data_dir, [url]) as (node, report):  # the mint is down
         assert report.still_pending == [op_id]

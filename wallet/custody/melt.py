@@ -93,34 +93,26 @@ class Melting(CustodyBase):
         rows: list[sql.OutputRow],
     ) -> MeltResult:
         with self._live(op_id):
-            return await self._send_melt(client, quote, op_id, inputs, rows)
-
-    async def _send_melt(
-        self,
-        client: MintClient,
-        quote: MeltQuote,
-        op_id: int,
-        inputs: list[sql.StoredProof],
-        rows: list[sql.OutputRow],
-    ) -> MeltResult:
-        fault_point("melt:written")
-        try:
-            answer = await client.melt(
-                quote.quote, [s.proof for s in inputs], [r.output.message() for r in rows]
-            )
-        except MintRefused as exc:
-            states = await client.check_state([s.y for s in inputs])
-            if all(v == "UNSPENT" for v in states.values()):
-                await self.revert_send(op_id, str(exc))
+            fault_point("melt:written")
+            try:
+                answer = await client.melt(
+                    quote.quote, [s.proof for s in inputs], [r.output.message() for r in rows]
+                )
+            except MintRefused as exc:
+                states = await client.check_state([s.y for s in inputs])
+                if all(v == "UNSPENT" for v in states.values()):
+                    await self.revert_send(op_id, str(exc))
+                    raise
+                raise OperationInFlight("the payment is pending at the mint") from exc
+            except Exception:
+                await self._resolve_now(op_id)
                 raise
-            raise OperationInFlight("the payment is pending at the mint") from exc
-        except Exception:
-            await self._resolve_now(op_id)
-            raise
-        fault_point("melt:paid")
-        if answer.state != "PAID":
-            return await self._melt_not_paid(op_id, client, inputs, quote)
-        return await self.complete_melt(op_id, rows, list(answer.change), answer.payment_preimage)
+            fault_point("melt:paid")
+            if answer.state != "PAID":
+                return await self._melt_not_paid(op_id, client, inputs, quote)
+            return await self.complete_melt(
+                op_id, rows, list(answer.change), answer.payment_preimage
+            )
 
     async def _melt_not_paid(
         self, op_id: int, client: MintClient, inputs: list[sql.StoredProof], quote: MeltQuote

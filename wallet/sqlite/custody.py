@@ -154,13 +154,13 @@ def pending_operations(conn: sqlite3.Connection) -> list[Operation]:
     return [_operation(r) for r in rows]
 
 
-def stale_operation_ids(conn: sqlite3.Connection, created_before: int) -> list[int]:
-    """Pending swaps and melts written down before ``created_before`` (Lightning-in mint
-    operations are their invoices' business)."""
+def stale_operation_ids(conn: sqlite3.Connection, written_by: int) -> list[int]:
+    """Pending swaps and melts written down at ``written_by`` or earlier (Lightning-in
+    mint operations are their invoices' business)."""
     rows = conn.execute(
         "SELECT id FROM operations WHERE state = 'pending' AND kind != 'mint'"
-        " AND created_at < ? ORDER BY id",
-        (created_before,),
+        " AND created_at <= ? ORDER BY id",
+        (written_by,),
     ).fetchall()
     return [int(r[0]) for r in rows]
 
