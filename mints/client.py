@@ -140,10 +140,14 @@ class MintClient:
     async def active_keyset(self) -> Keyset:
         """The keyset new outputs go to: the active sat keyset with the lowest fee."""
         for refresh in (False, True):
-            active = [k for k in (await self.keysets(refresh=refresh)).values() if k.active]
-            if active:
-                return min(active, key=lambda k: (k.input_fee_ppk, k.id))
+            active = _cheapest_active(await self.keysets(refresh=refresh))
+            if active is not None:
+                return active
         raise ProtocolError(f"mint {self.url} has no active sat keyset")
+
+    def known_active_keyset(self) -> Keyset | None:
+        """The active keyset as last fetched, without asking the mint (None: not yet)."""
+        return _cheapest_active(self._keysets)
 
     async def resolve_keyset_ids(self, proofs: Iterable[Proof]) -> list[Proof]:
         """Proofs with full keyset ids (V4 tokens carry short ones)."""
@@ -234,6 +238,11 @@ class MintClient:
     async def info(self) -> dict[str, Any]:
         data = await self._request("GET", "/v1/info", safe=True)
         return data if isinstance(data, dict) else {}
+
+
+def _cheapest_active(keysets: dict[str, Keyset]) -> Keyset | None:
+    active = [k for k in keysets.values() if k.active]
+    return min(active, key=lambda k: (k.input_fee_ppk, k.id)) if active else None
 
 
 def _with_keyset(p: Proof, keyset_id: str) -> Proof:

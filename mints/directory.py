@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from mints.client import MintClient
-from mints.errors import AmountTooSmall, MintError, MintUntrusted, UnitUnsupported
+from mints.errors import AmountTooSmall, MintUntrusted, UnitUnsupported
 from mints.keysets import input_fee, with_input_fee
 from mints.token import Token, normalize_mint_url, parse_token
 
@@ -53,18 +54,23 @@ class MintDirectory:
             self._extra[url] = MintClient(url, timeout_s=self._timeout_s)
         return self._extra[url]
 
-    async def payable_anywhere(self, amount: int) -> int:
+    def payable_anywhere(self, amount: int) -> int:
         """The sat a token from any trusted mint must carry to be worth ``amount`` to the
-        node (the largest over the mints' input fees). A mint that cannot be asked now
-        counts as charging none: the payer's 402 then names the fee if it is short."""
+        node (the largest over the mints' input fees). From the keysets already known, so
+        a 402 never waits for a mint; one not known yet counts as charging none (the 402
+        for a token that then falls short names its fee)."""
         gross = amount
         for client in self._clients.values():
-            try:
-                keyset = await client.active_keyset()
-            except MintError:
-                continue
-            gross = max(gross, with_input_fee(amount, keyset))
+            keyset = client.known_active_keyset()
+            if keyset is not None:
+                gross = max(gross, with_input_fee(amount, keyset))
         return gross
+
+    async def learn_keysets(self) -> None:
+        """Ask every trusted mint for its keysets once (at start, in the background): the
+        fees a 402 names come from them. A mint that does not answer is asked later,
+        when a token of it comes."""
+        await asyncio.gather(*(c.keysets() for c in self._clients.values()), return_exceptions=True)
 
     def clients(self) -> list[MintClient]:
         return list(self._clients.values())

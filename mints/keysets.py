@@ -24,13 +24,16 @@ def fee_for_count(count: int, keyset: Keyset) -> int:
     return (count * keyset.input_fee_ppk + 999) // 1000
 
 
+_FEE_SEARCH_STEPS = 1000
+
+
 def with_input_fee(amount: int, keyset: Keyset) -> int:
     """The least a token of ``keyset``'s proofs (split in powers of two) must be worth to
     bring ``amount`` after the mint's fee, which its own proofs pay."""
-    gross = amount
-    while gross - fee_for_count(len(amount_split(gross)), keyset) < amount:
-        gross += 1  # the fee is a few sat at most: a few steps
-    return gross
+    for gross in range(amount, amount + _FEE_SEARCH_STEPS):  # fees are a few sat
+        if fee_for_count(len(amount_split(gross)), keyset) <= gross - amount:
+            return gross
+    return amount + fee_for_count(64, keyset)  # an absurd fee: enough for any split
 
 
 def amount_split(amount: int) -> list[int]:

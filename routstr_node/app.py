@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -91,6 +93,7 @@ def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterat
         for model in settings.models:
             if is_unpriced(model):
                 log.warning("model '%s' has no price at all: it is served for free", model.id)
+        learning = asyncio.create_task(mints.learn_keysets(), name="mint-keysets")
         try:
             await wallet.open()
             await upstreams.configure(list(settings.upstreams))
@@ -110,6 +113,9 @@ def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterat
             )
             yield
         finally:
+            learning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await learning
             await upstreams.close()
             await price_session.close()
             await wallet.close()

@@ -75,6 +75,8 @@ def audit(config: Path) -> None:
         report = asyncio.run(run_audit(settings))
     except NoLedger as exc:
         raise _CannotAudit(str(exc)) from None
+    except Exception as exc:  # e.g. an unreadable database: it did not run, it did not fail
+        raise _CannotAudit(f"the audit could not run: {type(exc).__name__}: {exc}") from None
     click.echo(json.dumps(report, sort_keys=True))
     sys.exit(0 if report["balanced"] else 1)
 

@@ -15,7 +15,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/models", models)
-    app.router.add_get("/v1/models/{model_id}", model)
+    app.router.add_get("/v1/models/{model_id:.+}", model)  # ids may hold a "/"
     app.router.add_get("/v1/info", info)
     app.router.add_get("/v1/providers", providers)
     app.router.add_get("/v1/providers/{name}", provider)

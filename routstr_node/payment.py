@@ -26,12 +26,19 @@ class Payer:
     legacy: bool = False  # the X-Cashu token was cashuA: change comes back as cashuA
 
 
-async def payment_required(
-    node: NodeState, needed_msat: int, message: str, *, code: str = "payment_required"
+def payment_required(
+    node: NodeState,
+    needed_msat: int,
+    message: str,
+    *,
+    code: str = "payment_required",
+    fee_sat: int = 0,
 ) -> ApiError:
     """402 with a NUT-18 payment request for what this request needs (NUT-24): in sat,
-    rounded up, plus the input fee the listed mints charge for a token of that size."""
-    amount_sat = await node.mints.payable_anywhere(max(1, -(-needed_msat // 1000)))
+    rounded up, plus the input fee the listed mints charge for a token of that size (at
+    least ``fee_sat``, what the token just refused was charged)."""
+    needed_sat = max(1, -(-needed_msat // 1000))
+    amount_sat = max(node.mints.payable_anywhere(needed_sat), needed_sat + fee_sat)
     request = PaymentRequest(
         a=amount_sat,
         u="sat",
@@ -81,7 +88,7 @@ async def resolve_payer(request: web.Request, node: NodeState, max_cost_msat: in
         return await _pay_per_request(node, x_cashu, max_cost_msat)
     key = presented_key(request)
     if key is None:
-        raise await payment_required(
+        raise payment_required(
             node,
             max_cost_msat,
             "this request needs payment: an sk- key, a Cashu token as the key, or X-Cashu",
@@ -96,11 +103,12 @@ async def _checked_for(node: NodeState, text: str, max_cost_msat: int) -> Checke
     small is refused with a 402 asking for enough, and stays the client's."""
     checked = await node.mints.check_token(text)
     if checked.value_after_fee * 1000 < max_cost_msat:
-        raise await payment_required(
+        raise payment_required(
             node,
             max_cost_msat,
             f"the token is worth {checked.value_after_fee} sat after the mint's fee;"
             f" this request may cost up to {-(-max_cost_msat // 1000)} sat",
+            fee_sat=checked.fee,
         )
     return checked
 

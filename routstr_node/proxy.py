@@ -114,7 +114,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
                 headers["X-Cashu-Change"] = change
         # the NUT-18 request asks for the whole request: paid as X-Cashu, a token pays
         # for its own request alone, so a token worth only the shortfall would not do
-        error = await payment_required(
+        error = payment_required(
             node,
             most,
             f"insufficient balance: this request may cost up to {most} msat,"

@@ -38,7 +38,7 @@ def upstream_body(
     if asks_usage and "stream_options" not in body:
         new["stream_options"] = {"include_usage": True}
         asks_usage = False  # answered by the new member
-    if body.get("model") == upstream_model and not asks_usage:
+    if body.get("model") == upstream_model and not asks_usage and new.keys().isdisjoint(body):
         if not new:
             return raw
         end = raw.rstrip()
