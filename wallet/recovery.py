@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass, field
 
 from mints.errors import MintError
@@ -37,17 +38,41 @@ async def recover_all(custody: Custody) -> RecoveryReport:
     return await _recover(custody, [op.id for op in pending])
 
 
-async def recover_stale(custody: Custody, min_age_s: int) -> RecoveryReport:
-    """While the node runs: resolve pending operations no request of this process is
-    working on, written down at least ``min_age_s`` ago (a payment the mint left pending,
-    an answer lost while the mint was away). Without this their holds would wait for
-    the next start.
+class StaleOperations:
+    """While the node runs: pending operations no request of this process is working on,
+    written down a while ago (a payment the mint left pending, an answer lost while the
+    mint was away). Without this their holds would wait for the next start.
 
     The age keeps off an operation whose request is between writing it down and marking
-    it live; the live mark keeps off one whose mint call takes long.
+    it live; the live mark keeps off one whose mint call takes long. One that stays
+    pending round after round is asked about less and less often.
     """
-    ids = await custody.db.read(lambda c: sql.stale_operation_ids(c, now() - min_age_s))
-    return await _recover(custody, [i for i in ids if i not in custody.live_operations])
+
+    def __init__(self, custody: Custody) -> None:
+        self.custody = custody
+        self._stuck: dict[int, tuple[int, float]] = {}  # op id -> (rounds pending, next try)
+
+    async def resolve(self, min_age_s: int) -> RecoveryReport:
+        custody = self.custody
+        ids = await custody.db.read(lambda c: sql.stale_operation_ids(c, now() - min_age_s))
+        clock = time.monotonic()
+        due = [
+            i
+            for i in ids
+            if i not in custody.live_operations and self._stuck.get(i, (0, 0.0))[1] <= clock
+        ]
+        report = await _recover(custody, due)
+        for op_id in report.completed + report.failed:
+            self._stuck.pop(op_id, None)
+        for op_id in report.still_pending:
+            rounds = self._stuck.get(op_id, (0, 0.0))[0] + 1
+            wait = 0.0 if rounds < _PATIENT_ROUNDS else min(_MAX_WAIT_S, 30.0 * 2**rounds)
+            self._stuck[op_id] = (rounds, clock + wait)
+        return report
+
+
+_PATIENT_ROUNDS = 3  # rounds an operation is asked about at every beat before backing off
+_MAX_WAIT_S = 3600.0
 
 
 async def _recover(custody: Custody, op_ids: list[int]) -> RecoveryReport:
@@ -57,6 +82,9 @@ async def _recover(custody: Custody, op_ids: list[int]) -> RecoveryReport:
             outcome = await recover_operation(custody, op_id)
         except MintError as exc:
             log.warning("operation %s: mint error during recovery: %s", op_id, exc.message)
+            outcome = "pending"
+        except Exception:  # one operation must not keep the others from being resolved
+            log.exception("operation %s: recovery failed; it stays pending", op_id)
             outcome = "pending"
         getattr(
             report, {"done": "completed", "failed": "failed"}.get(outcome, "still_pending")

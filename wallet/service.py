@@ -25,7 +25,7 @@ from wallet.errors import (
 from wallet.keys import key_hash, new_admin_key, new_api_key
 from wallet.ledger import Ledger
 from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
-from wallet.recovery import RecoveryReport, recover_all, recover_stale
+from wallet.recovery import RecoveryReport, StaleOperations, recover_all
 from wallet.seed import load_or_create_seed
 from wallet.sqlite.database import Database
 from wallet.sqlite.ledger import AccountRow
@@ -62,6 +62,7 @@ class WalletService:
         self._custody: Custody | None = None
         self._change_locks: dict[int, asyncio.Lock] = {}
         self._lightning_in: LightningIn | None = None
+        self._stale: StaleOperations | None = None
 
     @property
     def custody(self) -> Custody:
@@ -89,7 +90,9 @@ class WalletService:
 
     async def resolve_stale(self, min_age_s: int = STALE_AFTER_S) -> RecoveryReport:
         """Pending operations no request is working on, resolved while the node runs."""
-        return await recover_stale(self.custody, min_age_s)
+        if self._stale is None:
+            self._stale = StaleOperations(self.custody)
+        return await self._stale.resolve(min_age_s)
 
     async def close(self) -> None:
         await self.db.close()

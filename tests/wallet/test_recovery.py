@@ -326,3 +326,14 @@ async def test_a_running_node_resolves_what_was_left_pending(
             [(token,)] = query(data_dir, "SELECT token FROM outgoing_tokens")
             assert await ecash.redeem(token) == 100
             await assert_balanced(node)
+
+
+async def test_an_operation_that_stays_pending_is_asked_about_less_often(
+    tmp_path: Path, data_dir: Path, ecash: EcashFactory
+) -> None:
+    _, _, url, _, op_id = await crashed_send_at_own_mint(tmp_path, data_dir, ecash)
+    async with recovered_wallet(data_dir, [url]) as (node, _):  # the mint stays away
+        for _ in range(3):
+            assert (await node.resolve_stale(min_age_s=0)).still_pending == [op_id]
+        assert await node.resolve_stale(min_age_s=0) == RecoveryReport()  # backing off
+        assert pending_operations(data_dir) == [(op_id, "swap")]
