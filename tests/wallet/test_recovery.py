@@ -337,3 +337,28 @@ async def test_an_operation_that_stays_pending_is_asked_about_less_often(
             assert (await node.resolve_stale(min_age_s=0)).still_pending == [op_id]
         assert await node.resolve_stale(min_age_s=0) == RecoveryReport()  # backing off
         assert pending_operations(data_dir) == [(op_id, "swap")]
+
+
+@pytest.mark.parametrize("operation", ["receive", "send", "melt"])
+async def test_the_background_round_leaves_alone_what_a_request_is_doing(
+    data_dir: Path, ecash: EcashFactory, mint: LocalMint, operation: str
+) -> None:
+    """Run while a live request waits for the mint: the operation is pending in the
+    database and old enough, yet only its own request may finish it."""
+    async with open_wallet(data_dir, [mint.url]) as node:
+        account = await fund(node, ecash, mint.url, 1000)
+        token = await ecash.token(100, mint_url=mint.url)
+        checked = await node.mints.check_token(token)
+        work = {
+            "receive": lambda: node.topup(account.account_id, checked),
+            "send": lambda: node.withdraw(account.account_id, 100),
+            "melt": lambda: node.withdraw_invoice(account.account_id, fake_invoice(50)),
+        }[operation]
+        request = asyncio.ensure_future(work())
+        while not pending_operations(data_dir):  # written down, the mint not answered yet
+            assert not request.done(), "the request finished before it could be seen"
+            await asyncio.sleep(0)
+        assert await node.resolve_stale(min_age_s=0) == RecoveryReport()
+        await request
+        assert pending_operations(data_dir) == []
+        await assert_balanced(node)
