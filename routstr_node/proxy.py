@@ -31,7 +31,7 @@ from routstr_node.pricing import PriceUnavailable, max_cost_msat
 from routstr_node.relay import relay_stream
 from routstr_node.request_body import parse_json_object, upstream_body
 from routstr_node.state import NODE
-from routstr_node.upstream import Upstream
+from routstr_node.upstream import Payload, Upstream
 from routstr_node.usage import (
     MAX_CHOICES,
     OUTPUT_CAP_KEYS,
@@ -125,17 +125,8 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         raise error from None
 
     call = PaidCall(node, path, body, price, payer, reservation_id, most)
-    forwarded = upstream_body(
-        raw,
-        body,
-        model.upstream_model or model.id,
-        asks_usage=stream and path != "/v1/responses",
-        # what was reserved for is what the upstream may write: a request without a cap
-        # gets the model's, under its endpoint's name
-        added={OUTPUT_CAP_KEYS[path][0]: per_choice}
-        if max_output is None and path in OUTPUT_CAP_KEYS
-        else None,
-    )
+    upstream_model = model.upstream_model or model.id
+    forwarded = _payload(raw, body, upstream_model, path, stream, max_output, per_choice)
     try:
         if stream:
             return await relay_stream(request, call, upstream, forwarded)
@@ -153,12 +144,33 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
             await asyncio.shield(call.settle(None))
 
 
-async def _forward(call: PaidCall, upstream: Upstream, payload: bytes) -> web.Response:
+def _payload(
+    raw: bytes,
+    body: dict[str, Any],
+    upstream_model: str,
+    path: str,
+    stream: bool,
+    max_output: int | None,
+    per_choice: int,
+) -> Payload:
+    """The upstream's body. What was reserved for is what the upstream may write: a
+    request without a cap gets the model's, under its endpoint's name (and goes as it
+    came if the upstream does not know that name)."""
+    asks_usage = stream and path != "/v1/responses"
+    plain = upstream_body(raw, body, upstream_model, asks_usage=asks_usage)
+    if max_output is not None or path not in OUTPUT_CAP_KEYS:
+        return Payload(plain)
+    cap = OUTPUT_CAP_KEYS[path][0]
+    capped = upstream_body(
+        raw, body, upstream_model, asks_usage=asks_usage, added={cap: per_choice}
+    )
+    return Payload(capped, cap, plain)
+
+
+async def _forward(call: PaidCall, upstream: Upstream, payload: Payload) -> web.Response:
     started = time.perf_counter()
     try:
-        async with upstream.session.post(
-            upstream.url(call.path), data=payload, headers=upstream.headers(stream=False)
-        ) as resp:
+        async with await upstream.post(call.path, payload, stream=False) as resp:
             raw = await resp.read()
             status = resp.status
             content_type = resp.content_type

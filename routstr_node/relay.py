@@ -28,7 +28,7 @@ from routstr_node.call import (
 from routstr_node.pricing import Cost
 from routstr_node.sse import DONE, EventSplitter, encode_event, event_data, event_json
 from routstr_node.state import COUNTED_STREAM, RESPONSE_HEADERS
-from routstr_node.upstream import Upstream
+from routstr_node.upstream import Payload, Upstream
 from routstr_node.usage import TokenUsage, delta_text, reported_usage
 
 _CLIENT_GONE = (ConnectionError, aiohttp.ClientConnectionResetError)
@@ -99,14 +99,12 @@ class _StreamState:
 
 
 async def relay_stream(
-    request: web.Request, call: PaidCall, upstream: Upstream, payload: bytes
+    request: web.Request, call: PaidCall, upstream: Upstream, payload: Payload
 ) -> web.StreamResponse:
     node = call.node
     started = time.perf_counter()
     try:
-        upstream_resp = await upstream.session.post(
-            upstream.url(call.path), data=payload, headers=upstream.headers(stream=True)
-        )
+        upstream_resp = await upstream.post(call.path, payload, stream=True)
     except TimeoutError:
         upstream.answered(None)
         raise upstream_timeout(upstream) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -14,6 +15,27 @@ log = logging.getLogger(__name__)
 # failed calls in a row (no answer, or a 5xx) after which a provider is listed as down:
 # one failure may be the request's, three in a row are the provider's
 DOWN_AFTER_FAILURES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """What an upstream gets. ``without`` is the body to send instead when the upstream
+    refuses the member ``added`` that the node put in (one that does not know it)."""
+
+    body: bytes
+    added: str | None = None
+    without: bytes = b""
+
+
+def names_member(raw: bytes, member: str) -> bool:
+    """Whether an upstream's error answer is about ``member`` (its param or its message)."""
+    try:
+        error = json.loads(raw).get("error")
+    except (ValueError, AttributeError, RecursionError):
+        return False
+    if isinstance(error, dict):
+        return error.get("param") == member or member in str(error.get("message") or "")
+    return isinstance(error, str) and member in error
 
 
 @dataclass
@@ -36,6 +58,21 @@ class Upstream:
             self.failures_in_a_row += 1
         else:
             self.failures_in_a_row = 0
+
+    async def post(
+        self, node_path: str, payload: Payload, *, stream: bool
+    ) -> aiohttp.ClientResponse:
+        """The upstream's answer to ``payload``; if it refuses only the member the node
+        added, its answer to the body without it (the client's request as it came)."""
+        url, headers = self.url(node_path), self.headers(stream=stream)
+        resp = await self.session.post(url, data=payload.body, headers=headers)
+        if payload.added is None or resp.status != 400:
+            return resp
+        if not names_member(await resp.read(), payload.added):
+            return resp  # its body stays readable: read() keeps it
+        resp.release()
+        log.info("upstream '%s' refuses %s: sent without it", self.name, payload.added)
+        return await self.session.post(url, data=payload.without, headers=headers)
 
     def url(self, node_path: str) -> str:
         """``/v1/chat/completions`` → ``<base_url>/chat/completions``."""

@@ -76,6 +76,7 @@ class UpstreamBehaviour:
     omit_usage: bool = False
     cut_after_chunks: int | None = None
     reply_words: int | None = None
+    unknown_params: list[str] = field(default_factory=list)  # refused as a strict API does
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     requests: list[RecordedRequest] = field(default_factory=list)
 
@@ -128,6 +129,9 @@ async def _provider_gate(request: web.Request, handler: Handler) -> web.StreamRe
         _check_api_key(request, behaviour.expected_api_key)
         if behaviour.fail_status is not None:
             raise status_error(behaviour.fail_status)
+        for name in behaviour.unknown_params:
+            if isinstance(parsed, dict) and name in parsed:
+                raise ApiError(400, f"Unrecognized request argument supplied: {name}")
         return await handler(request)
     except ApiError as error:
         return _error_response(error)

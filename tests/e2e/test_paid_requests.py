@@ -561,6 +561,25 @@ async def test_the_upstream_is_held_to_the_output_that_was_reserved(
     assert answer.status == 200, answer.raw
     assert upstream.requests[-1].json["max_tokens"] == 50
 
+    # an upstream that does not know the name gets the request as the client sent it
+    upstream.behaviour.unknown_params = ["max_completion_tokens"]
+    for stream in (False, True):
+        before = len(upstream.requests)
+        if stream:
+            status, _, _, raw = await stream_post(chat, chat_body(PROMPT, stream=True), key)
+            assert status == 200, raw
+        else:
+            answer = await post(chat, chat_body(PROMPT), key)
+            assert answer.status == 200, answer.raw
+        tried, sent = upstream.requests[before:]
+        assert tried.json["max_completion_tokens"] == 50
+        assert "max_completion_tokens" not in sent.json
+    # the client's own use of it is the client's: refused as the upstream refuses it
+    refused = await post(chat, chat_body(PROMPT, max_completion_tokens=5), key)
+    assert refused.status == 400, refused.raw
+    assert "max_completion_tokens" in refused.body["error"]["message"]
+    upstream.behaviour.unknown_params = []
+
     # every prompt of a list gets its own answer, each up to the cap
     three = b'{"model": "test-model", "prompt": ["a", "b", "c"], "max_tokens": 5}'
     unpaid = await post(f"{node.url}/v1/completions", three)
