@@ -41,7 +41,8 @@ _API_PREFIX = "/v1/"
 _CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "X-Cashu, X-Cashu-Change, X-Routstr-Cost-Msats,"
-    " X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After",
+    " X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After,"
+    " X-Should-Retry",
 }
 _PREFLIGHT_MAX_AGE_S = 600
 RESOLVE_PENDING_EVERY_S = 30.0

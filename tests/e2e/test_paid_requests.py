@@ -618,7 +618,7 @@ async def test_a_web_page_may_call_the_api_and_read_the_money_headers(
         assert paid.status == 200, paid.raw
         assert paid.headers["Access-Control-Allow-Origin"] == "*"
         exposed = {h.strip() for h in paid.headers["Access-Control-Expose-Headers"].split(",")}
-        assert {"X-Cashu", "X-Routstr-Cost-Msats", "X-Request-Id"} <= exposed
+        assert {"X-Cashu", "X-Routstr-Cost-Msats", "X-Request-Id", "X-Should-Retry"} <= exposed
         token = paid.headers.get("X-Cashu") or parse_stream_change(paid.raw)
     unpaid = await post(url, chat_body(PROMPT), origin)
     assert unpaid.status == 402
