@@ -45,6 +45,10 @@ _CORS = {
     " X-Should-Retry",
 }
 _PREFLIGHT_MAX_AGE_S = 600
+_TOKEN_BUCKET = "token:"
+_TOKEN_REFUSALS = frozenset(
+    {"cashu_token_invalid", "cashu_token_spent", "cashu_mint_untrusted", "cashu_unit_unsupported"}
+)
 RESOLVE_PENDING_EVERY_S = 30.0
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
 _request_numbers = itertools.count(1)
@@ -220,7 +224,9 @@ def _payer_bucket(node: NodeState, request: web.Request) -> str:
     if not credential:
         return ""
     digest = key_hash(credential)
-    if looks_like_token(credential) or node.wallet.ledger.knows_key_hash(digest):
+    if looks_like_token(credential):
+        return _TOKEN_BUCKET + digest
+    if node.wallet.ledger.knows_key_hash(digest):
         return "payer:" + digest
     return ""
 
@@ -231,9 +237,13 @@ async def _rate_limit_middleware(request: web.Request, handler: Handler) -> web.
     node = request.app.get(NODE)
     if node is None or request.path in _UNCOUNTED:
         return await handler(request)
+    address = "ip:" + (request.remote or "unknown")
     key = _payer_bucket(node, request) if request.path in PROXIED_PATHS else ""
-    key = key or "ip:" + (request.remote or "unknown")
-    verdict = node.limiter.hit(key)
+    # every token is a payer of its own, but an address whose tokens keep being refused
+    # (made up: each one a call to a mint) is held back for the tokens it sends next
+    refused = "refused-" + address
+    is_token = key.startswith(_TOKEN_BUCKET)
+    verdict = (is_token and node.limiter.full(refused)) or node.limiter.hit(key or address)
     headers = {
         "X-RateLimit-Limit": str(verdict.limit),
         "X-RateLimit-Remaining": str(verdict.remaining),
@@ -248,4 +258,14 @@ async def _rate_limit_middleware(request: web.Request, handler: Handler) -> web.
             "too many requests; slow down",
             headers={**headers, "Retry-After": str(verdict.retry_after_s)},
         )
-    return await handler(request)
+    try:
+        return await handler(request)
+    except Exception as exc:
+        if is_token and _refuses_the_token(exc):
+            node.limiter.hit(refused)
+        raise
+
+
+def _refuses_the_token(exc: Exception) -> bool:
+    error = exc if isinstance(exc, ApiError) else from_domain(exc)
+    return error is not None and error.code in _TOKEN_REFUSALS

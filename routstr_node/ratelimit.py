@@ -63,6 +63,19 @@ class RateLimiter:
         reset = int(slots[0] + _WINDOWS[0] - now) + 1
         return Verdict(True, self.limits[0], max(remaining or 0, 0), reset, 0)
 
+    def full(self, key: str) -> Verdict | None:
+        """The refusal ``hit`` would give ``key`` now, without counting anything."""
+        slots = self._counts.get(key)
+        if slots is None:
+            return None
+        now = self._clock()
+        refusal = None
+        for i, size in enumerate(_WINDOWS):
+            if slots[2 * i] == int(now // size * size) and slots[2 * i + 1] >= self.limits[i]:
+                retry = int(slots[2 * i] + size - now) + 1
+                refusal = Verdict(False, self.limits[0], 0, retry, retry)
+        return refusal
+
     def _forget_old(self, now: float) -> None:
         day = int(now // 86400 * 86400)
         self._counts = {k: v for k, v in self._counts.items() if v[4] == day}

@@ -442,6 +442,17 @@ async def test_rate_limit_refuses_the_fourth_request_with_retry_after(
         fresh = await ecash.token(200, mint_url=mint.url)
         answer = await post(chat_url(node), chat_body(PROMPT, max_tokens=5), {"X-Cashu": fresh})
         assert answer.status == 200, answer.raw
+        # but made-up tokens, each a fresh "payer", are no fresh allowance: once an address's
+        # tokens were refused three times, the tokens it sends next wait
+        made_up = [{"X-Cashu": f"cashuB{n}notatoken"} for n in range(4)]
+        answers = [await post(chat_url(node), chat_body(PROMPT), h) for h in made_up]
+        for refused in answers[:3]:
+            assert_error(refused, 400, "cashu_token_invalid", "invalid_request_error")
+        assert_error(answers[3], 429, "rate_limited", "rate_limit_error")
+        fresh = await ecash.token(200, mint_url=mint.url)
+        answer = await post(chat_url(node), chat_body(PROMPT, max_tokens=5), {"X-Cashu": fresh})
+        assert_error(answer, 429, "rate_limited", "rate_limit_error")
+        assert not await ecash.is_spent(fresh)
 
 
 # -- upstream failures ------------------------------------------------------------------------

@@ -63,3 +63,18 @@ def test_the_limiter_agrees_with_the_model(
             )
         else:
             assert (verdict.remaining, verdict.retry_after_s) == (0, until)
+
+
+def test_full_tells_a_refusal_without_counting() -> None:
+    now = [1_000_000.0]
+    limiter = RateLimiter(2, 100, 1000, clock=lambda: now[0])
+    assert limiter.full("k") is None
+    limiter.hit("k")
+    assert limiter.full("k") is None
+    limiter.hit("k")
+    for _ in range(3):  # asking does not count
+        refusal = limiter.full("k")
+        assert refusal is not None and not refusal.allowed and refusal.retry_after_s >= 1
+    assert limiter.hit("k").allowed is False
+    now[0] += 60
+    assert limiter.full("k") is None  # a new minute
