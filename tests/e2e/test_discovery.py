@@ -5,11 +5,12 @@ providers, health and Prometheus metrics.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from support.e2e import SdkFactory, assert_error, chat_body, get, post
 from support.ecash import EcashFactory
-from support.node import RunningNode
+from support.node import RunningNode, run_node
 
 from routstr_node.demo.mint import LocalMint
 from routstr_node.demo.upstream import RunningUpstream
@@ -84,6 +85,24 @@ async def test_one_model_by_id_as_the_sdk_retrieves_it(
     assert (retrieved.id, retrieved.object) == ("usd-model", "model")
     missing = await get(f"{node.url}/v1/models/no-such-model")
     assert_error(missing, 404, "model_not_available", "not_found_error")
+
+
+async def test_a_model_id_with_a_slash_is_found_too(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream
+) -> None:
+    extra = """
+[[models]]
+id = "openai/gpt-4o-mini"
+upstream = "fake"
+input_sat_per_1m = 1000
+output_sat_per_1m = 2000
+context_length = 4000
+max_output_tokens = 50
+"""
+    async with run_node(tmp_path / "node", [mint.url], upstream.url, extra_toml=extra) as node:
+        one = await get(f"{node.url}/v1/models/openai/gpt-4o-mini")
+        assert one.status == 200, one.raw
+        assert one.body["id"] == "openai/gpt-4o-mini"
 
 
 async def test_info(node: RunningNode, mint: LocalMint) -> None:
