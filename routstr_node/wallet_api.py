@@ -27,7 +27,12 @@ from routstr_node.account_api import (
 from routstr_node.errors import ApiError, invalid_request, not_found
 from routstr_node.payment import account_for_key
 from routstr_node.state import NODE
-from wallet.errors import InsufficientCustody, InvoiceRejected, PaymentFailed
+from wallet.errors import (
+    InsufficientCustody,
+    InvoiceRejected,
+    PaymentFailed,
+    TokenAlreadyRedeemed,
+)
 from wallet.keys import ADMIN_KEY_PREFIX, new_api_key
 
 
@@ -71,7 +76,16 @@ async def topup(request: web.Request) -> web.Response:
     node = request.app[NODE]
     account_id = await account_of(request, node)
     text = token_text(await json_body(request), "cashu_token")
-    received = await node.wallet.topup(account_id, await node.mints.check_token(text))
+    try:
+        received = await node.wallet.topup(account_id, await node.mints.check_token(text))
+    except TokenAlreadyRedeemed as exc:
+        if exc.account_id != account_id:
+            raise
+        # a retry after a lost answer: say where the money went, still as a spent token
+        raise invalid_request(
+            "cashu_token_spent",
+            "this token was already redeemed into this account: its value is in the balance",
+        ) from None
     account = await node.wallet.ledger.account(account_id)
     return web.json_response(
         {

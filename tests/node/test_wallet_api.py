@@ -253,6 +253,15 @@ async def test_create_and_topup_errors(
     assert not await ecash.is_spent(fresh)
     assert (await balance(http, node, key))["balance"] == 100
 
+    # a topup retried after its answer was lost: still spent, and told where the money is
+    again = await ecash.token(20, mint_url=mint.url)
+    status, body = await call(http, "POST", topup, key=key, body={"cashu_token": again})
+    assert (status, body["amount_added"]) == (200, 20), body
+    retried = await call(http, "POST", topup, key=key, body={"cashu_token": again})
+    assert_error(retried, 400, "cashu_token_spent")
+    assert "into this account" in retried[1]["error"]["message"]
+    assert (await balance(http, node, key))["balance"] == 120
+
     for path in ("/v1/wallet/balance", "/v1/wallet/withdraw"):
         method = "GET" if path.endswith("balance") else "POST"
         assert_error(await call(http, method, node.url + path), 401, "missing_api_key")
