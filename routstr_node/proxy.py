@@ -36,6 +36,7 @@ from routstr_node.usage import (
     MAX_CHOICES,
     OUTPUT_CAP_KEYS,
     TokenUsage,
+    reads_beyond_body,
     reported_usage,
     requested_choices,
     requested_max_output,
@@ -97,7 +98,11 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         raise invalid_request(
             "invalid_n", f"n and best_of must be integers from 1 to {MAX_CHOICES}", param="n"
         )
-    prompt_bound = min(len(raw), model.context_length)
+    prompt_bound = (
+        model.context_length
+        if reads_beyond_body(path, raw, body)
+        else min(len(raw), model.context_length)
+    )
     per_choice = price.max_output_tokens if max_output is None else max_output
     output_bound = 0 if path == "/v1/embeddings" else per_choice * choices
     most = max_cost_msat(price, prompt_bound, output_bound)

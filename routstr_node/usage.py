@@ -51,6 +51,56 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     return tokens + -(-text_bytes // _BYTES_PER_TOKEN)
 
 
+# what a request can name for the upstream to read besides its own text: stored state,
+# uploaded files, media behind a URL, and tools the provider runs (search results are
+# input too); the body's size bounds none of it
+_STORED_CONTEXT_KEYS = ("previous_response_id", "conversation", "prompt")
+_SOURCE_KEYS = ("file_id", "file_url", "image_url")
+_OWN_TOOL_TYPES = ("function", "custom")
+_BEYOND_BODY_HINTS = (
+    b"previous_response_id",
+    b"conversation",
+    b"file_",
+    b"image_url",
+    b"tools",
+    b'"prompt"',
+)
+
+
+def reads_beyond_body(path: str, raw: bytes, body: dict[str, Any]) -> bool:
+    """Whether the upstream may read more input than the request's bytes hold: then only
+    the model's context length bounds the prompt (an image behind a URL is hundreds of
+    tokens in a hundred bytes). Inline media (``data:`` URLs) is in the bytes."""
+    if b"\\u" not in raw and not any(hint in raw for hint in _BEYOND_BODY_HINTS):
+        return False  # the common request, decided without a walk (unless keys are escaped)
+    if path == "/v1/responses" and any(body.get(k) for k in _STORED_CONTEXT_KEYS):
+        return True
+    tools = body.get("tools")
+    if isinstance(tools, list) and any(
+        isinstance(t, dict) and t.get("type", "function") not in _OWN_TOOL_TYPES for t in tools
+    ):
+        return True
+    pending: list[Any] = [body.get(k) for k in ("messages", "input", "prompt")]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if key in _SOURCE_KEYS and _names_a_source(item):
+                    return True
+                if isinstance(item, list | dict):
+                    pending.append(item)
+    return False
+
+
+def _names_a_source(value: Any) -> bool:
+    """A file id or a URL the provider fetches (``{"url": ...}`` as chat nests it)."""
+    if isinstance(value, dict):
+        value = value.get("url")
+    return isinstance(value, str) and bool(value) and not value.startswith("data:")
+
+
 def _collect(value: Any, parts: list[str]) -> None:
     if isinstance(value, str):
         parts.append(value)

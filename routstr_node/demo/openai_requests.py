@@ -19,9 +19,25 @@ ECHO_PREFIX = "Echo:"
 DEFAULT_EMBEDDING_DIMENSIONS = 8
 
 
+# what OpenAI bills a 1024x1024 image at high detail: an image costs tokens its URL
+# does not show
+IMAGE_TOKENS = 765
+_IMAGE_PART_TYPES = ("image_url", "input_image")
+
+
 def count_tokens(text: str) -> int:
     """The fake upstream's tokenizer: one token per whitespace-separated word."""
     return len(text.split())
+
+
+def content_tokens(content: Any) -> int:
+    """A message's prompt tokens: its words, and IMAGE_TOKENS for each image part."""
+    images = 0
+    if isinstance(content, list):
+        images = sum(
+            1 for p in content if isinstance(p, dict) and p.get("type") in _IMAGE_PART_TYPES
+        )
+    return count_tokens(content_text(content)) + images * IMAGE_TOKENS
 
 
 class ApiError(Exception):
@@ -195,9 +211,7 @@ def parse_chat(body: JSONObject, forced_words: int | None) -> Reply:
         )
     cap = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
     stream, include_usage = _stream_flags(body)
-    prompt_tokens = sum(
-        count_tokens(content_text(m.get("content"))) for m in messages if isinstance(m, dict)
-    )
+    prompt_tokens = sum(content_tokens(m.get("content")) for m in messages if isinstance(m, dict))
     words, truncated = reply_words(_last_user_text(messages), forced_words, cap)
     choices = _positive_int(body, "n") or 1
     return Reply(model, prompt_tokens, words, truncated, stream, include_usage, choices)
@@ -233,13 +247,11 @@ def parse_completion(body: JSONObject, forced_words: int | None) -> Reply:
     return Reply(model, prompt_tokens, words, truncated, stream, include_usage)
 
 
-def _response_input_texts(value: Any) -> list[str]:
+def _response_input_tokens(value: Any) -> int:
     if isinstance(value, str):
-        return [value]
+        return count_tokens(value)
     if isinstance(value, list) and value:
-        return [
-            content_text(item.get("content")) if isinstance(item, dict) else "" for item in value
-        ]
+        return sum(content_tokens(item.get("content")) for item in value if isinstance(item, dict))
     raise ApiError(
         400,
         "Missing required parameter: 'input'.",
@@ -257,13 +269,12 @@ def _last_response_user_text(value: Any) -> str:
 def parse_response(body: JSONObject, forced_words: int | None) -> Reply:
     """A /v1/responses request: echo the last user input."""
     model = _model(body)
-    inputs = _response_input_texts(body.get("input"))
+    prompt_tokens = _response_input_tokens(body.get("input"))
     instructions = body.get("instructions")
     if isinstance(instructions, str):
-        inputs.append(instructions)
+        prompt_tokens += count_tokens(instructions)
     cap = _positive_int(body, "max_output_tokens")
     stream = body.get("stream") is True
-    prompt_tokens = sum(count_tokens(text) for text in inputs)
     words, truncated = reply_words(_last_response_user_text(body["input"]), forced_words, cap)
     return Reply(model, prompt_tokens, words, truncated, stream, include_usage=True)
 

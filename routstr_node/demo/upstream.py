@@ -28,6 +28,7 @@ from routstr_node.demo.openai_replies import (
     response_stream,
 )
 from routstr_node.demo.openai_requests import (
+    IMAGE_TOKENS,
     ApiError,
     JSONObject,
     Reply,
@@ -41,6 +42,7 @@ from routstr_node.demo.openai_requests import (
 
 __all__ = [
     "BEHAVIOUR_KEY",
+    "IMAGE_TOKENS",
     "RETRY_AFTER_S",
     "RecordedRequest",
     "RunningUpstream",

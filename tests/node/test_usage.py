@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from routstr_node.usage import estimate_prompt_tokens, estimate_tokens
+from routstr_node.usage import estimate_prompt_tokens, estimate_tokens, reads_beyond_body
 
 LONG = "word " * 8000  # 40,000 bytes: 10,000 tokens at 4 bytes a token
 
@@ -65,3 +65,71 @@ def test_never_more_than_the_reservation_bound_and_never_less_for_more(
     estimate = estimate_prompt_tokens(body)
     assert 0 <= estimate <= max(1, math.ceil(len(json.dumps(body).encode())))
     assert estimate_prompt_tokens({**body, "more": more}) >= estimate
+
+
+CHAT, RESPONSES, COMPLETIONS = "/v1/chat/completions", "/v1/responses", "/v1/completions"
+
+
+def beyond(path: str, body: dict[str, Any]) -> bool:
+    return reads_beyond_body(path, json.dumps(body).encode(), body)
+
+
+def image_part(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url, "detail": "high"}}
+
+
+def test_what_the_upstream_fetches_or_stores_is_beyond_the_body() -> None:
+    user = {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    assert not beyond(CHAT, {"model": "m", "messages": [user]})
+    assert beyond(
+        CHAT, {"model": "m", "messages": [{**user, "content": [image_part("https://x/y.png")]}]}
+    )
+    assert not beyond(
+        CHAT,
+        {"model": "m", "messages": [{**user, "content": [image_part("data:image/png;base64,AA")]}]},
+    )
+    file_part = {"type": "file", "file": {"file_id": "file-abc"}}
+    assert beyond(CHAT, {"model": "m", "messages": [{**user, "content": [file_part]}]})
+    function = {"type": "function", "function": {"name": "f", "parameters": {}}}
+    assert not beyond(CHAT, {"model": "m", "messages": [user], "tools": [function]})
+    assert beyond(RESPONSES, {"model": "m", "input": "hi", "tools": [{"type": "web_search"}]})
+    assert beyond(RESPONSES, {"model": "m", "input": "hi", "previous_response_id": "resp_1"})
+    assert beyond(RESPONSES, {"model": "m", "input": "hi", "conversation": "conv_1"})
+    assert beyond(RESPONSES, {"model": "m", "prompt": {"id": "pmpt_1"}, "input": "hi"})
+    image = {"type": "input_image", "image_url": "https://x/y.png"}
+    assert beyond(RESPONSES, {"model": "m", "input": [{"role": "user", "content": [image]}]})
+    pdf = {"type": "input_file", "file_url": "https://x/a.pdf"}
+    assert beyond(RESPONSES, {"model": "m", "input": [{"role": "user", "content": [pdf]}]})
+    # a completions prompt is the text itself, not a stored prompt
+    assert not beyond(COMPLETIONS, {"model": "m", "prompt": "say image_url and file_id"})
+
+
+def test_escaped_names_are_seen_as_the_upstream_sees_them() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": [image_part("https://x")]}]}
+    raw = json.dumps(body).encode().replace(b"image_url", b"image\\u005furl")
+    assert json.loads(raw) == body
+    assert reads_beyond_body(CHAT, raw, body)
+
+
+_names = st.sampled_from(
+    ["messages", "input", "prompt", "content", "image_url", "url", "file_id", "file_url",
+     "tools", "type", "previous_response_id", "conversation", "text", "x"]
+)  # fmt: skip
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from(["", "data:x", "https://x", "web_search", "function"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_names, inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@given(
+    st.dictionaries(_names, _values, max_size=5), st.sampled_from([CHAT, RESPONSES, COMPLETIONS])
+)
+def test_the_quick_look_at_the_bytes_never_changes_the_answer(
+    body: dict[str, Any], path: str
+) -> None:
+    """The byte scan only skips the walk: forcing the walk gives the same answer."""
+    assert beyond(path, body) == reads_beyond_body(path, b"\\u", body)
