@@ -38,6 +38,10 @@ _MAX_BATCH = 256
 _CHECKPOINT_EVERY = 500  # batches between WAL checkpoints, run on the writer's thread
 _QUIET_S = 0.0005  # a writer idle this long is on a quiet node: commit a lone write at once
 _PATIENT_MS = 10_000  # how long a batch on the writer's thread waits for another's lock
+# page cache per connection: a write touches a handful of pages (an account, the right
+# edges of the journal and reservations); SQLite's default 2 MiB a connection only filled
+# with old journal pages (measured: 3 MB of the node's RSS after load)
+_PAGE_CACHE_KIB = 512
 
 
 class _WriterBusy(Exception):
@@ -62,6 +66,7 @@ def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_autocheckpoint=0")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
 
 
 class Database:
