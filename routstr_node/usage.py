@@ -55,6 +55,8 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
 # uploaded files, media behind a URL, and tools the provider runs (search results are
 # input too); the body's size bounds none of it
 _STORED_CONTEXT_KEYS = ("previous_response_id", "conversation", "prompt")
+# chat's web search (OpenAI's search models) and OpenRouter's plugins (web, file parsing)
+_PROVIDER_INPUT_KEYS = ("web_search_options", "plugins")
 _SOURCE_KEYS = ("file_id", "file_url", "image_url")
 _OWN_TOOL_TYPES = ("function", "custom")
 _BEYOND_BODY_HINTS = (
@@ -64,6 +66,8 @@ _BEYOND_BODY_HINTS = (
     b"image_url",
     b"tools",
     b'"prompt"',
+    b"web_search_options",
+    b"plugins",
 )
 
 
@@ -74,6 +78,8 @@ def reads_beyond_body(path: str, raw: bytes, body: dict[str, Any]) -> bool:
     if b"\\u" not in raw and not any(hint in raw for hint in _BEYOND_BODY_HINTS):
         return False  # the common request, decided without a walk (unless keys are escaped)
     if path == "/v1/responses" and any(body.get(k) for k in _STORED_CONTEXT_KEYS):
+        return True
+    if any(body.get(k) is not None for k in _PROVIDER_INPUT_KEYS):
         return True
     tools = body.get("tools")
     if isinstance(tools, list) and any(

@@ -94,6 +94,8 @@ def test_what_the_upstream_fetches_or_stores_is_beyond_the_body() -> None:
     assert not beyond(CHAT, {"model": "m", "messages": [user], "tools": [function]})
     assert beyond(RESPONSES, {"model": "m", "input": "hi", "tools": [{"type": "web_search"}]})
     assert beyond(RESPONSES, {"model": "m", "input": "hi", "previous_response_id": "resp_1"})
+    assert beyond(CHAT, {"model": "m", "messages": [user], "web_search_options": {}})
+    assert beyond(CHAT, {"model": "m", "messages": [user], "plugins": [{"id": "web"}]})
     assert beyond(RESPONSES, {"model": "m", "input": "hi", "conversation": "conv_1"})
     assert beyond(RESPONSES, {"model": "m", "prompt": {"id": "pmpt_1"}, "input": "hi"})
     image = {"type": "input_image", "image_url": "https://x/y.png"}
@@ -113,7 +115,8 @@ def test_escaped_names_are_seen_as_the_upstream_sees_them() -> None:
 
 _names = st.sampled_from(
     ["messages", "input", "prompt", "content", "image_url", "url", "file_id", "file_url",
-     "tools", "type", "previous_response_id", "conversation", "text", "x"]
+     "tools", "type", "previous_response_id", "conversation", "text", "x",
+     "web_search_options", "plugins"]
 )  # fmt: skip
 _values = st.recursive(
     st.none()
