@@ -51,19 +51,21 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     return tokens + -(-text_bytes // _BYTES_PER_TOKEN)
 
 
-# what a request can name for the upstream to read besides its own text: stored state,
-# uploaded files, media behind a URL, and tools the provider runs (search results are
-# input too); the body's size bounds none of it
+# what a request can carry or name that the upstream bills beyond its bytes: media (a
+# 1x1 image is 85 tokens or more in a few dozen bytes; a PDF's pages are images too),
+# stored state, uploaded files, and tools the provider runs (search results are input);
+# the body's size bounds none of it
 _STORED_CONTEXT_KEYS = ("previous_response_id", "conversation", "prompt")
 # chat's web search (OpenAI's search models) and OpenRouter's plugins (web, file parsing)
 _PROVIDER_INPUT_KEYS = ("web_search_options", "plugins")
-_SOURCE_KEYS = ("file_id", "file_url", "image_url")
+_MEDIA_KEYS = ("image_url", "input_audio", "file", "file_id", "file_url", "file_data")
 _OWN_TOOL_TYPES = ("function", "custom")
 _BEYOND_BODY_HINTS = (
+    b"image_url",
+    b"audio",
+    b"file",
     b"previous_response_id",
     b"conversation",
-    b"file_",
-    b"image_url",
     b"tools",
     b'"prompt"',
     b"web_search_options",
@@ -72,9 +74,9 @@ _BEYOND_BODY_HINTS = (
 
 
 def reads_beyond_body(path: str, raw: bytes, body: dict[str, Any]) -> bool:
-    """Whether the upstream may read more input than the request's bytes hold: then only
-    the model's context length bounds the prompt (an image behind a URL is hundreds of
-    tokens in a hundred bytes). Inline media (``data:`` URLs) is in the bytes."""
+    """Whether the upstream may bill more input than the request's bytes: then only the
+    model's context length bounds the prompt. A byte-level tokenizer reads no more
+    tokens than bytes, but images, audio and files are not read as text."""
     if b"\\u" not in raw and not any(hint in raw for hint in _BEYOND_BODY_HINTS):
         return False  # the common request, decided without a walk (unless keys are escaped)
     if path == "/v1/responses" and any(body.get(k) for k in _STORED_CONTEXT_KEYS):
@@ -93,18 +95,11 @@ def reads_beyond_body(path: str, raw: bytes, body: dict[str, Any]) -> bool:
             pending.extend(value)
         elif isinstance(value, dict):
             for key, item in value.items():
-                if key in _SOURCE_KEYS and _names_a_source(item):
+                if key in _MEDIA_KEYS and item:
                     return True
                 if isinstance(item, list | dict):
                     pending.append(item)
     return False
-
-
-def _names_a_source(value: Any) -> bool:
-    """A file id or a URL the provider fetches (``{"url": ...}`` as chat nests it)."""
-    if isinstance(value, dict):
-        value = value.get("url")
-    return isinstance(value, str) and bool(value) and not value.startswith("data:")
 
 
 def _collect(value: Any, parts: list[str]) -> None:

@@ -1,7 +1,7 @@
-"""What the upstream reads beyond the request's bytes is reserved for (CONTRACT §3).
+"""What the upstream bills beyond the request's bytes is reserved for (CONTRACT §3).
 
-An image behind a URL, a stored response or a file is hundreds of prompt tokens in a
-few bytes: the reservation for such a request is bounded by the model's context
+An image (behind a URL or inline), a stored response or a file is hundreds of prompt
+tokens in a few bytes: the reservation for such a request is bounded by the model's context
 length, so the upstream's usage is charged in full and never capped at a reservation
 that was too small for it.
 """
@@ -71,9 +71,10 @@ async def test_an_image_behind_a_url_is_reserved_for_and_charged_in_full(
     await assert_balanced(node)
 
 
-async def test_an_inline_image_is_bounded_by_its_bytes(
+async def test_an_inline_image_is_reserved_for_up_to_the_context_too(
     node: RunningNode, ecash: EcashFactory, mint: LocalMint
 ) -> None:
+    """A tiny inline image is billed far more tokens than its bytes."""
     inline = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
     body = json.dumps(
         {
@@ -82,10 +83,14 @@ async def test_an_inline_image_is_bounded_by_its_bytes(
             "max_tokens": 10,
         }
     ).encode()
-    key = {"Authorization": f"Bearer {await ecash.token(300, mint_url=mint.url)}"}
+    key = {"Authorization": f"Bearer {await ecash.token(6000, mint_url=mint.url)}"}
     paid = await post(f"{node.url}/v1/chat/completions", body, key)
     assert paid.status == 200, paid.raw
-    assert reservations(node)[-1][0] == len(body) * INPUT_MSAT + 10 * OUTPUT_MSAT
+    expected = cost_of(1 + IMAGE_TOKENS, paid.body["usage"]["completion_tokens"])
+    assert len(body) < IMAGE_TOKENS  # its bytes would have bounded the prompt below that
+    assert paid.headers["X-Routstr-Cost-Msats"] == str(expected)
+    whole_context = CONTEXT_LENGTH * INPUT_MSAT + 10 * OUTPUT_MSAT
+    assert reservations(node)[-1] == (whole_context, "charged", expected)
 
 
 async def test_a_stored_response_is_reserved_for_up_to_the_context(

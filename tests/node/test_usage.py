@@ -78,16 +78,17 @@ def image_part(url: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url, "detail": "high"}}
 
 
-def test_what_the_upstream_fetches_or_stores_is_beyond_the_body() -> None:
+def test_what_the_upstream_bills_beyond_the_text_is_beyond_the_body() -> None:
     user = {"role": "user", "content": [{"type": "text", "text": "hi"}]}
     assert not beyond(CHAT, {"model": "m", "messages": [user]})
     assert beyond(
         CHAT, {"model": "m", "messages": [{**user, "content": [image_part("https://x/y.png")]}]}
     )
-    assert not beyond(
-        CHAT,
-        {"model": "m", "messages": [{**user, "content": [image_part("data:image/png;base64,AA")]}]},
-    )
+    # inline media too: a 1x1 image is 85 tokens or more in a few dozen bytes
+    inline = image_part("data:image/png;base64,AA")
+    assert beyond(CHAT, {"model": "m", "messages": [{**user, "content": [inline]}]})
+    audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+    assert beyond(CHAT, {"model": "m", "messages": [{**user, "content": [audio]}]})
     file_part = {"type": "file", "file": {"file_id": "file-abc"}}
     assert beyond(CHAT, {"model": "m", "messages": [{**user, "content": [file_part]}]})
     function = {"type": "function", "function": {"name": "f", "parameters": {}}}
