@@ -78,6 +78,20 @@ def test_select_exact_finds_any_sub_collection(coins: list[Coin]) -> None:
         assert sum(c.amount for c in picked) == amount
 
 
+@_SETTINGS
+@given(coin_lists(max_size=30), st.integers(min_value=1, max_value=9000), st.integers(0, 12))
+def test_select_exact_never_takes_more_coins_than_allowed(
+    coins: list[Coin], amount: int, max_coins: int
+) -> None:
+    """Bounded, it finds what the unbounded one finds when that is few enough coins."""
+    bounded = select_exact(coins, amount, max_coins)
+    unbounded = select_exact(coins, amount)
+    if unbounded is not None and len(unbounded) <= max_coins:
+        assert bounded == unbounded
+    else:
+        assert bounded is None
+
+
 # -- select_covering ------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from support.invoices import fake_invoice
 from support.wallets import fund, ledger_state
 
 from mints.errors import MintUntrusted, ProofsSpent
+from mints.keysets import amount_split
 from mints.token import encode_token, parse_token
 from routstr_node.demo.mint import LocalMint
 from wallet.custody import SentToken
@@ -241,6 +242,26 @@ async def test_withdraw_token_is_redeemable_for_its_full_value(
     assert await balance(node, account.account_id) == ((1000 - amount) * 1000, 0)
     await assert_balanced(node)
     assert await ecash.redeem(sent.token) == amount
+    await assert_balanced(node)
+
+
+async def test_a_custody_of_small_proofs_sends_a_token_of_few(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    """24 one-sat proofs would make a 24-proof token (too big for a header at scale):
+    they are swapped for the amount's own denominations instead."""
+    account = await fund(node, ecash, mint.url, 1)
+    for _ in range(23):
+        await node.topup(account.account_id, await node.mints.check_token(
+            await ecash.token(1, mint_url=mint.url)
+        ))  # fmt: skip
+
+    sent = await node.withdraw_token(account.account_id, 24)
+
+    assert len(parse_token(sent.token).proofs) == len(amount_split(24)) == 2
+    assert (sent.amount_sat, sent.fee_sat) == (24, 0)
+    assert await balance(node, account.account_id) == (0, 0)
+    assert await ecash.redeem(sent.token) == 24
     await assert_balanced(node)
 
 

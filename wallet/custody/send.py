@@ -19,6 +19,12 @@ from wallet.sqlite import custody as sql
 from wallet.sqlite import ledger as ledger_sql
 from wallet.sqlite import outgoing as outgoing_sql
 
+# a token travels in headers (X-Cashu change, X-Cashu payments): handed over as found in a
+# custody of many small proofs it grew past what clients read (one change token of ~60
+# proofs was over aiohttp's 8,190-byte header line). Past the amount's own denominations
+# plus these, the proofs are swapped for the amount's denominations instead.
+EXTRA_PROOFS_WITHOUT_SWAP = 4
+
 
 @dataclass(frozen=True, slots=True)
 class SentToken:
@@ -208,7 +214,7 @@ def _plan_send(
     if amount <= 0:
         raise InsufficientBalance("nothing to send", needed_msat=1000, available_msat=0)
     for _ in range(4):
-        exact = select_exact(coins, amount)
+        exact = select_exact(coins, amount, len(amount_split(amount)) + EXTRA_PROOFS_WITHOUT_SWAP)
         if exact is not None:
             if amount > available_sat:
                 break
