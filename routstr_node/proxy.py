@@ -85,7 +85,10 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     except PriceUnavailable as exc:
         raise ApiError(503, "api_error", "price_unavailable", str(exc)) from None
     assert price is not None
-    stream = bool(body.get("stream")) and path in STREAMING_PATHS
+    stream = body.get("stream") is True and path in STREAMING_PATHS
+    if path in STREAMING_PATHS and not isinstance(body.get("stream"), bool | None):
+        # "true" or 1 would be a stream to the node and maybe not to the upstream
+        raise invalid_request("invalid_stream", "stream must be true or false", param="stream")
     max_output = requested_max_output(path, body)
     if max_output is not None and not 0 < max_output <= _MAX_OUTPUT_TOKENS:
         raise invalid_request(

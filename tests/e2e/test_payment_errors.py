@@ -289,6 +289,15 @@ async def test_invalid_requests_are_refused_before_any_payment(
             "not_found_error",
         ),
     ]
+    # a stream the node and the upstream could read differently ("true", 1, a list)
+    for path, field in (
+        ("/v1/chat/completions", '"messages": [{"role": "user", "content": "hi"}]'),
+        ("/v1/completions", '"prompt": "hi"'),
+        ("/v1/responses", '"input": "hi"'),
+    ):
+        for stream in ('"true"', "1", "[null]", '"false"'):
+            body = f'{{"model": "test-model", {field}, "stream": {stream}}}'.encode()
+            cases.append((path, body, 400, "invalid_stream", "invalid_request_error"))
     for path, body, status, code, type_ in cases:
         answer = await post(f"{node.url}{path}", body, pay)
         assert_error(answer, status, code, type_)
