@@ -12,7 +12,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 STREAMING_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 _MAX_OUTPUT_TOKENS = 100_000_000  # no model writes more; bounds the reservation
+_ON_LOOP_BYTES = 256 * 1024
+T = TypeVar("T")
+R = TypeVar("R")
 # an error after an X-Cashu token was redeemed: the OpenAI SDKs retry 5xx and 429, and
 # a retry would send the spent token again and lose sight of this answer's change
 _SPENT_TOKEN = {"X-Should-Retry": "false"}
@@ -175,6 +179,26 @@ def _payload(
     return Payload(capped, cap, plain)
 
 
+async def _off_loop_if_big(size: int, fn: Callable[[T], R], arg: T) -> R:
+    """``fn(arg)`` here, or in a thread for an answer of over _ON_LOOP_BYTES: parsing a
+    batch of embeddings (tens of MB) on the event loop stalled every other request for
+    seconds."""
+    if size <= _ON_LOOP_BYTES:
+        return fn(arg)
+    return await asyncio.to_thread(fn, arg)
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _json_bytes(data: Any) -> bytes:
+    return json.dumps(data).encode()
+
+
 async def _forward(call: PaidCall, upstream: Upstream, payload: Payload) -> web.Response:
     started = time.perf_counter()
     try:
@@ -194,10 +218,7 @@ async def _forward(call: PaidCall, upstream: Upstream, payload: Payload) -> web.
     upstream.answered(status)
     if status >= 400:
         raise upstream_status_error(upstream, status, raw, retry_after)
-    try:
-        data: Any = json.loads(raw)
-    except (ValueError, RecursionError):
-        data = None
+    data = await _off_loop_if_big(len(raw), _json_or_none, raw)
     counts = reported_usage(data.get("usage")) if isinstance(data, dict) else None
     usage = (
         TokenUsage(counts[0], counts[1], True)
@@ -221,5 +242,12 @@ async def _forward(call: PaidCall, upstream: Upstream, payload: Payload) -> web.
                 **usage_obj,
             }
         data["usage"] = {**usage_obj, "cost": cost_json(cost)}
-        return web.json_response(data, status=status, headers=headers)
+        body = await _off_loop_if_big(len(raw), _json_bytes, data)
+        return web.Response(
+            body=body,
+            status=status,
+            headers=headers,
+            content_type="application/json",
+            charset="utf-8",
+        )
     return web.Response(body=raw, status=status, content_type=content_type, headers=headers)

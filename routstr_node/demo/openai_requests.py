@@ -17,6 +17,8 @@ ECHO_PREFIX = "Echo:"
 
 
 DEFAULT_EMBEDDING_DIMENSIONS = 8
+MAX_EMBEDDING_DIMENSIONS = 3072  # text-embedding-3-large's, the most OpenAI serves
+MAX_EMBEDDING_INPUTS = 2048
 
 
 # what OpenAI bills a 1024x1024 image at high detail: an image costs tokens its URL
@@ -292,6 +294,19 @@ def embedding_inputs(body: JSONObject) -> tuple[str, list[str], int, str]:
     if any(not text for text in inputs):
         raise ApiError(400, "'$.input' is invalid. Please check the API reference.", param="input")
     dimensions = _positive_int(body, "dimensions") or DEFAULT_EMBEDDING_DIMENSIONS
+    if dimensions > MAX_EMBEDDING_DIMENSIONS:
+        raise ApiError(
+            400,
+            f"Invalid 'dimensions': at most {MAX_EMBEDDING_DIMENSIONS} for this model.",
+            param="dimensions",
+            code="invalid_value",
+        )
+    if len(inputs) > MAX_EMBEDDING_INPUTS:
+        raise ApiError(
+            400,
+            f"'$.input' is invalid: at most {MAX_EMBEDDING_INPUTS} inputs.",
+            param="input",
+        )
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
         raise ApiError(400, "Invalid 'encoding_format'.", param="encoding_format")
