@@ -65,8 +65,10 @@ def audit(config: Path) -> None:
 
     Prints one JSON object; exits 0 when unspent proofs (checked at the mints) plus
     proofs in flight equal balances + reserved + unclaimed change + earnings, else 1
-    (also when a mint cannot be asked). Exits 2, printing why, when it cannot run: a
-    bad configuration, or no wallet database in data_dir.
+    (also when a mint cannot be asked: its proofs are then reported as unchecked_msat
+    and counted as stored, so difference_msat shows only what was found wrong). Exits
+    2, printing why, when it cannot run: a bad configuration, or no wallet database in
+    data_dir.
     """
     from routstr_node.audit_command import NoLedger, run_audit
 

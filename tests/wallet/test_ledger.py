@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from support.ecash import EcashFactory
 from support.wallets import fund, open_wallet
 
-from routstr_node.demo.mint import LocalMint
+from routstr_node.demo.mint import LocalMint, run_local_mint
 from wallet.errors import AccountNotFound, InsufficientBalance, InvalidAmount
 from wallet.ledger import Ledger
 from wallet.service import DB_FILE, WalletService
@@ -405,3 +405,26 @@ async def test_an_audit_that_cannot_run_exits_2_not_1(tmp_path: Path) -> None:
         assert child.returncode == 2, (out, err)
         assert out == b""
         assert why in err.decode()
+
+
+async def test_an_audit_with_a_mint_away_shows_what_it_could_not_check(
+    ecash: EcashFactory, tmp_path: Path
+) -> None:
+    """Not balanced (unconfirmed), but no invented difference of the whole custody."""
+    data_dir = tmp_path / "node"
+    async with (
+        run_local_mint(tmp_path / "mint") as away,
+        open_wallet(data_dir, [away.url]) as service,
+    ):
+        account = await fund(service, ecash, away.url, 300)
+        await service.ledger.settle(await service.ledger.reserve(account.account_id, 9_000), 4_000)
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\ndata_dir = "{data_dir}"\n[mints]\ntrusted = ["{away.url}"]\n')
+
+    code, printed = await run_cli_audit(config)
+
+    assert (code, printed["balanced"], printed["difference_msat"]) == (1, False, 0)
+    assert printed["unchecked_msat"] == 300_000
+    assert printed["balances_msat"] + printed["earnings_msat"] == 300_000
+    assert printed["mints"][away.url] == {"stored_sat": 300, "unspent_sat": 0, "unchecked_sat": 300}
+    assert any("cannot check proof states" in p for p in printed["problems"])
