@@ -40,6 +40,22 @@ def settle_the_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
+class _AnsweredBadBody(logging.Filter):
+    """Drop aiohttp's traceback for a body that does not match its Content-Encoding.
+
+    The node has answered it (400 invalid_body); aiohttp then reads what is left of the
+    body to keep the connection, meets the same error and logs it as unhandled.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, web.RequestPayloadError)
+
+
+_AIOHTTP_SERVER_LOG = logging.getLogger("aiohttp.server")
+_AIOHTTP_SERVER_LOG.addFilter(_AnsweredBadBody())
+
+
 async def serve(
     settings: Settings,
     *,

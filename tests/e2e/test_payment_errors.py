@@ -7,6 +7,7 @@ nutshell); after an upstream failure nothing is charged and X-Cashu comes back w
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from pathlib import Path
@@ -307,7 +308,7 @@ async def test_invalid_requests_are_refused_before_any_payment(
 
 
 async def test_unreadable_bodies_and_wrong_methods_get_the_envelope(
-    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint, caplog: pytest.LogCaptureFixture
 ) -> None:
     token = await ecash.token(300, mint_url=mint.url)
     too_deep = b"[" * 100_000 + b"]" * 100_000  # valid JSON, nested deeper than Python goes
@@ -321,6 +322,8 @@ async def test_unreadable_bodies_and_wrong_methods_get_the_envelope(
     assert answer.headers["Allow"] == "POST"
     assert not await ecash.is_spent(token)
     assert reservations(node) == []
+    # answered: no traceback in the node's log for the body it could not decode
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_a_token_of_many_proofs_pays_in_a_header(
