@@ -27,11 +27,8 @@ def input_fee(coins: Sequence[Coin], fee_ppk: dict[str, int]) -> int:
     return (sum(fee_ppk.get(c.keyset_id, 0) for c in coins) + 999) // 1000
 
 
-def select_exact(
-    coins: Sequence[Coin], amount: int, max_coins: int | None = None
-) -> tuple[Coin, ...] | None:
-    """Coins worth exactly ``amount`` by greedy largest-first (denominations are powers of 2),
-    or None; also None when that takes more than ``max_coins`` coins."""
+def select_exact(coins: Sequence[Coin], amount: int) -> tuple[Coin, ...] | None:
+    """Coins worth exactly ``amount`` by greedy largest-first (denominations are powers of 2)."""
     if amount <= 0:
         return None
     picked: list[Coin] = []
@@ -39,8 +36,6 @@ def select_exact(
     for coin in sorted(coins, key=lambda c: (-c.amount, c.id)):
         if coin.amount <= remaining:
             picked.append(coin)
-            if max_coins is not None and len(picked) > max_coins:
-                return None
             remaining -= coin.amount
             if remaining == 0:
                 return tuple(picked)

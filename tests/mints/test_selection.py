@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from mints.keysets import amount_split, fee_for_count, with_input_fee
 from mints.models import Keyset
-from wallet.selection import Coin, input_fee, select_covering, select_exact
+from wallet.custody.send import EXTRA_PROOFS_WITHOUT_SWAP, _plan_send
+from wallet.errors import InsufficientBalance, InsufficientCustody
+from wallet.selection import Coin, Selection, input_fee, select_covering, select_exact
 
 KEYSETS = ["01aa", "01bb", "00cc"]
 _SETTINGS = settings(max_examples=400, deadline=None)
@@ -76,20 +78,6 @@ def test_select_exact_finds_any_sub_collection(coins: list[Coin]) -> None:
         picked = select_exact(coins, amount)
         assert picked is not None, amount
         assert sum(c.amount for c in picked) == amount
-
-
-@_SETTINGS
-@given(coin_lists(max_size=30), st.integers(min_value=1, max_value=9000), st.integers(0, 12))
-def test_select_exact_never_takes_more_coins_than_allowed(
-    coins: list[Coin], amount: int, max_coins: int
-) -> None:
-    """Bounded, it finds what the unbounded one finds when that is few enough coins."""
-    bounded = select_exact(coins, amount, max_coins)
-    unbounded = select_exact(coins, amount)
-    if unbounded is not None and len(unbounded) <= max_coins:
-        assert bounded == unbounded
-    else:
-        assert bounded is None
 
 
 # -- select_covering ------------------------------------------------------------------------
@@ -170,3 +158,33 @@ def test_a_token_asked_for_brings_the_amount_after_its_own_fee(amount: int, ppk:
     assert all(after_fee(smaller) < amount for smaller in range(amount, gross))
     if ppk == 0:
         assert gross == amount
+
+
+# -- planning a send (exact proofs, or a swap) ----------------------------------------------
+
+
+@_SETTINGS
+@given(coin_lists(max_size=40), st.integers(min_value=1, max_value=9000), fee_tables)
+def test_a_send_is_exact_and_small_or_a_swap_the_account_can_pay(
+    coins: list[Coin], amount: int, fee_ppk: dict[str, int]
+) -> None:
+    """A token of many proofs (too big for a header) only when no swap is affordable."""
+    available = sum(c.amount for c in coins)  # the account may spend all the custody holds
+    if amount > available:
+        return
+    try:
+        planned, plan = _plan_send(coins, fee_ppk, amount, available)
+    except (InsufficientCustody, InsufficientBalance):
+        assert amount not in subset_sums(coins)
+        return
+    assert planned == amount
+    if isinstance(plan, Selection):
+        assert covers(plan.coins, amount, fee_ppk)
+        assert amount + plan.fee <= available
+        assert_subset_without_duplicates(plan.coins, coins)
+    else:
+        assert sum(c.amount for c in plan) == amount
+        assert_subset_without_duplicates(plan, coins)
+        if len(plan) > len(amount_split(amount)) + EXTRA_PROOFS_WITHOUT_SWAP:
+            swap = select_covering(coins, amount, fee_ppk)
+            assert swap is None or amount + swap.fee > available

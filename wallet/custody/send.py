@@ -214,16 +214,19 @@ def _plan_send(
     if amount <= 0:
         raise InsufficientBalance("nothing to send", needed_msat=1000, available_msat=0)
     for _ in range(4):
-        exact = select_exact(coins, amount, len(amount_split(amount)) + EXTRA_PROOFS_WITHOUT_SWAP)
-        if exact is not None:
-            if amount > available_sat:
-                break
+        exact = select_exact(coins, amount)
+        if (
+            exact is not None
+            and len(exact) <= len(amount_split(amount)) + EXTRA_PROOFS_WITHOUT_SWAP
+        ):
             return amount, exact
         selection = select_covering(coins, amount, fee_ppk)
+        if selection is not None and amount + selection.fee <= available_sat:
+            return amount, selection
+        if exact is not None:
+            return amount, exact  # no swap the account can pay for: the proofs as they are
         if selection is None:
             raise InsufficientCustody("the node holds too little at this mint")
-        if amount + selection.fee <= available_sat:
-            return amount, selection
         if amount_sat is not None:
             break
         amount = available_sat - selection.fee
