@@ -59,9 +59,10 @@ _STORED_CONTEXT_KEYS = ("previous_response_id", "conversation", "prompt")
 # chat's web search (OpenAI's search models) and OpenRouter's plugins (web, file parsing)
 _PROVIDER_INPUT_KEYS = ("web_search_options", "plugins")
 _MEDIA_KEYS = ("image_url", "input_audio", "file", "file_id", "file_url", "file_data")
+_MEDIA_TYPES = ("image_url", "input_image", "input_audio", "file", "input_file")
 _OWN_TOOL_TYPES = ("function", "custom")
 _BEYOND_BODY_HINTS = (
-    b"image_url",
+    b"image",
     b"audio",
     b"file",
     b"previous_response_id",
@@ -94,6 +95,8 @@ def reads_beyond_body(path: str, raw: bytes, body: dict[str, Any]) -> bool:
         if isinstance(value, list):
             pending.extend(value)
         elif isinstance(value, dict):
+            if value.get("type") in _MEDIA_TYPES:
+                return True  # a media part, whatever its source says
             for key, item in value.items():
                 if key in _MEDIA_KEYS and item:
                     return True

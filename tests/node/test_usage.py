@@ -89,6 +89,9 @@ def test_what_the_upstream_bills_beyond_the_text_is_beyond_the_body() -> None:
     assert beyond(CHAT, {"model": "m", "messages": [{**user, "content": [inline]}]})
     audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
     assert beyond(CHAT, {"model": "m", "messages": [{**user, "content": [audio]}]})
+    # a media part with no usable source is still billed as media by some upstreams
+    for empty in ({"type": "image_url", "image_url": {}}, {"type": "input_image"}):
+        assert beyond(CHAT, {"model": "m", "messages": [{**user, "content": [empty]}]})
     file_part = {"type": "file", "file": {"file_id": "file-abc"}}
     assert beyond(CHAT, {"model": "m", "messages": [{**user, "content": [file_part]}]})
     function = {"type": "function", "function": {"name": "f", "parameters": {}}}
@@ -123,7 +126,7 @@ _values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
-    | st.sampled_from(["", "data:x", "https://x", "web_search", "function"]),
+    | st.sampled_from(["", "data:x", "https://x", "web_search", "function", "input_image", "file"]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_names, inner, max_size=4),
     max_leaves=25,
 )
