@@ -183,9 +183,13 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             413, "invalid_request_error", "body_too_large", "the request body is too large"
         ).response()
     except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the body does not match
-        return ApiError(
+        unreadable = ApiError(
             400, "invalid_request_error", "invalid_body", f"the request body is unreadable: {exc}"
         ).response()
+        # the rest of that body cannot be read past: the connection ends with this answer,
+        # said in Connection: close, so the client opens a new one for its next request
+        unreadable.force_close()
+        return unreadable
     except web.HTTPException as exc:
         if exc.status == 404:
             return ApiError(

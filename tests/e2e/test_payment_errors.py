@@ -317,6 +317,7 @@ async def test_unreadable_bodies_and_wrong_methods_get_the_envelope(
     not_gzip = {"X-Cashu": token, "Content-Encoding": "gzip"}
     answer = await post(chat_url(node), chat_body(PROMPT), not_gzip)
     assert_error(answer, 400, "invalid_body", "invalid_request_error")
+    assert answer.headers["Connection"] == "close"  # the body's rest cannot be read past
     answer = await get(chat_url(node))
     assert_error(answer, 405, "method_not_allowed", "invalid_request_error")
     assert answer.headers["Allow"] == "POST"
