@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from mints.token import parse_token
-from routstr_node.account_api import account_of_bearer, json_body, token_text
+from routstr_node.account_api import account_of_bearer, json_body, required_key, token_text
 from routstr_node.errors import not_found
 from routstr_node.state import NODE
 
@@ -53,9 +53,12 @@ async def info(request: web.Request) -> web.Response:
 
 async def topup(request: web.Request) -> web.Response:
     node = request.app[NODE]
+    required_key(request)
+    # the token to add is checked before a token used as the key is redeemed: a refused
+    # request leaves both unspent
+    checked = await node.mints.check_token(token_text(await _values(request), "cashu_token"))
     account_id, _ = await account_of_bearer(request, node, redeem=True)
-    text = token_text(await _values(request), "cashu_token")
-    received = await node.wallet.topup(account_id, await node.mints.check_token(text))
+    received = await node.wallet.topup(account_id, checked)
     return web.json_response({"msats": received.credited_msat})
 
 

@@ -111,6 +111,16 @@ async def test_create_info_topup_in_msat(
         "missing_api_key",
     )
     assert_error(await call(http, "POST", f"{node.url}/v1/balance/refund"), 401, "missing_api_key")
+    # a token used as the key is not redeemed for a topup whose own token is refused
+    as_key = await ecash.token(41, mint_url=mint.url)
+    assert_error(
+        await call(
+            http, "POST", f"{node.url}/v1/balance/topup", key=as_key, body={"cashu_token": "junk"}
+        ),
+        400,
+        "cashu_token_invalid",
+    )
+    assert not await ecash.is_spent(as_key)
     never = await ecash.token(5, mint_url=mint.url)
     assert_error(
         await call(http, "POST", f"{node.url}/v1/balance/refund", headers={"X-Cashu": never}),
