@@ -31,13 +31,12 @@ from mints.keysets import amount_split
 from mints.outputs import prepare_outputs, unblind
 from mints.token import encode_token, parse_token
 from routstr_node.config import Settings
+from routstr_node.demo.config import LOOPBACK, MODEL, config_toml, demo_config
 from routstr_node.demo.mint import LocalMint, run_local_mint
 from routstr_node.demo.upstream import run_upstream
 from routstr_node.server import serve
 
-LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 8000
-MODEL = "gpt-4o-mini"
 PAY_PER_REQUEST_SAT = 100
 ACCOUNT_SAT = 500
 TRY_IT_SAT = 10_000
@@ -83,45 +82,6 @@ def pick_port(preferred: int = DEFAULT_PORT) -> int:
             sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def demo_settings(data_dir: Path, port: int, mint_url: str, upstream_url: str) -> Settings:
-    """A node trusting the local mint, selling two sat-priced models of the demo upstream."""
-    return Settings.model_validate(
-        {
-            "node": {
-                "name": "routstr-node demo",
-                "description": "A local demo: test mint, stand-in AI provider, fake sats",
-                "host": LOOPBACK,
-                "port": port,
-                "data_dir": str(data_dir),
-            },
-            "mints": {"trusted": [mint_url]},
-            "pricing": {"btc_usd": 100_000, "price_sources": []},
-            "upstreams": [{"name": "demo", "base_url": upstream_url, "api_key": "sk-demo"}],
-            "models": [
-                {
-                    "id": MODEL,
-                    "upstream": "demo",
-                    "input_sat_per_1m": 50_000,
-                    "output_sat_per_1m": 200_000,
-                    "request_sat": 1,
-                    "context_length": 16_384,
-                    "max_output_tokens": 1_024,
-                },
-                {
-                    "id": "gpt-4o",
-                    "upstream": "demo",
-                    "input_sat_per_1m": 250_000,
-                    "output_sat_per_1m": 1_000_000,
-                    "request_sat": 2,
-                    "context_length": 16_384,
-                    "max_output_tokens": 1_024,
-                },
-            ],
-            "limits": {"requests_per_minute": 600, "requests_per_hour": 10_000},
-        }
-    )
 
 
 # -- output --------------------------------------------------------------------------------
@@ -302,7 +262,10 @@ async def _economy(stopper: _Stopper, directory: Path) -> None:
     async with run_local_mint(directory / "mint") as mint, run_upstream(LOOPBACK) as upstream:
         port = pick_port()
         base_url = f"http://{LOOPBACK}:{port}/v1"
-        settings = demo_settings(directory / "node", port, mint.url, upstream.url)
+        config = demo_config(directory / "node", port, mint.url, upstream.url)
+        settings = Settings.model_validate(config)
+        config_path = directory / "node.toml"  # for the operator's commands, e.g. audit
+        config_path.write_text(config_toml(config))
         ready = asyncio.Event()
         node = asyncio.create_task(serve(settings, ready=ready, stop=stopper.stop))
         try:
@@ -311,6 +274,7 @@ async def _economy(stopper: _Stopper, directory: Path) -> None:
             say(f"  mint      {mint.url}  (nutshell, FakeWallet: invoices pay themselves)")
             say(f"  provider  {upstream.url}  (echoes the prompt, reports usage)")
             say(f"  node      {base_url}")
+            say(f"  config    {config_path}  (routstr-node audit --config {config_path})")
             say()
             shown = asyncio.create_task(tour(mint, settings, base_url))
             stopped = asyncio.create_task(stopper.stop.wait())

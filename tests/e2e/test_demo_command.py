@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -60,6 +61,8 @@ async def _read_until_token(stream: asyncio.StreamReader, lines: list[str]) -> d
         name, sep, value = line.strip().partition("=")
         if sep and name in ("ROUTSTR_BASE_URL", "ROUTSTR_TOKEN"):
             found[name] = value
+        if line.strip().startswith("config "):
+            found["config"] = line.split()[1]
     return found
 
 
@@ -90,6 +93,20 @@ async def test_demo_pays_serves_a_funded_token_and_stops_everything_on_sigint() 
         completion = raw.parse()
         assert completion.choices[0].message.content == "Echo: paid by the demo"
         assert int(raw.headers["X-Routstr-Cost-Msats"]) > 0
+
+        # the config it prints is the one it runs on: the operator's audit balances on it
+        audit = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "routstr-node"),
+            "audit",
+            "--config",
+            printed["config"],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        out, err = await asyncio.wait_for(audit.communicate(), START_TIMEOUT_S)
+        assert audit.returncode == 0, (out, err)
+        assert json.loads(out)["balanced"] is True
 
         started = _descendants(process.pid)
         assert started, "the demo should be running a mint child process"

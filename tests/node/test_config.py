@@ -16,6 +16,7 @@ from routstr_node.config import (
     json_default,
     load_settings,
 )
+from routstr_node.demo.config import config_toml, demo_config
 
 REPO = Path(__file__).resolve().parents[2]
 VALID_NSEC = "nsec1qypqxpq9qcrsszg2pvxq6rs0zqg3yyc5z5tpwxqergd3c8g7rusqpqcc2y"
@@ -680,3 +681,11 @@ def test_json_default() -> None:
     assert json_default(Path("./data")) == "data"
     with pytest.raises(TypeError):
         json_default(object())
+
+
+def test_the_demo_writes_the_config_it_runs_on(tmp_path: Path) -> None:
+    """The demo's node.toml loads as the very settings the demo serves with."""
+    config = demo_config(tmp_path / "node", 8123, "http://127.0.0.1:3338", "http://127.0.0.1:9/v1")
+    path = tmp_path / "node.toml"
+    path.write_text(config_toml(config))
+    assert load_settings(path, environ={}) == Settings.model_validate(config)
