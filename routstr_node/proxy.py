@@ -51,7 +51,6 @@ PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/
 STREAMING_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 _MAX_OUTPUT_TOKENS = 100_000_000  # no model writes more; bounds the reservation
 _ON_LOOP_BYTES = 256 * 1024
-T = TypeVar("T")
 R = TypeVar("R")
 # an error after an X-Cashu token was redeemed: the OpenAI SDKs retry 5xx and 429, and
 # a retry would send the spent token again and lose sight of this answer's change
@@ -68,7 +67,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     path = request.path
     raw = await request.read()
-    body = parse_json_object(raw)
+    body = await _off_loop_if_big(len(raw), parse_json_object, raw)
     model_id = body.get("model")
     if not isinstance(model_id, str) or not model_id:
         raise invalid_request("model_required", "the request must name a model", param="model")
@@ -114,6 +113,19 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     output_bound = 0 if path == "/v1/embeddings" else per_choice * choices
     most = max_cost_msat(price, prompt_bound, output_bound)
 
+    # built before any money moves: between the reservation and the try below that
+    # settles it, nothing may wait
+    forwarded = await _off_loop_if_big(
+        len(raw),
+        _payload,
+        raw,
+        body,
+        model.upstream_model or model.id,
+        path,
+        stream,
+        max_output,
+        per_choice,
+    )
     payer = await resolve_payer(request, node, most)
     try:
         reservation_id = await node.wallet.ledger.reserve(payer.account_id, most)
@@ -137,8 +149,6 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         raise error from None
 
     call = PaidCall(node, path, body, price, payer, reservation_id, most)
-    upstream_model = model.upstream_model or model.id
-    forwarded = _payload(raw, body, upstream_model, path, stream, max_output, per_choice)
     try:
         if stream:
             return await relay_stream(request, call, upstream, forwarded)
@@ -179,13 +189,13 @@ def _payload(
     return Payload(capped, cap, plain)
 
 
-async def _off_loop_if_big(size: int, fn: Callable[[T], R], arg: T) -> R:
-    """``fn(arg)`` here, or in a thread for an answer of over _ON_LOOP_BYTES: parsing a
+async def _off_loop_if_big(size: int, fn: Callable[..., R], *args: Any) -> R:
+    """``fn(*args)`` here, or in a thread for a body of over _ON_LOOP_BYTES: parsing a
     batch of embeddings (tens of MB) on the event loop stalled every other request for
-    seconds."""
+    seconds; a request with a 5 MB inline image takes 8 ms to parse, 20 to re-encode."""
     if size <= _ON_LOOP_BYTES:
-        return fn(arg)
-    return await asyncio.to_thread(fn, arg)
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -1,21 +1,27 @@
-"""Large answers: a batch of embeddings is tens of MB and is charged like any other.
+"""Large bodies: a request with an inline image, a batch of embeddings (tens of MB).
 
-Answers over a quarter MB are parsed and rewritten off the event loop; what the client
-gets is the same answer with ``usage.cost`` added.
+Bodies over a quarter MB are parsed and rewritten off the event loop; what the upstream
+and the client get is the same as for small ones.
 """
 
 from __future__ import annotations
 
 import json
 
-from support.e2e import SdkFactory, assert_balanced, assert_error, post, token_account
+from support.e2e import (
+    INPUT_MSAT,
+    OUTPUT_MSAT,
+    SdkFactory,
+    assert_balanced,
+    assert_error,
+    post,
+    token_account,
+)
 from support.ecash import EcashFactory
 from support.node import RunningNode
 
 from routstr_node.demo.mint import LocalMint
-from routstr_node.demo.upstream import count_tokens
-
-INPUT_MSAT = 1000  # test-model's price of a prompt token
+from routstr_node.demo.upstream import IMAGE_TOKENS, RunningUpstream, count_tokens
 
 
 async def test_a_batch_of_embeddings_over_the_threshold_is_answered_and_charged(
@@ -51,4 +57,33 @@ async def test_dimensions_the_upstream_refuses_cost_nothing(
     assert_error(answer, 400, "invalid_value", "invalid_request_error")
     assert answer.body["error"]["param"] == "dimensions"
     assert await ecash.redeem(answer.headers["X-Cashu"]) == 100
+    await assert_balanced(node)
+
+
+async def test_a_request_with_a_large_inline_image_is_forwarded_whole_and_charged(
+    node: RunningNode, upstream: RunningUpstream, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    image = "data:image/png;base64," + "A" * 1_000_000
+    parts = [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": image}},
+    ]
+    body = {
+        "model": "test-model",
+        "messages": [{"role": "user", "content": parts}],
+        "max_tokens": 10,
+    }
+    token = await ecash.token(6000, mint_url=mint.url)
+    answer = await post(
+        f"{node.url}/v1/chat/completions", json.dumps(body).encode(), {"X-Cashu": token}
+    )
+    assert answer.status == 200, answer.raw
+    sent = upstream.requests[-1].json
+    assert sent["model"] == "fake-upstream-model"  # renamed: the body was encoded again
+    assert sent["messages"] == body["messages"]
+    expected = (3 + IMAGE_TOKENS) * INPUT_MSAT + answer.body["usage"][
+        "completion_tokens"
+    ] * OUTPUT_MSAT
+    assert answer.headers["X-Routstr-Cost-Msats"] == str(expected)
+    assert await ecash.redeem(answer.headers["X-Cashu"]) == (6000 * 1000 - expected) // 1000
     await assert_balanced(node)
