@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wallet.sqlite import ledger as ledger_sql
 from wallet.sqlite.database import Database
 
 
@@ -165,3 +166,22 @@ async def test_any_mix_of_lone_and_batched_writes_commits_each_once(
         assert await _stored(database) == [n for n, (_, f) in enumerate(plan, start=1) if not f]
     finally:
         await database.close()
+
+
+async def test_a_sum_past_int64_is_refused_not_stored_as_a_float(db: Database) -> None:
+    """SQLite makes an overflowing integer sum a REAL; the ledger never holds one."""
+    account = await db.write(lambda c: ledger_sql.create_account(c, "key", key_hash="overflow"))
+    big = ledger_sql.MAX_MSAT  # 2^62: two of them are past 2^63 - 1
+    await db.write(lambda c: ledger_sql.credit_from_custody(c, account, big, operation_id=None))
+    with pytest.raises(sqlite3.IntegrityError, match="msat amount out of range"):
+        await db.write(lambda c: ledger_sql.credit_from_custody(c, account, big, operation_id=None))
+    add_earnings = "UPDATE earnings SET amount_msat = amount_msat + ?"
+    await db.write(lambda c: c.execute(add_earnings, (big,)))
+    with pytest.raises(sqlite3.IntegrityError, match="msat amount out of range"):
+        await db.write(lambda c: c.execute(add_earnings, (big,)))
+    row = await db.read(
+        lambda c: c.execute(
+            "SELECT balance_msat, typeof(balance_msat) FROM accounts WHERE id = ?", (account,)
+        ).fetchone()
+    )
+    assert tuple(row) == (big, "integer")

@@ -144,6 +144,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX invoices_open ON invoices (state) WHERE state IN ('unpaid', 'minting');
     """,
+    # 3: amounts stay integers. SQLite turns an integer sum past 2^63 into a REAL (a float
+    # balance that still passes CHECK >= 0): such a write is refused instead.
+    """
+    CREATE TRIGGER accounts_msat_are_integers BEFORE UPDATE OF balance_msat, reserved_msat
+        ON accounts
+        WHEN typeof(NEW.balance_msat) != 'integer' OR typeof(NEW.reserved_msat) != 'integer'
+        BEGIN SELECT RAISE(ABORT, 'msat amount out of range'); END;
+    CREATE TRIGGER earnings_msat_are_integers BEFORE UPDATE OF amount_msat ON earnings
+        WHEN typeof(NEW.amount_msat) != 'integer'
+        BEGIN SELECT RAISE(ABORT, 'msat amount out of range'); END;
+    """,
 ]
 
 
