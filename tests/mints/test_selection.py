@@ -188,3 +188,22 @@ def test_a_send_is_exact_and_small_or_a_swap_the_account_can_pay(
         if len(plan) > len(amount_split(amount)) + EXTRA_PROOFS_WITHOUT_SWAP:
             swap = select_covering(coins, amount, fee_ppk)
             assert swap is None or amount + swap.fee > available
+
+
+@_SETTINGS
+@given(coin_lists(max_size=40), st.integers(min_value=1, max_value=9000), fee_tables)
+def test_sending_everything_never_plans_beyond_the_balance(
+    coins: list[Coin], available: int, fee_ppk: dict[str, int]
+) -> None:
+    """``amount`` None: all the account can pay, a swap's fee included."""
+    try:
+        planned, plan = _plan_send(coins, fee_ppk, None, available)
+    except (InsufficientCustody, InsufficientBalance):
+        return
+    assert 0 < planned <= available
+    if isinstance(plan, Selection):
+        assert covers(plan.coins, planned, fee_ppk)
+        assert planned + plan.fee <= available
+    else:
+        assert sum(c.amount for c in plan) == planned
+    assert_subset_without_duplicates(plan.coins if isinstance(plan, Selection) else plan, coins)

@@ -213,25 +213,23 @@ def _plan_send(
         )
     if amount <= 0:
         raise InsufficientBalance("nothing to send", needed_msat=1000, available_msat=0)
+    as_they_are: tuple[int, tuple[Coin, ...]] | None = None  # many proofs, but no fee
     for _ in range(4):
         exact = select_exact(coins, amount)
-        if (
-            exact is not None
-            and len(exact) <= len(amount_split(amount)) + EXTRA_PROOFS_WITHOUT_SWAP
-        ):
-            return amount, exact
+        if exact is not None:
+            if len(exact) <= len(amount_split(amount)) + EXTRA_PROOFS_WITHOUT_SWAP:
+                return amount, exact
+            as_they_are = as_they_are or (amount, exact)
         selection = select_covering(coins, amount, fee_ppk)
         if selection is not None and amount + selection.fee <= available_sat:
             return amount, selection
-        if exact is not None:
-            return amount, exact  # no swap the account can pay for: the proofs as they are
-        if selection is None:
-            raise InsufficientCustody("the node holds too little at this mint")
-        if amount_sat is not None:
+        if selection is None or amount_sat is not None or available_sat <= selection.fee:
             break
-        amount = available_sat - selection.fee
-        if amount <= 0:
-            break
+        amount = available_sat - selection.fee  # everything: the swap's fee comes out of it
+    if as_they_are is not None:
+        return as_they_are
+    if selection is None:
+        raise InsufficientCustody("the node holds too little at this mint")
     raise InsufficientBalance(
         f"the account cannot pay {amount} sat plus the mint's fee",
         needed_msat=amount * 1000,
