@@ -37,6 +37,7 @@ from routstr_node.usage import (
     MAX_CHOICES,
     OUTPUT_CAP_KEYS,
     TokenUsage,
+    input_sequences,
     reads_beyond_body,
     reported_usage,
     requested_choices,
@@ -104,11 +105,10 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         raise invalid_request(
             "invalid_n", f"n and best_of must be integers from 1 to {MAX_CHOICES}", param="n"
         )
-    prompt_bound = (
-        model.context_length
-        if reads_beyond_body(path, raw, body)
-        else min(len(raw), model.context_length)
-    )
+    # each input the upstream bills apart may fill the context; what it bills beyond the
+    # request's bytes (media, stored state) is bounded by that alone
+    context = model.context_length * input_sequences(path, body)
+    prompt_bound = context if reads_beyond_body(path, raw, body) else min(len(raw), context)
     per_choice = price.max_output_tokens if max_output is None else max_output
     output_bound = 0 if path == "/v1/embeddings" else per_choice * choices
     most = max_cost_msat(price, prompt_bound, output_bound)

@@ -58,13 +58,33 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
 _STORED_CONTEXT_KEYS = ("previous_response_id", "conversation", "prompt")
 # chat's web search (OpenAI's search models) and OpenRouter's plugins (web, file parsing)
 _PROVIDER_INPUT_KEYS = ("web_search_options", "plugins")
-_MEDIA_KEYS = ("image_url", "input_audio", "file", "file_id", "file_url", "file_data")
-_MEDIA_TYPES = ("image_url", "input_image", "input_audio", "file", "input_file")
+_MEDIA_KEYS = (
+    "image_url",
+    "input_audio",
+    "audio",  # an earlier answer's audio, by id
+    "video_url",
+    "file",
+    "file_id",
+    "file_url",
+    "file_data",
+)
+_MEDIA_TYPES = (
+    "image_url",
+    "input_image",
+    "input_audio",
+    "video_url",
+    "input_video",
+    "file",
+    "input_file",
+    "item_reference",  # a stored item of an earlier response
+)
 _OWN_TOOL_TYPES = ("function", "custom")
 _BEYOND_BODY_HINTS = (
     b"image",
     b"audio",
+    b"video",
     b"file",
+    b"item_reference",
     b"previous_response_id",
     b"conversation",
     b"tools",
@@ -163,6 +183,16 @@ def requested_choices(path: str, body: dict[str, Any]) -> int:
     if path == "/v1/completions":
         count *= _prompt_count(body.get("prompt"))
     return count
+
+
+def input_sequences(path: str, body: dict[str, Any]) -> int:
+    """How many inputs the upstream reads and bills apart, each up to the model's context:
+    the prompts of a completions list, the inputs of an embeddings list; else one."""
+    if path == "/v1/completions":
+        return _prompt_count(body.get("prompt"))
+    if path == "/v1/embeddings":
+        return _prompt_count(body.get("input"))
+    return 1
 
 
 def _prompt_count(prompt: Any) -> int:

@@ -111,3 +111,34 @@ async def test_a_stored_response_is_reserved_for_up_to_the_context(
         (CONTEXT_LENGTH * INPUT_MSAT + 10 * OUTPUT_MSAT) / 1000
     )
     assert not await ecash.is_spent(small)
+
+
+async def test_inputs_billed_apart_may_each_fill_the_context(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    """An embeddings list or a completions prompt list is billed per input: together
+    they may go well past one context length, and are charged in full."""
+    inputs = [" ".join(f"w{i}x{j}" for j in range(3000)) for i in range(4)]  # 12,000 words
+    assert CONTEXT_LENGTH < 4 * 3000
+    key = {"Authorization": f"Bearer {await ecash.token(40_000, mint_url=mint.url)}"}
+
+    embedded = await post(
+        f"{node.url}/v1/embeddings",
+        json.dumps({"model": "test-model", "input": inputs}).encode(),
+        key,
+    )
+    assert embedded.status == 200, embedded.raw
+    assert embedded.body["usage"]["prompt_tokens"] == 12_000
+    assert embedded.headers["X-Routstr-Cost-Msats"] == str(cost_of(12_000, 0))
+
+    completed = await post(
+        f"{node.url}/v1/completions",
+        json.dumps({"model": "test-model", "prompt": inputs, "max_tokens": 5}).encode(),
+        key,
+    )
+    assert completed.status == 200, completed.raw
+    usage = completed.body["usage"]
+    assert usage["prompt_tokens"] == 12_000
+    expected = cost_of(12_000, usage["completion_tokens"])
+    assert completed.headers["X-Routstr-Cost-Msats"] == str(expected)
+    await assert_balanced(node)

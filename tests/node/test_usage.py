@@ -92,6 +92,13 @@ def test_what_the_upstream_bills_beyond_the_text_is_beyond_the_body() -> None:
     # a media part with no usable source is still billed as media by some upstreams
     for empty in ({"type": "image_url", "image_url": {}}, {"type": "input_image"}):
         assert beyond(CHAT, {"model": "m", "messages": [{**user, "content": [empty]}]})
+    # stored or referenced inputs: an earlier answer's audio, a response item, video
+    earlier = {"role": "assistant", "audio": {"id": "audio_1"}}
+    assert beyond(CHAT, {"model": "m", "messages": [earlier, user]})
+    reference = {"type": "item_reference", "id": "msg_1"}
+    assert beyond(RESPONSES, {"model": "m", "input": [reference]})
+    video = {"type": "video_url", "video_url": {"url": "https://x/v.mp4"}}
+    assert beyond(CHAT, {"model": "m", "messages": [{**user, "content": [video]}]})
     file_part = {"type": "file", "file": {"file_id": "file-abc"}}
     assert beyond(CHAT, {"model": "m", "messages": [{**user, "content": [file_part]}]})
     function = {"type": "function", "function": {"name": "f", "parameters": {}}}
