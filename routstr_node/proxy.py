@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
+from routstr_node.answer_tail import usage_at_the_end
 from routstr_node.call import (
     PaidCall,
     change_for,
@@ -28,7 +29,7 @@ from routstr_node.call import (
 )
 from routstr_node.errors import ApiError, invalid_request, not_found
 from routstr_node.payment import payment_required, resolve_payer
-from routstr_node.pricing import PriceUnavailable, max_cost_msat
+from routstr_node.pricing import Cost, PriceUnavailable, max_cost_msat
 from routstr_node.relay import relay_stream
 from routstr_node.request_body import parse_json_object, upstream_body
 from routstr_node.state import NODE
@@ -209,6 +210,19 @@ def _json_bytes(data: Any) -> bytes:
     return json.dumps(data).encode()
 
 
+def _money_headers(call: PaidCall, cost: Cost) -> dict[str, str]:
+    headers = {"X-Routstr-Cost-Msats": str(cost.total_msat)}
+    if call.change_token:
+        headers["X-Cashu"] = call.change_token
+    return headers
+
+
+def _json_answer(body: bytes, status: int, headers: dict[str, str]) -> web.Response:
+    return web.Response(
+        body=body, status=status, headers=headers, content_type="application/json", charset="utf-8"
+    )
+
+
 async def _forward(call: PaidCall, upstream: Upstream, payload: Payload) -> web.Response:
     started = time.perf_counter()
     try:
@@ -228,6 +242,12 @@ async def _forward(call: PaidCall, upstream: Upstream, payload: Payload) -> web.
     upstream.answered(status)
     if status >= 400:
         raise upstream_status_error(upstream, status, raw, retry_after)
+    tail = usage_at_the_end(raw) if len(raw) > _ON_LOOP_BYTES else None
+    tail_counts = reported_usage(tail.usage) if tail is not None else None
+    if tail is not None and tail_counts is not None:  # large: only its usage is rewritten
+        cost = await call.settle(TokenUsage(tail_counts[0], tail_counts[1], True))
+        body = tail.with_usage(raw, {**tail.usage, "cost": cost_json(cost)})
+        return _json_answer(body, status, _money_headers(call, cost))
     data = await _off_loop_if_big(len(raw), _json_or_none, raw)
     counts = reported_usage(data.get("usage")) if isinstance(data, dict) else None
     usage = (
@@ -238,9 +258,7 @@ async def _forward(call: PaidCall, upstream: Upstream, payload: Payload) -> web.
         )
     )
     cost = await call.settle(usage)
-    headers = {"X-Routstr-Cost-Msats": str(cost.total_msat)}
-    if call.change_token:
-        headers["X-Cashu"] = call.change_token
+    headers = _money_headers(call, cost)
     if isinstance(data, dict):
         found = data.get("usage")
         usage_obj: dict[str, Any] = found if isinstance(found, dict) else {}
@@ -252,12 +270,5 @@ async def _forward(call: PaidCall, upstream: Upstream, payload: Payload) -> web.
                 **usage_obj,
             }
         data["usage"] = {**usage_obj, "cost": cost_json(cost)}
-        body = await _off_loop_if_big(len(raw), _json_bytes, data)
-        return web.Response(
-            body=body,
-            status=status,
-            headers=headers,
-            content_type="application/json",
-            charset="utf-8",
-        )
+        return _json_answer(await _off_loop_if_big(len(raw), _json_bytes, data), status, headers)
     return web.Response(body=raw, status=status, content_type=content_type, headers=headers)
