@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from routstr_node.app import create_app
 from routstr_node.config import Settings
@@ -40,20 +41,27 @@ def settle_the_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
-class _AnsweredBadBody(logging.Filter):
-    """Drop aiohttp's traceback for a body that does not match its Content-Encoding.
+class _AiohttpServerLog(logging.Filter):
+    """What aiohttp's server logs about requests it refused, without their bytes.
 
-    The node has answered it (400 invalid_body); aiohttp then reads what is left of the
-    body to keep the connection, meets the same error and logs it as unhandled.
+    A malformed request (a header line over the limit: a token of hundreds of proofs)
+    was logged with the start of the offending line, a token's; it is one line now,
+    naming the error only. A body that does not match its Content-Encoding, which the
+    node has answered (400 invalid_body), is not logged again when aiohttp drains it.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, web.RequestPayloadError)
+        if isinstance(exc, web.RequestPayloadError):
+            return False
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "refused a malformed HTTP request: %s", (type(exc).__name__,)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
-_AIOHTTP_SERVER_LOG = logging.getLogger("aiohttp.server")
-_AIOHTTP_SERVER_LOG.addFilter(_AnsweredBadBody())
+logging.getLogger("aiohttp.server").addFilter(_AiohttpServerLog())
 
 
 async def serve(

@@ -326,6 +326,14 @@ async def test_unreadable_bodies_and_wrong_methods_get_the_envelope(
     # answered: no traceback in the node's log for the body it could not decode
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
+    # a header line over the limit is refused by aiohttp itself; its bytes (a token's)
+    # never reach the log
+    huge = "cashuB" + "x" * 70_000
+    answer = await post(chat_url(node), chat_body(PROMPT), {"X-Cashu": huge})
+    assert answer.status == 400
+    assert "cashuBxxx" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
 
 async def test_a_token_of_many_proofs_pays_in_a_header(
     node: RunningNode, ecash: EcashFactory, mint: LocalMint
