@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from wallet.sqlite import ledger as ledger_sql
 from wallet.sqlite.database import Database
+from wallet.sqlite.schema import MIGRATIONS, migrate
 
 
 class Refused(Exception):
@@ -185,3 +186,32 @@ async def test_a_sum_past_int64_is_refused_not_stored_as_a_float(db: Database) -
         ).fetchone()
     )
     assert tuple(row) == (big, "integer")
+
+
+def test_migration_4_names_each_accounts_latest_journal_entry(tmp_path: Path) -> None:
+    """A database written before the journal lost its account index: each account gets
+    its latest entry from the history already there, and new entries keep it current."""
+    conn = sqlite3.connect(tmp_path / "v3.sqlite", isolation_level=None)
+    for script in MIGRATIONS[:3]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 3")
+    for account_id in (1, 2, 3):
+        conn.execute(
+            "INSERT INTO accounts (id, kind, created_at) VALUES (?, 'key', 0)", (account_id,)
+        )
+    for account_id in (1, 2, 1, None, 2, 1):
+        conn.execute("INSERT INTO journal (at, kind, account_id) VALUES (0, 'x', ?)", (account_id,))
+
+    migrate(conn)
+
+    def latest() -> list[tuple[int, int | None]]:
+        return conn.execute("SELECT id, last_journal_id FROM accounts ORDER BY id").fetchall()
+
+    assert latest() == [(1, 6), (2, 5), (3, None)]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    indexes = {r[1] for r in conn.execute("PRAGMA index_list(journal)")}
+    assert "journal_account" not in indexes
+    conn.execute("INSERT INTO journal (at, kind, account_id) VALUES (0, 'x', 3)")
+    conn.execute("INSERT INTO journal (at, kind, account_id) VALUES (0, 'x', NULL)")
+    assert latest() == [(1, 6), (2, 5), (3, 7)]
+    conn.close()

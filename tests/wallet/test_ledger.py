@@ -279,6 +279,15 @@ async def test_the_ledger_follows_a_simple_model(
         assert (row.balance_msat, row.reserved_msat) == (model.balance, model.reserved)
         assert await ledger.earnings_msat() - earnings_before == model.earnings
 
+    latest = await ledger.db.read(
+        lambda c: c.execute(
+            "SELECT a.last_journal_id, (SELECT MAX(id) FROM journal WHERE account_id = a.id)"
+            " FROM accounts a WHERE a.id = ?",
+            (account_id,),
+        ).fetchone()
+    )
+    assert latest[0] == latest[1], "the account names its latest journal entry"
+
 
 # -- the journal and the audit ---------------------------------------------------------------
 

@@ -75,9 +75,10 @@ def last_refund_if_untouched(conn: sqlite3.Connection, account_id: int) -> Refun
     if account is None or account[0] >= 1000 or account[1] != 0:
         return None
     last = conn.execute(
-        "SELECT j.kind, r.purpose FROM journal j"
+        "SELECT j.kind, r.purpose FROM accounts a"
+        " JOIN journal j ON j.id = a.last_journal_id"
         " LEFT JOIN reservations r ON r.id = j.reservation_id"
-        " WHERE j.account_id = ? ORDER BY j.id DESC LIMIT 1",
+        " WHERE a.id = ?",
         (account_id,),
     ).fetchone()
     if last is None or tuple(last) != ("charge", "refund"):

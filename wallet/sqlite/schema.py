@@ -155,6 +155,19 @@ MIGRATIONS: list[str] = [
         WHEN typeof(NEW.amount_msat) != 'integer'
         BEGIN SELECT RAISE(ABORT, 'msat amount out of range'); END;
     """,
+    # 4: an account names its latest journal entry instead of an index of the journal by
+    # account. Every index page a paid request dirties is two more writes to the WAL per
+    # commit (measured: the journal index was a fifth of a reserve+charge pair's time),
+    # and the only question asked of it was "what happened last on this account".
+    """
+    ALTER TABLE accounts ADD COLUMN last_journal_id INTEGER;
+    UPDATE accounts SET last_journal_id =
+        (SELECT MAX(id) FROM journal WHERE journal.account_id = accounts.id);
+    DROP INDEX journal_account;
+    CREATE TRIGGER journal_names_the_accounts_latest AFTER INSERT ON journal
+        WHEN NEW.account_id IS NOT NULL
+        BEGIN UPDATE accounts SET last_journal_id = NEW.id WHERE id = NEW.account_id; END;
+    """,
 ]
 
 
