@@ -22,7 +22,7 @@ from routstr_node.config import Settings
 from routstr_node.errors import ApiError, from_domain
 from routstr_node.identity import load_secret, npub
 from routstr_node.metrics import Metrics
-from routstr_node.payment import presented_key
+from routstr_node.payment import key_account, presented_key
 from routstr_node.pricing import BtcUsdRate, is_unpriced
 from routstr_node.proxy import PROXIED_PATHS, handle_proxy
 from routstr_node.ratelimit import RateLimiter
@@ -217,12 +217,12 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         ).response()
 
 
-def _payer_bucket(node: NodeState, request: web.Request) -> str:
-    """A paid request's own bucket: its token's, or a known account key's.
+async def _payer_bucket(node: NodeState, request: web.Request) -> str:
+    """A paid request's own bucket: its token's, or its account key's.
 
-    A key the node has not seen open an account (made up, or not used since the start)
-    counts against the client's address until it has: else a new made-up key on every
-    request would be a fresh allowance, each costing a database read.
+    A key that opens no account (made up) counts against the client's address: else a
+    new made-up key on every request would be a fresh allowance. Finding out is the
+    account lookup the payment makes next anyway (kept in memory for real keys).
     """
     credential = request.headers.get("X-Cashu", "").strip() or presented_key(request)
     if not credential:
@@ -232,7 +232,7 @@ def _payer_bucket(node: NodeState, request: web.Request) -> str:
         return _TOKEN_BUCKET + digest
     if node.wallet.ledger.knows_key_hash(digest):
         return "payer:" + digest
-    return ""
+    return "" if await key_account(node, credential) is None else "payer:" + digest
 
 
 @web.middleware
@@ -242,7 +242,7 @@ async def _rate_limit_middleware(request: web.Request, handler: Handler) -> web.
     if node is None or request.path in _UNCOUNTED:
         return await handler(request)
     address = "ip:" + (request.remote or "unknown")
-    key = _payer_bucket(node, request) if request.path in PROXIED_PATHS else ""
+    key = await _payer_bucket(node, request) if request.path in PROXIED_PATHS else ""
     # every token is a payer of its own, but an address whose tokens keep being refused
     # (made up: each one a call to a mint) is held back for the tokens it sends next
     refused = "refused-" + address

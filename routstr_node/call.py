@@ -98,6 +98,15 @@ def upstream_failed(upstream: Upstream, why: str) -> ApiError:
     )
 
 
+_CLIENT_ERRORS = {
+    400: (400, "invalid_request_error"),
+    404: (404, "not_found_error"),
+    409: (409, "invalid_request_error"),
+    413: (413, "invalid_request_error"),
+    422: (400, "invalid_request_error"),
+}
+
+
 def upstream_status_error(
     upstream: Upstream, status: int, raw: bytes, retry_after: str | None = None
 ) -> ApiError:
@@ -118,10 +127,12 @@ def upstream_status_error(
             message = err
     except (ValueError, AttributeError, RecursionError):
         pass
-    if status in (400, 404, 409, 413, 422):
+    if status in _CLIENT_ERRORS:
+        # in the contract's own pairs of status and type (it has no 422: that is a 400)
+        status, type_ = _CLIENT_ERRORS[status]
         return ApiError(
             status,
-            "invalid_request_error",
+            type_,
             str(upstream_code or "upstream_rejected"),
             message or f"the upstream rejected the request ({status})",
             param=param,

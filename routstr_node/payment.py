@@ -66,11 +66,16 @@ def presented_key(request: web.Request) -> str | None:
     return value or None
 
 
+async def key_account(node: NodeState, key: str) -> int | None:
+    """The account an sk- or radmin_ key opens, if any (remembered once found)."""
+    if not key.startswith((API_KEY_PREFIX, ADMIN_KEY_PREFIX)):
+        return None
+    return await node.wallet.ledger.account_id_for_key(key)
+
+
 async def account_for_key(node: NodeState, key: str) -> int:
     """The account an sk- or radmin_ key opens; 401 when none."""
-    account_id = None
-    if key.startswith((API_KEY_PREFIX, ADMIN_KEY_PREFIX)):
-        account_id = await node.wallet.ledger.account_id_for_key(key)
+    account_id = await key_account(node, key)
     if account_id is None:
         if looks_like_token(key):
             raise unauthorized(

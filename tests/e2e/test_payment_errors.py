@@ -433,28 +433,28 @@ async def test_rate_limit_refuses_the_fourth_request_with_retry_after(
         created = await post(f"{node.url}/v1/wallet/create", {"cashu_token": token})
         assert created.status == 201, created.raw
         key = {"Authorization": f"Bearer {created.body['api_key']}"}
-        # a key the node has not yet seen open an account counts against the address: the
-        # second of three
+        # a paid request counts against its payer, also the first one of a key the node
+        # has not seen since it started
         first_use = await post(chat_url(node), chat_body(PROMPT, max_tokens=5), key)
         assert first_use.status == 200, first_use.raw
-        assert first_use.headers["X-RateLimit-Remaining"] == "1"
-        answers = [await get(f"{node.url}/v1/models") for _ in range(2)]
-        assert answers[0].status == 200
-        assert answers[0].headers["X-RateLimit-Remaining"] == "0"
+        assert first_use.headers["X-RateLimit-Remaining"] == "2"
+        answers = [await get(f"{node.url}/v1/models") for _ in range(3)]
+        assert [a.status for a in answers[:2]] == [200, 200]
+        assert [a.headers["X-RateLimit-Remaining"] for a in answers[:2]] == ["1", "0"]
         assert all(a.headers["X-RateLimit-Limit"] == "3" for a in answers)
-        refused = answers[1]
+        refused = answers[2]
         assert_error(refused, 429, "rate_limited", "rate_limit_error")
         assert int(refused.headers["Retry-After"]) >= 1
         assert_counted(refused)
         health = await get(f"{node.url}/health")
         assert health.status == 200  # not counted
 
-        # per payer on paid routes: a known account is not held back by this address
-        paid = [await post(chat_url(node), chat_body(PROMPT, max_tokens=5), key) for _ in range(4)]
-        assert [a.status for a in paid[:3]] == [200, 200, 200], paid[0].raw
-        assert [a.headers["X-RateLimit-Remaining"] for a in paid[:3]] == ["2", "1", "0"]
-        assert_error(paid[3], 429, "rate_limited", "rate_limit_error")
-        assert int(paid[3].headers["Retry-After"]) >= 1
+        # per payer on paid routes: the account is not held back by this address
+        paid = [await post(chat_url(node), chat_body(PROMPT, max_tokens=5), key) for _ in range(3)]
+        assert [a.status for a in paid[:2]] == [200, 200], paid[0].raw
+        assert [a.headers["X-RateLimit-Remaining"] for a in paid[:2]] == ["1", "0"]
+        assert_error(paid[2], 429, "rate_limited", "rate_limit_error")
+        assert int(paid[2].headers["Retry-After"]) >= 1
         # made-up keys are not payers: a new one per request is no fresh allowance
         for made_up in ({"Authorization": "Bearer sk-garbage"}, {"X-API-Key": "sk-other"}):
             answer = await post(chat_url(node), chat_body(PROMPT), made_up)
@@ -493,6 +493,34 @@ async def test_upstream_500_is_502_and_nothing_is_charged(
     assert_error(answer, 502, "upstream_error", "upstream_error")
     assert len(upstream.requests) == 1
     assert await ecash.is_spent(token)
+    assert await ecash.redeem(answer.headers["X-Cashu"]) == 300  # the whole value back
+    ((_, state, charged),) = reservations(node)
+    assert (state, charged) == ("released", 0)
+    await assert_balanced(node)
+
+
+@pytest.mark.parametrize(
+    ("upstream_status", "status", "type_", "code"),
+    [
+        (400, 400, "invalid_request_error", "upstream_rejected"),
+        (404, 404, "not_found_error", "model_not_found"),
+        (422, 400, "invalid_request_error", "upstream_rejected"),
+    ],
+)
+async def test_an_upstream_refusal_is_the_clients_in_the_contracts_terms_and_free(
+    node: RunningNode,
+    upstream: RunningUpstream,
+    ecash: EcashFactory,
+    mint: LocalMint,
+    upstream_status: int,
+    status: int,
+    type_: str,
+    code: str,
+) -> None:
+    upstream.behaviour.fail_status = upstream_status
+    token = await ecash.token(300, mint_url=mint.url)
+    answer = await post(chat_url(node), chat_body(PROMPT), {"X-Cashu": token})
+    assert_error(answer, status, code, type_)
     assert await ecash.redeem(answer.headers["X-Cashu"]) == 300  # the whole value back
     ((_, state, charged),) = reservations(node)
     assert (state, charged) == ("released", 0)
