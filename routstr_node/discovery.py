@@ -25,13 +25,15 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+# Prometheus's text exposition format names its version in the content type
+_PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
 async def metrics(request: web.Request) -> web.Response:
     text = request.app[NODE].metrics.render()
     return web.Response(
-        text=text,
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"X-Content-Type-Options": "nosniff"},
+        body=text.encode(),
+        headers={"Content-Type": _PROMETHEUS_TEXT, "X-Content-Type-Options": "nosniff"},
     )
 
 

@@ -221,7 +221,7 @@ async def test_metrics_are_prometheus_text(
 
     answer = await get(f"{node.url}/metrics")
     assert answer.status == 200
-    assert answer.headers["Content-Type"].startswith("text/plain")
+    assert answer.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     text = answer.raw.decode()
     for name, kind in [
         ("routstr_requests_total", "counter"),
