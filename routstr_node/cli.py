@@ -48,14 +48,17 @@ def main() -> None:
 @click.option("--port", type=int, help="Listen on this port (overrides [node] port).")
 def run(config: Path, host: str | None, port: int | None) -> None:
     """Serve the node; ready when GET /health answers 200."""
-    from routstr_node.server import serve, settle_the_collector
+    from routstr_node.server import CannotListen, serve, settle_the_collector
 
     settings = _settings(config)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settle_the_collector()
-    asyncio.run(serve(settings, host=host, port=port, config_path=config))
+    try:
+        asyncio.run(serve(settings, host=host, port=port, config_path=config))
+    except CannotListen as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

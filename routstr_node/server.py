@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -64,6 +65,10 @@ class _AiohttpServerLog(logging.Filter):
 logging.getLogger("aiohttp.server").addFilter(_AiohttpServerLog())
 
 
+class CannotListen(Exception):
+    """The address is taken or not ours: a message for the operator, not a traceback."""
+
+
 async def serve(
     settings: Settings,
     *,
@@ -85,7 +90,12 @@ async def serve(
     bind_host = host or settings.node.host
     bind_port = settings.node.port if port is None else port
     site = web.TCPSite(runner, bind_host, bind_port, backlog=1024)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()  # the wallet was opened: close it as a stop would
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CannotListen(f"cannot listen on {bind_host}:{bind_port}: {why}") from None
     log.info("routstr-node serving on http://%s:%s", bind_host, bind_port)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

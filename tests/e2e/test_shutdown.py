@@ -104,3 +104,29 @@ async def test_sigterm_lets_requests_in_flight_finish(
     assert reserved == 0 and open_reservations == 0
     report = await run_audit(load_settings(config))
     assert report["balanced"], report
+
+
+async def test_a_port_in_use_is_a_one_line_error_and_the_wallet_is_left_closed(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        config = tmp_path / "node.toml"
+        config.write_text(node_toml(tmp_path / "data", port, [mint.url], upstream.url))
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "routstr-node"),
+            "run",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    last = stderr.decode().strip().splitlines()[-1]
+    assert last == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use", stderr
+    assert "Traceback" not in stderr.decode()
+    report = await run_audit(load_settings(config))  # the wallet it opened is intact
+    assert report["balanced"], report
