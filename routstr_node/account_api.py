@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from mints.token import looks_like_token, parse_token
-from routstr_node.errors import invalid_request, unauthorized
+from routstr_node.errors import invalid_request, not_found, unauthorized
 from routstr_node.payment import account_for_key, presented_key
 from routstr_node.request_body import parse_json_object
 from routstr_node.state import NodeState
@@ -57,6 +57,21 @@ async def account_of_bearer(
         raise unauthorized("invalid_api_key", "this token is not an account key here")
     checked = await node.mints.check_token(key)
     return await node.wallet.redeem_as_key(checked), key
+
+
+async def change_of_payment(node: NodeState, text: str) -> tuple[str, int]:
+    """The change token (and its sat) of the X-Cashu payment made with this token."""
+    token_id = parse_token(text).token_id
+    change = await node.wallet.change_of(token_id)
+    if change is not None:
+        return change
+    if await node.wallet.ledger.account_id_for_token(token_id) is not None:
+        raise not_found(
+            "not_found",
+            "this token paid here as a key, not as X-Cashu: what is left of it is withdrawn"
+            " with the token as the key, at POST /v1/balance/refund",
+        )
+    raise not_found("not_found", "this token never paid for a request here")
 
 
 def sat_amount(value: Any, *, param: str = "amount", maximum: int = MAX_INVOICE_SAT) -> int:

@@ -12,9 +12,13 @@ from typing import Any
 
 from aiohttp import web
 
-from mints.token import parse_token
-from routstr_node.account_api import account_of_bearer, json_body, required_key, token_text
-from routstr_node.errors import not_found
+from routstr_node.account_api import (
+    account_of_bearer,
+    change_of_payment,
+    json_body,
+    required_key,
+    token_text,
+)
 from routstr_node.state import NODE
 
 
@@ -67,10 +71,7 @@ async def refund(request: web.Request) -> web.Response:
     node = request.app[NODE]
     x_cashu = request.headers.get("X-Cashu", "").strip()
     if x_cashu:
-        change = await node.wallet.change_of(parse_token(x_cashu).token_id)
-        if change is None:
-            raise not_found("not_found", "this token never paid for a request here")
-        token, amount = change
+        token, amount = await change_of_payment(node, x_cashu)
         return web.json_response({"token": token, "sats": str(amount)})
     account_id, key = await account_of_bearer(request, node, redeem=False)
     legacy = key.startswith(("cashuA", "cashu:cashuA"))

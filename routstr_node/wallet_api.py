@@ -13,18 +13,18 @@ from typing import Any
 
 from aiohttp import web
 
-from mints.token import parse_token
 from routstr_node import balance_api, invoice_api
 from routstr_node.account_api import (
     account_of,
     balance_json,
+    change_of_payment,
     json_body,
     mint_choice,
     required_key,
     sat_amount,
     token_text,
 )
-from routstr_node.errors import ApiError, invalid_request, not_found
+from routstr_node.errors import ApiError, invalid_request
 from routstr_node.payment import account_for_key
 from routstr_node.state import NODE
 from wallet.errors import (
@@ -180,11 +180,7 @@ async def refund(request: web.Request) -> web.Response:
     text = request.headers.get("X-Cashu", "").strip()
     if not text:
         raise invalid_request("cashu_token_missing", "send the original token in X-Cashu")
-    node = request.app[NODE]
-    change = await node.wallet.change_of(parse_token(text).token_id)
-    if change is None:
-        raise not_found("not_found", "this token never paid for a request here")
-    token, amount = change
+    token, amount = await change_of_payment(request.app[NODE], text)
     return web.json_response({"cashu_token": token, "amount": amount})
 
 

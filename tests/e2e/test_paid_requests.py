@@ -154,6 +154,10 @@ async def test_token_as_key_redeems_once_then_spends_the_balance(
     wallet = await get(f"{node.url}/v1/wallet/balance", key)
     assert_error(wallet, 401, "invalid_api_key", "authentication_error")
     assert "/v1/balance/info" in wallet.body["error"]["message"]
+    for path in ("/v1/wallet/refund", "/v1/balance/refund"):  # not an X-Cashu payment
+        refund = await post(f"{node.url}{path}", b"", {"X-Cashu": token})
+        assert_error(refund, 404, "not_found", "not_found_error")
+        assert "as a key" in refund.body["error"]["message"]
     await assert_balanced(node)
 
 
