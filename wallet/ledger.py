@@ -124,6 +124,21 @@ class Ledger:
         finally:
             self._forget(account_id)
 
+    async def reissue_keys_if_untouched(
+        self, account_id: int, created_by: int, api_key: str, admin_key: str, created_since: int
+    ) -> AccountRow | None:
+        """See :func:`wallet.sqlite.ledger.reissue_keys_if_untouched`; the old keys stop
+        working in the same step."""
+        self._forget(account_id)
+        try:
+            return await self.db.write(
+                lambda c: sql.reissue_keys_if_untouched(
+                    c, account_id, created_by, key_hash(api_key), key_hash(admin_key), created_since
+                )
+            )
+        finally:
+            self._forget(account_id)
+
     def _forget(self, account_id: int) -> None:
         self._generation += 1
         self._ids = {name: i for name, i in self._ids.items() if i != account_id}

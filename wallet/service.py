@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "wallet.sqlite3"
 STALE_AFTER_S = 60  # a pending operation older than this, not live, is resolved again
+# how long the token that created an sk- account can get it new keys, as long as nothing
+# has happened on it: a retry after a lost answer comes within minutes, and after that
+# a spent token is worth nothing, as everywhere in Cashu
+KEYS_REISSUE_WINDOW_S = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +114,25 @@ class WalletService:
                 "admin_key_hash": key_hash(admin_key),
             }
         }
-        received = await self.custody.receive(checked, intent)
+        try:
+            received = await self.custody.receive(checked, intent)
+        except TokenAlreadyRedeemed as exc:
+            # the same token again: when its answer was lost (a crash, a cut connection),
+            # the account it made is still untouched, and a retry is the only way to it
+            if exc.account_id is None or exc.operation_id is None:
+                raise
+            account = await self.ledger.reissue_keys_if_untouched(
+                exc.account_id,
+                exc.operation_id,
+                api_key,
+                admin_key,
+                created_since=int(time.time()) - KEYS_REISSUE_WINDOW_S,
+            )
+            if account is None:
+                raise
+            return NewAccount(
+                account.id, api_key, admin_key, account.balance_msat, checked.token.mint
+            )
         return NewAccount(
             received.account_id, api_key, admin_key, received.credited_msat, checked.token.mint
         )

@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
@@ -25,7 +26,12 @@ from support.ecash import EcashFactory
 from support.wallets import fund, open_wallet
 
 from routstr_node.demo.mint import LocalMint, run_local_mint
-from wallet.errors import AccountNotFound, InsufficientBalance, InvalidAmount
+from wallet.errors import (
+    AccountNotFound,
+    InsufficientBalance,
+    InvalidAmount,
+    TokenAlreadyRedeemed,
+)
 from wallet.ledger import Ledger
 from wallet.service import DB_FILE, WalletService
 from wallet.sqlite import ledger as ledger_sql
@@ -287,6 +293,38 @@ async def test_the_ledger_follows_a_simple_model(
         ).fetchone()
     )
     assert latest[0] == latest[1], "the account names its latest journal entry"
+
+
+# -- keys lost with the answer that created the account --------------------------------------
+
+
+async def test_only_an_untouched_young_account_gets_new_keys_from_its_token(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(100, mint_url=mint.url)
+    created = await node.create_account(await node.mints.check_token(token))
+    with pytest.raises(TokenAlreadyRedeemed) as redeemed:
+        await node.custody.receive(await node.mints.check_token(token), {"account_id": 0})
+    op_id = redeemed.value.operation_id
+    assert op_id is not None and redeemed.value.account_id == created.account_id
+
+    async def reissue(created_since: int) -> object:
+        return await node.ledger.reissue_keys_if_untouched(
+            created.account_id, op_id, "sk-new", "radmin_new", created_since
+        )
+
+    assert await reissue(int(time.time()) + 5) is None, "older than the window"
+    assert await node.ledger.account_id_for_key(created.api_key) == created.account_id
+    assert await reissue(int(time.time()) - 5) is not None
+    assert await node.ledger.account_id_for_key(created.api_key) is None
+    assert await node.ledger.account_id_for_key("sk-new") == created.account_id
+
+    await node.ledger.release(await node.ledger.reserve(created.account_id, 1_000))
+    assert await reissue(0) is None, "something happened on it"
+    assert await node.ledger.account_id_for_key("radmin_new") == created.account_id
+    with pytest.raises(TokenAlreadyRedeemed):
+        await node.create_account(await node.mints.check_token(token))
+    await assert_balanced(node)
 
 
 # -- the journal and the audit ---------------------------------------------------------------

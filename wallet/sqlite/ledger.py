@@ -6,6 +6,7 @@ and writes its journal row in that same transaction.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -115,6 +116,35 @@ def give_keys(
         (key_hash, admin_key_hash, account_id),
     )
     return cur.rowcount == 1
+
+
+def reissue_keys_if_untouched(
+    conn: sqlite3.Connection,
+    account_id: int,
+    created_by: int,
+    key_hash: str,
+    admin_key_hash: str,
+    created_since: int,
+) -> AccountRow | None:
+    """New keys for an sk- account whose keys were lost with the answer that created it:
+    only while nothing has happened on it since operation ``created_by`` credited it
+    (that credit is its latest journal entry) and it is younger than ``created_since``."""
+    row = conn.execute(
+        "SELECT j.operation_id FROM accounts a JOIN journal j ON j.id = a.last_journal_id"
+        " WHERE a.id = ? AND a.kind = 'key' AND a.reserved_msat = 0 AND a.created_at >= ?"
+        " AND j.kind = 'credit'",
+        (account_id, created_since),
+    ).fetchone()
+    if row is None or row[0] != created_by:
+        return None
+    intent = conn.execute("SELECT intent FROM operations WHERE id = ?", (created_by,)).fetchone()
+    if json.loads(intent[0]).get("create", {}).get("kind") != "key":
+        return None  # it topped the account up: its token is no key to the account
+    conn.execute(
+        "UPDATE accounts SET key_hash = ?, admin_key_hash = ? WHERE id = ?",
+        (key_hash, admin_key_hash, account_id),
+    )
+    return get_account(conn, account_id)
 
 
 def set_key_hash(conn: sqlite3.Connection, account_id: int, key_hash: str) -> bool:
