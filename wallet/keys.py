@@ -7,6 +7,10 @@ import secrets
 
 API_KEY_PREFIX = "sk-"
 ADMIN_KEY_PREFIX = "radmin_"
+# how long what made a new account (its token, or its invoice's secret) can get it new
+# keys, as long as nothing has happened on it: the keys exist only in one answer, and a
+# retry after that answer was lost comes within minutes
+KEYS_REISSUE_WINDOW_S = 600
 
 
 def new_api_key() -> str:

@@ -113,7 +113,7 @@ class Ledger:
 
     async def rotate_api_key(self, account_id: int, new_key: str) -> None:
         digest = key_hash(new_key)
-        self._forget(account_id)
+        self.forget_keys(account_id)
 
         def txn(c: Any) -> None:
             if not sql.set_key_hash(c, account_id, digest):
@@ -122,14 +122,14 @@ class Ledger:
         try:
             await self.db.write(txn)
         finally:
-            self._forget(account_id)
+            self.forget_keys(account_id)
 
     async def reissue_keys_if_untouched(
         self, account_id: int, created_by: int, api_key: str, admin_key: str, created_since: int
     ) -> AccountRow | None:
         """See :func:`wallet.sqlite.ledger.reissue_keys_if_untouched`; the old keys stop
         working in the same step."""
-        self._forget(account_id)
+        self.forget_keys(account_id)
         try:
             return await self.db.write(
                 lambda c: sql.reissue_keys_if_untouched(
@@ -137,8 +137,9 @@ class Ledger:
                 )
             )
         finally:
-            self._forget(account_id)
+            self.forget_keys(account_id)
 
-    def _forget(self, account_id: int) -> None:
+    def forget_keys(self, account_id: int) -> None:
+        """Drop what memory holds of the account's keys (they were just replaced)."""
         self._generation += 1
         self._ids = {name: i for name, i in self._ids.items() if i != account_id}

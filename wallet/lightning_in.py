@@ -35,7 +35,7 @@ from wallet.errors import (
     KeysAlreadyDelivered,
 )
 from wallet.faults import fault_point
-from wallet.keys import key_hash, new_admin_key, new_api_key
+from wallet.keys import KEYS_REISSUE_WINDOW_S, key_hash, new_admin_key, new_api_key
 from wallet.sqlite import custody as sql
 from wallet.sqlite import invoices as invoices_sql
 from wallet.sqlite import ledger as ledger_sql
@@ -235,10 +235,12 @@ class LightningIn:
     # -- the new account's keys, once --------------------------------------------------
 
     async def deliver_keys(self, invoice_id: str, secret: str) -> IssuedKeys | None:
-        """The new account's keys for the secret's holder: made now, handed over once.
+        """The new account's keys for the secret's holder, made now.
 
         None while the invoice is not paid yet. Raises :class:`InvoiceSecretInvalid` for a
-        wrong secret and :class:`KeysAlreadyDelivered` once they were handed over.
+        wrong secret. Asked again, new keys replace the first ones while nothing has
+        happened on the account (the answer with them may have been lost); else
+        :class:`KeysAlreadyDelivered`.
         """
         expected = await self.db.read(lambda c: invoices_sql.secret_hash(c, invoice_id))
         if expected is None:
@@ -252,7 +254,9 @@ class LightningIn:
             assert record is not None
             if record.account_id is not None or record.state != "paid":
                 return None
-            if record.keys_delivered or record.credited_account_id is None:
+            if record.keys_delivered:  # asked again: the answer with them may have been lost
+                return _reissued(c, record, invoice_id, api_key, admin_key)
+            if record.credited_account_id is None:
                 raise KeysAlreadyDelivered("the keys of this invoice were handed over before")
             invoices_sql.mark_keys_delivered(c, invoice_id)
             account_id = record.credited_account_id
@@ -264,6 +268,26 @@ class LightningIn:
             )
 
         return await self.db.write(txn)
+
+
+def _reissued(
+    c: sqlite3.Connection, record: InvoiceRecord, invoice_id: str, api_key: str, admin_key: str
+) -> IssuedKeys:
+    """The account's keys again (new ones) while nothing has happened on it."""
+    op_id = invoices_sql.operation_id(c, invoice_id)
+    account = None
+    if record.credited_account_id is not None and op_id is not None:
+        account = ledger_sql.reissue_keys_if_untouched(
+            c,
+            record.credited_account_id,
+            op_id,
+            key_hash(api_key),
+            key_hash(admin_key),
+            ledger_sql.now() - KEYS_REISSUE_WINDOW_S,
+        )
+    if account is None:
+        raise KeysAlreadyDelivered("the keys of this invoice were handed over before")
+    return IssuedKeys(account.id, api_key, admin_key, account.balance_msat, account.mint_url)
 
 
 def _deadline(record: InvoiceRecord) -> int:

@@ -23,7 +23,7 @@ from wallet.errors import (
     PaymentInFlight,
     TokenAlreadyRedeemed,
 )
-from wallet.keys import key_hash, new_admin_key, new_api_key
+from wallet.keys import KEYS_REISSUE_WINDOW_S, key_hash, new_admin_key, new_api_key
 from wallet.ledger import Ledger
 from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
 from wallet.recovery import RecoveryReport, StaleOperations, recover_all
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 
 DB_FILE = "wallet.sqlite3"
 STALE_AFTER_S = 60  # a pending operation older than this, not live, is resolved again
-# how long the token that created an sk- account can get it new keys, as long as nothing
-# has happened on it: a retry after a lost answer comes within minutes, and after that
-# a spent token is worth nothing, as everywhere in Cashu
-KEYS_REISSUE_WINDOW_S = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +354,10 @@ class WalletService:
         return await self.lightning_in.get(invoice_id)
 
     async def claim_invoice_keys(self, invoice_id: str, secret: str) -> IssuedKeys | None:
-        return await self.lightning_in.deliver_keys(invoice_id, secret)
+        keys = await self.lightning_in.deliver_keys(invoice_id, secret)
+        if keys is not None:  # keys handed over again: the ones before stop working now
+            self.ledger.forget_keys(keys.account_id)
+        return keys
 
     async def poll_invoices(self) -> int:
         return await self.lightning_in.poll()

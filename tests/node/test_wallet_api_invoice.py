@@ -104,10 +104,14 @@ async def test_lightning_in_creates_an_account_for_the_secret_holder_only(
     assert (claimed["balance"], claimed["balance_msat"]) == (1000, 1_000_000)
     assert claimed["keys_delivered"] is True
 
-    # exactly once: the second ask shows the state only
+    # asked again (the answer may have been lost): new keys while the account is untouched,
+    # and the first ones stop working
     status, again = await call(http, "GET", url, headers={SECRET: created["secret"]})
     assert status == 200 and again["keys_delivered"] is True
-    assert "api_key" not in again
+    assert again["api_key"] != claimed["api_key"] and again["balance_msat"] == 1_000_000
+    status, _ = await call(http, "GET", f"{node.url}/v1/wallet/balance", key=claimed["api_key"])
+    assert status == 401
+    claimed = again
 
     key = claimed["api_key"]
     assert await balance_msat(http, node, key) == 1_000_000
@@ -116,6 +120,11 @@ async def test_lightning_in_creates_an_account_for_the_secret_holder_only(
         http, "POST", f"{node.url}/v1/wallet/withdraw", key=key, body={"amount": 250}
     )
     assert status == 200 and await ecash.redeem(body["cashu_token"]) == 250
+    # once the account was used, the secret shows the state only
+    status, late = await call(http, "GET", url, headers={SECRET: created["secret"]})
+    assert status == 200 and late["keys_delivered"] is True
+    assert "api_key" not in late
+    assert await balance_msat(http, node, key) == 750_000
     assert (await run_audit(node.settings))["balanced"]
 
 

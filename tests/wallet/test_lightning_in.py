@@ -74,10 +74,16 @@ async def test_paid_invoice_creates_an_account_whose_keys_go_to_the_secret_once(
     assert account is not None and account.id == record.credited_account_id
     admin = await node.ledger.account_by_admin_key(keys.admin_key)
     assert admin is not None and admin.id == account.id
-    with pytest.raises(KeysAlreadyDelivered):
+    # asked again while the account is untouched: new keys, the first ones forgotten
+    again = await node.claim_invoice_keys(invoice.invoice_id, invoice.secret)
+    assert again is not None and again.account_id == account.id
+    assert await node.ledger.account_id_for_key(keys.api_key) is None
+    assert await node.ledger.account_id_for_key(again.admin_key) == account.id
+    await node.ledger.release(await node.ledger.reserve(account.id, 1_000))
+    with pytest.raises(KeysAlreadyDelivered):  # used since: the keys are the holder's
         await node.claim_invoice_keys(invoice.invoice_id, invoice.secret)
     rows = query(data_dir, "SELECT key_hash FROM accounts WHERE id = ?", [account.id])
-    assert keys.api_key not in rows[0][0]
+    assert again.api_key not in rows[0][0]
 
     # refreshing a paid invoice changes nothing
     assert (await node.invoice(invoice.invoice_id)).credited_msat == 640_000

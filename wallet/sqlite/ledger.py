@@ -127,19 +127,19 @@ def reissue_keys_if_untouched(
     created_since: int,
 ) -> AccountRow | None:
     """New keys for an sk- account whose keys were lost with the answer that created it:
-    only while nothing has happened on it since operation ``created_by`` credited it
-    (that credit is its latest journal entry) and it is younger than ``created_since``."""
+    only when operation ``created_by`` (a receive or a mint) created it, nothing has
+    happened on it since (that operation's credit is its latest journal entry) and it was
+    created after ``created_since``."""
     row = conn.execute(
         "SELECT j.operation_id FROM accounts a JOIN journal j ON j.id = a.last_journal_id"
-        " WHERE a.id = ? AND a.kind = 'key' AND a.reserved_msat = 0 AND a.created_at >= ?"
-        " AND j.kind = 'credit'",
+        " WHERE a.id = ? AND a.kind = 'key' AND a.reserved_msat = 0 AND a.created_at >= ?",
         (account_id, created_since),
     ).fetchone()
     if row is None or row[0] != created_by:
         return None
     intent = conn.execute("SELECT intent FROM operations WHERE id = ?", (created_by,)).fetchone()
-    if json.loads(intent[0]).get("create", {}).get("kind") != "key":
-        return None  # it topped the account up: its token is no key to the account
+    if "account_id" in json.loads(intent[0]):
+        return None  # it topped the account up: what paid for it is no key to the account
     conn.execute(
         "UPDATE accounts SET key_hash = ?, admin_key_hash = ? WHERE id = ?",
         (key_hash, admin_key_hash, account_id),
