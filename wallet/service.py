@@ -22,12 +22,14 @@ from wallet.errors import (
     PaymentFailed,
     PaymentInFlight,
     TokenAlreadyRedeemed,
+    TokenBeingRedeemed,
 )
 from wallet.keys import KEYS_REISSUE_WINDOW_S, key_hash, new_admin_key, new_api_key
 from wallet.ledger import Ledger
 from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
 from wallet.recovery import RecoveryReport, StaleOperations, recover_all
 from wallet.seed import load_or_create_seed
+from wallet.sqlite.custody import token_being_redeemed
 from wallet.sqlite.database import Database
 from wallet.sqlite.ledger import AccountRow
 from wallet.sqlite.outgoing import (
@@ -220,6 +222,10 @@ class WalletService:
     async def change_of(self, token_id: str) -> tuple[str, int] | None:
         """The change token of an X-Cashu payment (issued now if it was not yet)."""
         account = await self.ledger.account_by_token_id(token_id)
+        if account is None and await self.db.read(lambda c: token_being_redeemed(c, token_id)):
+            # swapped at the mint, or not, and not credited yet (the mint may be away): the
+            # answer comes once it is resolved
+            raise TokenBeingRedeemed("the token is still being redeemed here; ask again shortly")
         if account is None or account.kind != "xcashu":
             return None
         if account.reserved_msat:

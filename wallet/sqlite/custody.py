@@ -125,6 +125,14 @@ def insert_operation(
     return op_id
 
 
+def token_being_redeemed(conn: sqlite3.Connection, token_id: str) -> bool:
+    """Whether a receive of this token is written down and not finished yet."""
+    row = conn.execute(
+        "SELECT 1 FROM operations WHERE token_id = ? AND state = 'pending'", (token_id,)
+    ).fetchone()
+    return row is not None
+
+
 def set_quote(conn: sqlite3.Connection, op_id: int, quote_id: str) -> None:
     conn.execute("UPDATE operations SET quote_id = ? WHERE id = ?", (quote_id, op_id))
 
