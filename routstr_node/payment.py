@@ -14,8 +14,9 @@ from cashu.core.nuts.nut18 import PaymentRequest
 
 from mints.directory import CheckedToken
 from mints.token import looks_like_token, parse_token
-from routstr_node.errors import ApiError, unauthorized
+from routstr_node.errors import ApiError, invalid_request, unauthorized
 from routstr_node.state import NodeState
+from wallet.errors import TokenAlreadyRedeemed
 from wallet.keys import ADMIN_KEY_PREFIX, API_KEY_PREFIX
 
 
@@ -120,7 +121,19 @@ async def _checked_for(node: NodeState, text: str, max_cost_msat: int) -> Checke
 
 async def _pay_per_request(node: NodeState, text: str, max_cost_msat: int) -> Payer:
     checked = await _checked_for(node, text, max_cost_msat)
-    received = await node.wallet.redeem_for_request(checked)
+    try:
+        received = await node.wallet.redeem_for_request(checked)
+    except TokenAlreadyRedeemed as exc:
+        if exc.account_id is None:
+            raise
+        if (await node.wallet.ledger.account(exc.account_id)).kind != "xcashu":
+            raise
+        # most likely the same request again after its answer was lost
+        raise invalid_request(
+            "cashu_token_spent",
+            "this token already paid for a request here; its change is at"
+            " POST /v1/wallet/refund with the same token in X-Cashu",
+        ) from None
     return Payer(
         received.account_id, "xcashu", legacy=text.lstrip().startswith(("cashuA", "cashu:cashuA"))
     )

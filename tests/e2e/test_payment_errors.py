@@ -234,6 +234,10 @@ async def test_a_token_that_paid_as_x_cashu_is_not_a_key_afterwards(
     change = paid.headers["X-Cashu"]
     as_key = await post(chat_url(node), chat_body(PROMPT), {"Authorization": f"Bearer {token}"})
     assert_error(as_key, 400, "cashu_token_spent", "invalid_request_error")
+    # sent again (as a client does whose answer was lost): spent, and where its change is
+    again = await post(chat_url(node), chat_body(PROMPT, max_tokens=5), {"X-Cashu": token})
+    assert_error(again, 400, "cashu_token_spent", "invalid_request_error")
+    assert "/v1/wallet/refund" in again.body["error"]["message"]
     # the change stays what the answer said
     refund = await post(f"{node.url}/v1/wallet/refund", b"", {"X-Cashu": token})
     assert refund.body["cashu_token"] == change
