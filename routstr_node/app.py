@@ -59,6 +59,9 @@ def _new_request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}{next(_request_numbers):010x}"
 
 
+# at a stop, how long the wallet stays open for settlements still under way
+SETTLE_ON_STOP_S = 10.0
+
 CONFIG_PATH: web.AppKey[Path | None] = web.AppKey("config_path")  # where settings came from
 
 
@@ -121,8 +124,11 @@ def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterat
             learning.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await learning
-            await upstreams.close()
+            await upstreams.close()  # a call still reading its upstream ends and settles
             await price_session.close()
+            node = app.get(NODE)
+            if node is not None and not await node.unsettled.drained(SETTLE_ON_STOP_S):
+                log.warning("stopping with calls unsettled: the next start releases them")
             await wallet.close()
             await mints.close()
 

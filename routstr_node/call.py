@@ -35,6 +35,10 @@ class PaidCall:
     charged: Cost | None = None
     change_token: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    _tracked: bool = True
+
+    def __post_init__(self) -> None:
+        self.node.unsettled.add()
 
     def own_count(self, output_text: str) -> TokenUsage:
         """The node's own count, for an answer without usage (the prompt read only then)."""
@@ -44,6 +48,14 @@ class PaidCall:
         """Charge what the usage costs (capped at the reservation), exactly once."""
         if self.charged is not None:
             return self.charged
+        try:
+            return await self._settle(usage)
+        finally:
+            if self._tracked:  # settled, or failed and left to the next start's release
+                self._tracked = False
+                self.node.unsettled.remove()
+
+    async def _settle(self, usage: TokenUsage | None) -> Cost:
         cost = (
             cost_msat(self.price, usage.input_tokens, usage.output_tokens)
             if usage is not None

@@ -77,11 +77,14 @@ async def serve(
     config_path: Path | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    grace_s: float = SHUTDOWN_GRACE_S,
 ) -> None:
     app = create_app(settings, config_path=config_path)
     runner = web.AppRunner(
         app,
-        shutdown_timeout=SHUTDOWN_GRACE_S,
+        # aiohttp waits this long for handlers, then again as long after cancelling the
+        # requests (handlers reading their upstream go on): half each is the grace
+        shutdown_timeout=grace_s / 2,
         access_log=None,
         max_line_size=MAX_HEADER_LINE_BYTES,
         max_field_size=MAX_HEADER_LINE_BYTES,

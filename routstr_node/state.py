@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,6 +18,37 @@ from routstr_node.upstream import Upstreams
 from wallet.service import WalletService
 
 
+class Unsettled:
+    """Paid calls reserved and not settled yet: the wallet stays open for them at a stop.
+
+    A handler cancelled at the end of the shutdown grace leaves its settlement running
+    (shielded); closing the database under it would leave the reservation open.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    def add(self) -> None:
+        self._count += 1
+        self._none.clear()
+
+    def remove(self) -> None:
+        self._count -= 1
+        if self._count == 0:
+            self._none.set()
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Whether every call was settled within ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._none.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
 @dataclass
 class NodeState:
     """The running node: settings (replaceable at run time) and its long-lived parts."""
@@ -30,6 +62,7 @@ class NodeState:
     metrics: Metrics
     npub: str
     started_at: float = field(default_factory=time.time)
+    unsettled: Unsettled = field(default_factory=Unsettled)
 
     _prices: dict[tuple[str, Decimal | None], ModelPrice] = field(default_factory=dict)
     _prices_for: Settings | None = None

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 from support.ecash import EcashFactory
 from support.node import MODEL, node_toml
 
@@ -17,6 +18,7 @@ from routstr_node.audit_command import run_audit
 from routstr_node.config import load_settings
 from routstr_node.demo.mint import LocalMint
 from routstr_node.demo.upstream import RunningUpstream
+from routstr_node.server import serve
 
 
 def _free_port() -> int:
@@ -129,4 +131,48 @@ async def test_a_port_in_use_is_a_one_line_error_and_the_wallet_is_left_closed(
     assert last == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use", stderr
     assert "Traceback" not in stderr.decode()
     report = await run_audit(load_settings(config))  # the wallet it opened is intact
+    assert report["balanced"], report
+
+
+async def test_a_stream_still_running_after_the_grace_is_settled_before_the_wallet_closes(
+    tmp_path: Path,
+    mint: LocalMint,
+    upstream: RunningUpstream,
+    ecash: EcashFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past the grace aiohttp cancels the handler; its settlement (and the X-Cashu change
+    made at the mint) still finishes, on a wallet that waits for it."""
+    upstream.behaviour.chunk_delay_s = 60  # the first chunk, then nothing
+    port = _free_port()
+    config = tmp_path / "node.toml"
+    config.write_text(node_toml(tmp_path / "data", port, [mint.url], upstream.url))
+    ready, stop = asyncio.Event(), asyncio.Event()
+    served = asyncio.create_task(serve(load_settings(config), ready=ready, stop=stop, grace_s=0.4))
+    await asyncio.wait_for(ready.wait(), 30)
+    token = await ecash.token(300, mint_url=mint.url)
+    body = {
+        "model": MODEL,
+        "max_tokens": 20,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions", json=body, headers={"X-Cashu": token}
+        ) as resp,
+    ):
+        assert resp.status == 200
+        assert await resp.content.readany()  # the stream is under way
+        stop.set()
+        await asyncio.wait_for(served, 60)
+    assert "not issued now" not in caplog.text
+    with sqlite3.connect(tmp_path / "data" / "wallet.sqlite3") as db:
+        states = db.execute("SELECT state FROM reservations").fetchall()
+        change = db.execute("SELECT token FROM outgoing_tokens WHERE purpose = 'change'").fetchall()
+    assert states and all(state != "open" for (state,) in states)
+    [(change_token,)] = change
+    assert 0 < await ecash.redeem(change_token) <= 300
+    report = await run_audit(load_settings(config))
     assert report["balanced"], report
