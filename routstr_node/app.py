@@ -210,6 +210,13 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
                 headers={"Allow": exc.headers.get("Allow", "")},
             ).response()
         return ApiError(exc.status, "invalid_request_error", "http_error", exc.reason).response()
+    except ConnectionResetError:
+        # the client went away before its request was read: nobody to answer, nothing wrong
+        log.info("client gone before its request was read (request id %s)", request[REQUEST_ID])
+        gone = ApiError(400, "invalid_request_error", "invalid_body", "the connection was lost")
+        response = gone.response()
+        response.force_close()
+        return response
     except Exception as exc:
         mapped = from_domain(exc)
         if mapped is not None:

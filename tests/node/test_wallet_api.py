@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from support.ecash import EcashFactory
 from support.node import MODEL, RunningNode, run_node
 from support.node_calls import call
@@ -473,3 +475,33 @@ async def test_withdraw_from_a_chosen_trusted_mint(
         )
         assert (status, body["mint"]) == (200, mint.url), body
         await assert_balanced(node)
+
+
+async def test_a_client_gone_before_its_body_is_read_is_no_internal_error(
+    node: RunningNode,
+    mint: LocalMint,
+    ecash: EcashFactory,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    key = (await create(http, node, await ecash.token(100, mint_url=mint.url)))["api_key"]
+    host, port = node.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /v1/wallet/withdraw HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {key}\r\nContent-Length: 100\r\n\r\n".encode()
+        + b'{"amount": '
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the handler is waiting for the rest of the body
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(50):  # the node notices the connection is gone
+        if "client gone" in caplog.text:
+            break
+        await asyncio.sleep(0.05)
+    assert "client gone" in caplog.text
+    assert "internal error" not in caplog.text and "Traceback" not in caplog.text
+    assert (await balance(http, node, key))["balance"] == 100
+    del reader
