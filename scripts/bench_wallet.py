@@ -275,7 +275,8 @@ async def main(args: argparse.Namespace) -> None:
                 report = await service.audit()
                 print(f"audit after the benchmark: balanced={report.balanced}")
 
-                print(await profile_redeems(service, maker, args.profile_redeems))
+                if args.profile_redeems > 0:  # 0: no profile
+                    print(await profile_redeems(service, maker, args.profile_redeems))
             finally:
                 await maker.client.close()
                 await service.close()
