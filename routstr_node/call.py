@@ -87,6 +87,19 @@ async def change_for(node: NodeState, payer: Payer) -> str | None:
     return sent.token if sent is not None else None
 
 
+def usage_fields(path: str, usage: TokenUsage) -> dict[str, int]:
+    """The counts of ``usage`` under the names of the endpoint's own usage object."""
+    if path == "/v1/responses":
+        names = ("input_tokens", "output_tokens")
+    else:
+        names = ("prompt_tokens", "completion_tokens")
+    return {
+        names[0]: usage.input_tokens,
+        names[1]: usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
 def cost_json(cost: Cost) -> dict[str, int]:
     return {
         "total_msats": cost.total_msat,

@@ -26,6 +26,7 @@ from routstr_node.call import (
     upstream_failed,
     upstream_status_error,
     upstream_timeout,
+    usage_fields,
 )
 from routstr_node.errors import ApiError, invalid_request, not_found
 from routstr_node.payment import payment_required, resolve_payer
@@ -265,12 +266,7 @@ async def _forward(call: PaidCall, upstream: Upstream, payload: Payload) -> web.
         found = data.get("usage")
         usage_obj: dict[str, Any] = found if isinstance(found, dict) else {}
         if not counts:
-            usage_obj = {
-                "prompt_tokens": usage.input_tokens,
-                "completion_tokens": usage.output_tokens,
-                "total_tokens": usage.input_tokens + usage.output_tokens,
-                **usage_obj,
-            }
+            usage_obj = {**usage_fields(call.path, usage), **usage_obj}
         data["usage"] = {**usage_obj, "cost": cost_json(cost)}
         return _json_answer(await _off_loop_if_big(len(raw), _json_bytes, data), status, headers)
     return web.Response(body=raw, status=status, content_type=content_type, headers=headers)

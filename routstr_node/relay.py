@@ -3,8 +3,10 @@
 Events are passed on one by one the moment they are complete. The upstream's own
 usage event and ``[DONE]`` are held back: the node settles first, then ends the
 stream with one usage event (``choices: []``) carrying ``usage.cost`` and, for
-X-Cashu, ``cashu_change``. Nothing is sent to the client before the first upstream
-event, so an upstream that fails early costs nothing and becomes a plain error.
+X-Cashu, ``cashu_change``; on /v1/responses that is the API's own final event
+(``response.completed``), with those keys added. Nothing is sent to the client
+before the first upstream event, so an upstream that fails early costs nothing and
+becomes a plain error.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from routstr_node.call import (
     upstream_failed,
     upstream_status_error,
     upstream_timeout,
+    usage_fields,
 )
 from routstr_node.pricing import Cost
 from routstr_node.sse import DONE, EventSplitter, encode_event, event_data, event_json
@@ -194,13 +197,7 @@ async def _start(request: web.Request, call: PaidCall) -> web.StreamResponse:
 def _final_events(
     call: PaidCall, state: _StreamState, usage: TokenUsage, cost: Cost, upstream_broke: str | None
 ) -> bytes:
-    usage_obj: dict[str, Any] = {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.input_tokens + usage.output_tokens,
-        **state.usage_extra,
-        "cost": cost_json(cost),
-    }
+    usage_obj = {**usage_fields(call.path, usage), **state.usage_extra, "cost": cost_json(cost)}
     out = b""
     if upstream_broke:  # before the usage event: that one is the stream's last before [DONE]
         out += encode_event(
@@ -215,10 +212,13 @@ def _final_events(
         )
     final = state.final_response_event
     if final is not None and isinstance(final.get("response"), dict):
-        final["response"]["usage"] = {**state.usage_extra, "cost": cost_json(cost)}
+        # the Responses API's own last event is the usage event: an event of a type of its
+        # own would break the SDKs' stream helpers (the JavaScript one throws on it)
+        final["response"]["usage"] = usage_obj
+        final.update({"choices": [], "usage": usage_obj})
         if call.change_token:
             final["cashu_change"] = call.change_token
-        out += encode_event(final, event=str(final.get("type")))
+        return out + encode_event(final, event=str(final.get("type"))) + DONE
     usage_event: dict[str, Any] = {
         "id": state.meta.get("id", ""),
         "object": state.meta.get("object", "chat.completion.chunk"),

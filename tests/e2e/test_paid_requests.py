@@ -432,17 +432,48 @@ async def test_responses_stream_ends_with_the_contract_usage_event(
     body = b'{"model": "test-model", "input": "red green blue", "stream": true}'
     status, _, events, raw = await stream_post(f"{node.url}/v1/responses", body, {"X-Cashu": token})
     assert status == 200, raw
-    # the Responses API's own completed event carries the cost too
-    completed = [e.json for e in events if e.name == "response.completed"]
-    assert len(completed) == 1
-    cost = completed[0]["response"]["usage"]["cost"]["total_msats"]
-    assert cost == cost_of(3, 4)
-    # and, as every stream, it ends with the usage event, then data: [DONE]
+    # as every stream, it ends with the usage event, then data: [DONE]; here that is the
+    # Responses API's own completed event (an event of a type of its own breaks the
+    # SDKs' stream helpers), the cost in its response's usage too
     assert events[-1].data == "[DONE]"
+    assert [e.name for e in events].count("response.completed") == 1
+    assert events[-2].name == "response.completed"
     final = events[-2].json
-    assert final["choices"] == []
-    assert final["usage"]["cost"]["total_msats"] == cost
+    assert final["type"] == "response.completed" and final["choices"] == []
+    cost = final["usage"]["cost"]["total_msats"]
+    assert cost == cost_of(3, 4)
+    assert final["response"]["usage"] == final["usage"]
+    assert (final["usage"]["input_tokens"], final["usage"]["output_tokens"]) == (3, 4)
     assert await ecash.redeem(final["cashu_change"]) == change_sat(300, cost)
+
+
+async def test_responses_without_upstream_usage_count_under_the_responses_names(
+    node: RunningNode, upstream: RunningUpstream, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    upstream.behaviour.omit_usage = True
+    token = await ecash.token(300, mint_url=mint.url)
+    url = f"{node.url}/v1/responses"
+    plain = await post(
+        url, b'{"model": "test-model", "input": "red green blue"}', {"X-Cashu": token}
+    )
+    assert plain.status == 200, plain.raw
+    usage = plain.body["usage"]
+    assert {"input_tokens", "output_tokens", "total_tokens", "cost"} <= set(usage)
+    assert "prompt_tokens" not in usage
+    assert usage["cost"]["total_msats"] == int(plain.headers["X-Routstr-Cost-Msats"])
+    status, _, events, raw = await stream_post(
+        url,
+        b'{"model": "test-model", "input": "red green blue", "stream": true}',
+        {"X-Cashu": await ecash.token(300, mint_url=mint.url)},
+    )
+    assert status == 200, raw
+    final = events[-2].json
+    assert final["type"] == "response.completed"
+    streamed = final["response"]["usage"]
+    assert streamed["input_tokens"] > 0 and streamed["output_tokens"] > 0
+    assert streamed["total_tokens"] == streamed["input_tokens"] + streamed["output_tokens"]
+    assert "prompt_tokens" not in streamed
+    await assert_balanced(node)
 
 
 async def test_refund_during_the_request_does_not_split_the_change(
