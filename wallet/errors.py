@@ -25,12 +25,9 @@ class AccountNotFound(WalletError):
 class TokenAlreadyRedeemed(WalletError):
     """This node already redeemed the token (its proofs are spent here)."""
 
-    def __init__(
-        self, message: str, *, account_id: int | None = None, operation_id: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, account_id: int | None = None) -> None:
         super().__init__(message)
         self.account_id = account_id  # the account it was credited to
-        self.operation_id = operation_id  # the receive that redeemed it
 
 
 class TokenBeingRedeemed(WalletError):

@@ -118,6 +118,9 @@ class Ledger:
         def txn(c: Any) -> None:
             if not sql.set_key_hash(c, account_id, digest):
                 raise AccountNotFound(f"no account {account_id}")
+            # moves no money, but is the account's latest event (keys are never handed
+            # out again for an account that had one, see reissue_keys_if_untouched)
+            sql.journal(c, "rotate", account_id=account_id)
 
         try:
             await self.db.write(txn)

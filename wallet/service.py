@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from wallet.errors import (
     TokenAlreadyRedeemed,
     TokenBeingRedeemed,
 )
-from wallet.keys import KEYS_REISSUE_WINDOW_S, key_hash, new_admin_key, new_api_key
+from wallet.keys import key_hash, new_admin_key, new_api_key
 from wallet.ledger import Ledger
 from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
 from wallet.recovery import RecoveryReport, StaleOperations, recover_all
@@ -112,25 +111,9 @@ class WalletService:
                 "admin_key_hash": key_hash(admin_key),
             }
         }
-        try:
-            received = await self.custody.receive(checked, intent)
-        except TokenAlreadyRedeemed as exc:
-            # the same token again: when its answer was lost (a crash, a cut connection),
-            # the account it made is still untouched, and a retry is the only way to it
-            if exc.account_id is None or exc.operation_id is None:
-                raise
-            account = await self.ledger.reissue_keys_if_untouched(
-                exc.account_id,
-                exc.operation_id,
-                api_key,
-                admin_key,
-                created_since=int(time.time()) - KEYS_REISSUE_WINDOW_S,
-            )
-            if account is None:
-                raise
-            return NewAccount(
-                account.id, api_key, admin_key, account.balance_msat, checked.token.mint
-            )
+        # the same token again is refused as spent, also when the first answer was lost:
+        # whoever gave the token away still holds it, and a spent token is worth nothing
+        received = await self.custody.receive(checked, intent)
         return NewAccount(
             received.account_id, api_key, admin_key, received.credited_msat, checked.token.mint
         )

@@ -30,10 +30,10 @@ from wallet.errors import (
     AccountNotFound,
     InsufficientBalance,
     InvalidAmount,
-    TokenAlreadyRedeemed,
 )
 from wallet.ledger import Ledger
 from wallet.service import DB_FILE, WalletService
+from wallet.sqlite import invoices as invoices_sql
 from wallet.sqlite import ledger as ledger_sql
 from wallet.sqlite.database import Database
 
@@ -298,32 +298,30 @@ async def test_the_ledger_follows_a_simple_model(
 # -- keys lost with the answer that created the account --------------------------------------
 
 
-async def test_only_an_untouched_young_account_gets_new_keys_from_its_token(
-    node: WalletService, ecash: EcashFactory, mint: LocalMint
-) -> None:
-    token = await ecash.token(100, mint_url=mint.url)
-    created = await node.create_account(await node.mints.check_token(token))
-    with pytest.raises(TokenAlreadyRedeemed) as redeemed:
-        await node.custody.receive(await node.mints.check_token(token), {"account_id": 0})
-    op_id = redeemed.value.operation_id
-    assert op_id is not None and redeemed.value.account_id == created.account_id
+async def test_only_an_untouched_young_account_gets_new_keys_again(node: WalletService) -> None:
+    invoice = await node.create_invoice(100)  # FakeWallet: paid at once
+    record = await node.invoice(invoice.invoice_id)
+    account_id = record.credited_account_id
+    assert account_id is not None
+    first = await node.claim_invoice_keys(invoice.invoice_id, invoice.secret)
+    assert first is not None
+    op_id = await node.db.read(lambda c: invoices_sql.operation_id(c, invoice.invoice_id))
+    assert op_id is not None
 
     async def reissue(created_since: int) -> object:
         return await node.ledger.reissue_keys_if_untouched(
-            created.account_id, op_id, "sk-new", "radmin_new", created_since
+            account_id, op_id, "sk-new", "radmin_new", created_since
         )
 
     assert await reissue(int(time.time()) + 5) is None, "older than the window"
-    assert await node.ledger.account_id_for_key(created.api_key) == created.account_id
+    assert await node.ledger.account_id_for_key(first.api_key) == account_id
     assert await reissue(int(time.time()) - 5) is not None
-    assert await node.ledger.account_id_for_key(created.api_key) is None
-    assert await node.ledger.account_id_for_key("sk-new") == created.account_id
+    assert await node.ledger.account_id_for_key(first.api_key) is None
+    assert await node.ledger.account_id_for_key("sk-new") == account_id
 
-    await node.ledger.release(await node.ledger.reserve(created.account_id, 1_000))
-    assert await reissue(0) is None, "something happened on it"
-    assert await node.ledger.account_id_for_key("radmin_new") == created.account_id
-    with pytest.raises(TokenAlreadyRedeemed):
-        await node.create_account(await node.mints.check_token(token))
+    await node.ledger.rotate_api_key(account_id, "sk-rotated")
+    assert await reissue(0) is None, "the keys were rotated: someone holds them"
+    assert await node.ledger.account_id_for_key("sk-rotated") == account_id
     await assert_balanced(node)
 
 

@@ -72,17 +72,15 @@ def insert_operation(
     """Write an operation down before it is sent: intent, inputs and every output's secrets."""
     if token_id is not None:
         existing = conn.execute(
-            "SELECT state, id, result FROM operations WHERE token_id = ? AND state != 'failed'",
+            "SELECT state, result FROM operations WHERE token_id = ? AND state != 'failed'",
             (token_id,),
         ).fetchone()
         if existing is not None:
             if existing[0] == "pending":
                 raise TokenBeingRedeemed("this token is being redeemed by another request")
-            result = json.loads(existing[2] or "{}")
+            result = json.loads(existing[1] or "{}")
             raise TokenAlreadyRedeemed(
-                "this token was already redeemed here",
-                account_id=result.get("account_id"),
-                operation_id=int(existing[1]),
+                "this token was already redeemed here", account_id=result.get("account_id")
             )
     cur = conn.execute(
         "INSERT INTO operations (kind, mint_url, state, token_id, foreign_inputs, intent,"
