@@ -38,6 +38,20 @@ class Token:
     def token_id(self) -> str:
         return proofs_id(self.proofs)
 
+    @property
+    def signatures(self) -> frozenset[tuple[str, str]]:
+        """Each proof's secret with its signature: what only the token's holder has (the
+        secrets alone the mint learns, and anyone who saw them spent)."""
+        return proofs_signatures(self.proofs)
+
+    @property
+    def signed_id(self) -> str:
+        """An identity of the token itself (secrets and signatures), one-way."""
+        digest = hashlib.sha256()
+        for secret, signature in sorted(self.signatures):
+            digest.update(f"{secret}\n{signature}\n".encode())
+        return digest.hexdigest()
+
 
 def proofs_id(proofs: tuple[Proof, ...] | list[Proof]) -> str:
     """A stable, one-way identity of a set of proofs (independent of order and encoding)."""
@@ -46,6 +60,10 @@ def proofs_id(proofs: tuple[Proof, ...] | list[Proof]) -> str:
         digest.update(secret.encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def proofs_signatures(proofs: tuple[Proof, ...] | list[Proof]) -> frozenset[tuple[str, str]]:
+    return frozenset((p.secret, p.C.lower()) for p in proofs)
 
 
 def normalize_mint_url(url: str) -> str:

@@ -50,7 +50,7 @@ async def account_of_bearer(
     key = required_key(request)
     if not looks_like_token(key):
         return await account_for_key(node, key), key
-    existing = await node.wallet.ledger.account_by_token_id(parse_token(key).token_id)
+    existing = await node.wallet.ledger.account_for_token(parse_token(key))
     if existing is not None and existing.kind == "token":
         return existing.id, key
     if existing is not None or not redeem:
@@ -61,11 +61,11 @@ async def account_of_bearer(
 
 async def change_of_payment(node: NodeState, text: str) -> tuple[str, int]:
     """The change token (and its sat) of the X-Cashu payment made with this token."""
-    token_id = parse_token(text).token_id
-    change = await node.wallet.change_of(token_id)
+    token = parse_token(text)
+    change = await node.wallet.change_of(token)
     if change is not None:
         return change
-    if await node.wallet.ledger.account_id_for_token(token_id) is not None:
+    if await node.wallet.ledger.account_id_for_token(token) is not None:
         raise not_found(
             "not_found",
             "this token paid here as a key, not as X-Cashu: what is left of it is withdrawn"

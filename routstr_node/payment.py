@@ -143,7 +143,7 @@ async def _token_as_key(node: NodeState, text: str, max_cost_msat: int) -> int:
     """The token's account; on first use the token must cover this request to be redeemed
     (later uses spend what is left, and a shortfall is 402 insufficient_balance)."""
     token = parse_token(text)
-    existing = await node.wallet.ledger.account_id_for_token(token.token_id)
+    existing = await node.wallet.ledger.account_id_for_token(token)
     if existing is not None:
         return existing
     return await node.wallet.redeem_as_key(await _checked_for(node, text, max_cost_msat))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mints.token import Token
 from wallet.errors import AccountNotFound
 from wallet.keys import key_hash
 from wallet.sqlite import ledger as sql
@@ -43,14 +44,15 @@ class Ledger:
         database read): what may be trusted before the key itself is checked."""
         return digest in self._ids
 
-    async def account_id_for_token(self, token_id: str) -> int | None:
+    async def account_id_for_token(self, token: Token) -> int | None:
         """The account a token used as a key opened (None: not redeemed as a key here;
         a token that paid one request as X-Cashu opened no key's account)."""
-        cached = self._ids.get(token_id)
+        name = "token:" + token.signed_id
+        cached = self._ids.get(name)
         if cached is not None:
             return cached
-        row = await self.db.read(lambda c: sql.find_account(c, "token_id", token_id))
-        return self._remember(token_id, row.id) if row and row.kind == "token" else None
+        row = await self.account_for_token(token)
+        return self._remember(name, row.id) if row and row.kind == "token" else None
 
     def _remember(self, name: str, account_id: int) -> int:
         if len(self._ids) >= _MAX_CACHED_IDS:
@@ -69,8 +71,10 @@ class Ledger:
         digest = key_hash(admin_key)
         return await self.db.read(lambda c: sql.find_account(c, "admin_key_hash", digest))
 
-    async def account_by_token_id(self, token_id: str) -> AccountRow | None:
-        return await self.db.read(lambda c: sql.find_account(c, "token_id", token_id))
+    async def account_for_token(self, token: Token) -> AccountRow | None:
+        """The account the token opened here, for the token itself (see account_of_token)."""
+        token_id, signatures = token.token_id, token.signatures
+        return await self.db.read(lambda c: sql.account_of_token(c, token_id, signatures))
 
     async def reserve(self, account_id: int, amount_msat: int, purpose: str = "request") -> int:
         """Hold the most a request can cost; raises InsufficientBalance."""

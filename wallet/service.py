@@ -10,7 +10,7 @@ from typing import Any
 
 from mints.directory import CheckedToken, MintDirectory
 from mints.errors import MintRefused
-from mints.token import normalize_mint_url
+from mints.token import Token, normalize_mint_url
 from wallet.audit import AuditReport, audit
 from wallet.custody import Custody, MeltResult, Received, SentToken
 from wallet.errors import (
@@ -30,7 +30,7 @@ from wallet.recovery import RecoveryReport, StaleOperations, recover_all
 from wallet.seed import load_or_create_seed
 from wallet.sqlite.custody import token_being_redeemed
 from wallet.sqlite.database import Database
-from wallet.sqlite.ledger import AccountRow
+from wallet.sqlite.ledger import AccountRow, account_of_token
 from wallet.sqlite.outgoing import (
     Withdrawal,
     last_refund_if_untouched,
@@ -123,7 +123,7 @@ class WalletService:
 
     async def redeem_as_key(self, checked: CheckedToken) -> int:
         """The account a token used as an API key stands for, redeeming it on first use."""
-        existing = await self.ledger.account_by_token_id(checked.token.token_id)
+        existing = await self.ledger.account_for_token(checked.token)
         if existing is not None:
             return _key_account(existing)
         try:
@@ -133,7 +133,7 @@ class WalletService:
         except TokenAlreadyRedeemed:
             # only an account the token itself opened (a concurrent first use) answers to it;
             # a token that funded an sk- account or a topup is spent, not a key
-            again = await self.ledger.account_by_token_id(checked.token.token_id)
+            again = await self.ledger.account_for_token(checked.token)
             if again is not None:
                 return _key_account(again)
             raise
@@ -202,10 +202,16 @@ class WalletService:
     async def audit(self) -> AuditReport:
         return await audit(self.db, self.mints)
 
-    async def change_of(self, token_id: str) -> tuple[str, int] | None:
+    async def change_of(self, token: Token) -> tuple[str, int] | None:
         """The change token of an X-Cashu payment (issued now if it was not yet)."""
-        account = await self.ledger.account_by_token_id(token_id)
-        if account is None and await self.db.read(lambda c: token_being_redeemed(c, token_id)):
+        token_id, signatures = token.token_id, token.signatures
+        account, being_redeemed = await self.db.read(  # one snapshot: the credit is in, or not
+            lambda c: (
+                account_of_token(c, token_id, signatures),
+                token_being_redeemed(c, token_id),
+            )
+        )
+        if account is None and being_redeemed:
             # swapped at the mint, or not, and not credited yet (the mint may be away): the
             # answer comes once it is resolved
             raise TokenBeingRedeemed("the token is still being redeemed here; ask again shortly")

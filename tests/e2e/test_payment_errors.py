@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import openai
@@ -36,6 +37,7 @@ from support.e2e import (
 from support.ecash import EcashFactory
 from support.node import RunningNode, _free_port, run_node
 
+from mints.token import encode_token, parse_token
 from routstr_node.demo.mint import LocalMint
 from routstr_node.demo.upstream import RETRY_AFTER_S, RunningUpstream
 
@@ -241,6 +243,46 @@ async def test_a_token_that_paid_as_x_cashu_is_not_a_key_afterwards(
     # the change stays what the answer said
     refund = await post(f"{node.url}/v1/wallet/refund", b"", {"X-Cashu": token})
     assert refund.body["cashu_token"] == change
+    await assert_balanced(node)
+
+
+GENERATOR = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_the_secrets_alone_open_nothing(
+    node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    """The mint learns a token's secrets when it is spent (so does anyone who saw the swap);
+    only the token itself, signatures and all, opens its account or claims its change."""
+    as_key = await ecash.token(300, mint_url=mint.url)
+    paid = await post(chat_url(node), chat_body(PROMPT, max_tokens=5), bearer(as_key))
+    assert paid.status == 200, paid.raw
+    as_x_cashu = await ecash.token(300, mint_url=mint.url)
+    paid = await post(chat_url(node), chat_body(PROMPT, max_tokens=5), {"X-Cashu": as_x_cashu})
+    assert paid.status == 200, paid.raw
+
+    def forged(token: str) -> str:
+        proofs = [replace(p, C=GENERATOR) for p in parse_token(token).proofs]
+        return encode_token(mint.url, proofs)
+
+    for headers in (bearer(forged(as_key)), {"X-Cashu": forged(as_x_cashu)}):
+        answer = await post(chat_url(node), chat_body(PROMPT, max_tokens=5), headers)
+        assert answer.status == 400, answer.raw  # spent, not an account
+    info = await get(f"{node.url}/v1/balance/info", bearer(forged(as_key)))
+    assert_error(info, 400, "cashu_token_spent", "invalid_request_error")
+    withdraw = await post(f"{node.url}/v1/balance/refund", b"", bearer(forged(as_key)))
+    assert_error(withdraw, 401, "invalid_api_key", "authentication_error")
+    for path in ("/v1/wallet/refund", "/v1/balance/refund"):
+        refund = await post(f"{node.url}{path}", b"", {"X-Cashu": forged(as_x_cashu)})
+        assert_error(refund, 404, "not_found", "not_found_error")
+    # the tokens themselves still do
+    assert (await get(f"{node.url}/v1/balance/info", bearer(as_key))).status == 200
+    refund = await post(f"{node.url}/v1/wallet/refund", b"", {"X-Cashu": as_x_cashu})
+    assert refund.status == 200 and refund.body["amount"] > 0
     await assert_balanced(node)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import cbor2
@@ -92,9 +93,16 @@ async def test_a_and_b_encodings_of_the_same_proofs_are_one_token(
     token_b = parse_token(text_b)
 
     assert token_b.token_id == token_a.token_id
+    assert token_b.signed_id == token_a.signed_id
+    assert token_b.signatures == token_a.signatures
     assert parse_token(encode_token(token_b.mint, token_b.proofs, legacy=True)).token_id == (
         token_a.token_id
     )
+    # the same secrets with another signature: the same payment, not the same token
+    first, *rest = token_a.proofs
+    resigned = parse_token(encode_token(token_a.mint, [replace(first, C="02" + "11" * 32), *rest]))
+    assert resigned.token_id == token_a.token_id
+    assert resigned.signed_id != token_a.signed_id
     assert parse_token("cashu:" + text_b).token_id == token_a.token_id
     checked_a = await directory.check_token(text_a)
     checked_b = await directory.check_token(text_b)

@@ -82,19 +82,19 @@ async def test_crash_after_a_receive_is_written_credits_nothing(
 
     [(op_id, kind)] = pending_operations(data_dir)
     assert kind == "receive"
-    token_id = parse_token(token).token_id
+    parsed = parse_token(token)
     mints = MintDirectory([mint.url])
     unrecovered = WalletService(data_dir, mints)
     await unrecovered.open(recover=False)
     try:  # before recovery decides, a refund of the token is asked to wait, not told "never"
         with pytest.raises(TokenBeingRedeemed):
-            await unrecovered.change_of(token_id)
+            await unrecovered.change_of(parsed)
     finally:
         await unrecovered.close()
         await mints.close()
     async with recovered_wallet(data_dir, [mint.url]) as (node, report):
         assert (report.completed, report.failed, report.still_pending) == ([], [op_id], [])
-        assert await node.change_of(token_id) is None  # failed: the token never paid here
+        assert await node.change_of(parsed) is None  # failed: the token never paid here
         state = ledger_state(data_dir)
         assert state.accounts == () and state.journal_rows == 0 and state.unspent_sat == 0
         assert state.operations == ((op_id, "receive", "failed"),)

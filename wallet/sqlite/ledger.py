@@ -164,6 +164,24 @@ def find_account(conn: sqlite3.Connection, column: str, value: str) -> AccountRo
     return AccountRow(*row) if row else None
 
 
+def account_of_token(
+    conn: sqlite3.Connection, token_id: str, signatures: frozenset[tuple[str, str]]
+) -> AccountRow | None:
+    """The account a token opened here (as a key, or paying as X-Cashu), for the token
+    itself only: the proofs it was redeemed with, signatures and all, not their secrets."""
+    account = find_account(conn, "token_id", token_id)
+    if account is None:
+        return None
+    row = conn.execute(
+        "SELECT foreign_inputs FROM operations WHERE token_id = ? AND state = 'done'",
+        (token_id,),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    redeemed = frozenset((p["secret"], str(p["C"]).lower()) for p in json.loads(row[0]))
+    return account if redeemed == signatures else None
+
+
 def credit_from_custody(
     conn: sqlite3.Connection,
     account_id: int,
