@@ -25,6 +25,7 @@ class Payer:
     account_id: int
     mode: str  # "account" | "token" | "xcashu"
     legacy: bool = False  # the X-Cashu token was cashuA: change comes back as cashuA
+    reservation_id: int | None = None  # X-Cashu: held with the token's credit
 
 
 def payment_required(
@@ -122,7 +123,7 @@ async def _checked_for(node: NodeState, text: str, max_cost_msat: int) -> Checke
 async def _pay_per_request(node: NodeState, text: str, max_cost_msat: int) -> Payer:
     checked = await _checked_for(node, text, max_cost_msat)
     try:
-        received = await node.wallet.redeem_for_request(checked)
+        received = await node.wallet.redeem_for_request(checked, max_cost_msat)
     except TokenAlreadyRedeemed as exc:
         if exc.account_id is None:
             raise
@@ -135,7 +136,10 @@ async def _pay_per_request(node: NodeState, text: str, max_cost_msat: int) -> Pa
             " POST /v1/wallet/refund with the same token in X-Cashu (once that request ended)",
         ) from None
     return Payer(
-        received.account_id, "xcashu", legacy=text.lstrip().startswith(("cashuA", "cashu:cashuA"))
+        received.account_id,
+        "xcashu",
+        legacy=text.lstrip().startswith(("cashuA", "cashu:cashuA")),
+        reservation_id=received.reservation_id,
     )
 
 

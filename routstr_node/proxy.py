@@ -130,7 +130,11 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
     )
     payer = await resolve_payer(request, node, most)
     try:
-        reservation_id = await node.wallet.ledger.reserve(payer.account_id, most)
+        reservation_id = (
+            payer.reservation_id  # X-Cashu: held with the token's credit
+            if payer.reservation_id is not None
+            else await node.wallet.ledger.reserve(payer.account_id, most)
+        )
     except InsufficientBalance as exc:
         headers: dict[str, str] = {}
         if payer.mode == "xcashu":

@@ -139,10 +139,14 @@ class WalletService:
             raise
         return received.account_id
 
-    async def redeem_for_request(self, checked: CheckedToken) -> Received:
-        """An X-Cashu payment: a short-lived account whose remainder becomes change."""
+    async def redeem_for_request(self, checked: CheckedToken, reserve_msat: int) -> Received:
+        """An X-Cashu payment: a short-lived account whose remainder becomes change, and the
+        request's reservation with its credit (none when the credit falls short), so that
+        a refund asked meanwhile never finds the balance free."""
         return await self.custody.receive(
-            checked, {"create": {"kind": "xcashu", "token_id": "$token"}}
+            checked,
+            {"create": {"kind": "xcashu", "token_id": "$token"}},
+            reserve_msat=reserve_msat,
         )
 
     # -- money out --------------------------------------------------------------------

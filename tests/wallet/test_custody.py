@@ -21,6 +21,7 @@ from routstr_node.demo.mint import LocalMint
 from wallet.custody import SentToken
 from wallet.errors import (
     InsufficientBalance,
+    PaymentInFlight,
     TokenAlreadyRedeemed,
     TokenBeingRedeemed,
 )
@@ -472,3 +473,29 @@ async def test_concurrent_withdrawals_at_one_mint_all_succeed(
     await assert_balanced(node)  # whatever happened, nothing was lost
     failures = [o for o in outcomes if not isinstance(o, SentToken)]
     assert failures == [], f"{len(failures)} of 16 withdrawals failed: {failures[0]!r}"
+
+
+async def test_a_pay_per_request_token_is_reserved_with_its_credit(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    """No moment between the credit and the request's reservation shows the balance free:
+    a refund asked then would pay the change out under the running request."""
+    token = await ecash.token(100, mint_url=mint.url)
+    checked = await node.mints.check_token(token)
+    received = await node.redeem_for_request(checked, 60_000)
+    assert received.reservation_id is not None
+    account = await node.ledger.account(received.account_id)
+    assert (account.balance_msat, account.reserved_msat) == (40_000, 60_000)
+    with pytest.raises(PaymentInFlight):
+        await node.change_of(checked.token)
+    await node.ledger.settle(received.reservation_id, 5_000)
+    change = await node.change_of(checked.token)
+    assert change is not None and change[1] == 95
+    assert await ecash.redeem(change[0]) == 95
+
+    # a credit that falls short of it holds nothing: the request is refused, the rest is change
+    short = await node.mints.check_token(await ecash.token(10, mint_url=mint.url))
+    refused = await node.redeem_for_request(short, 60_000)
+    assert refused.reservation_id is None
+    assert (await node.ledger.account(refused.account_id)).reserved_msat == 0
+    await assert_balanced(node)

@@ -22,16 +22,21 @@ class Received:
     account_id: int
     credited_msat: int
     fee_sat: int
+    reservation_id: int | None = None  # held with the credit, when asked and affordable
 
 
 class Receiving(CustodyBase):
     """Tokens into custody: swapped for fresh proofs, then credited, once."""
 
-    async def receive(self, checked: CheckedToken, intent: dict[str, Any]) -> Received:
+    async def receive(
+        self, checked: CheckedToken, intent: dict[str, Any], *, reserve_msat: int | None = None
+    ) -> Received:
         """Swap a token's proofs for fresh ones and credit what the node received.
 
         ``intent`` says whose balance grows: ``{"account_id": n}`` or
         ``{"create": {"kind": …, "key_hash": …, "admin_key_hash": …, "token_id": …}}``.
+        With ``reserve_msat`` the credit comes with a reservation of that much, in the same
+        transaction, when the credit covers it: no moment in between shows the balance free.
         """
         token = checked.token
         client = self.mints.client(token.mint)
@@ -59,7 +64,9 @@ class Receiving(CustodyBase):
             op = sql.Operation(
                 op_id, "receive", client.url, "pending", token.token_id, [], written, None
             )
-            return await self.complete_receive(op_id, rows, signatures, op=op, terms=terms)
+            return await self.complete_receive(
+                op_id, rows, signatures, op=op, terms=terms, reserve_msat=reserve_msat
+            )
 
     async def complete_receive(
         self,
@@ -69,11 +76,13 @@ class Receiving(CustodyBase):
         *,
         op: sql.Operation | None = None,
         terms: list[Point | None] | None = None,
+        reserve_msat: int | None = None,
     ) -> Received:
         """Store the new proofs and credit them, once (the state is checked in the write).
 
         ``op`` is what the live path wrote down and ``terms`` what it computed while the
-        mint was asked; recovery passes neither.
+        mint was asked, and ``reserve_msat`` what its request holds; recovery passes none
+        (no request is in flight then).
         """
         if op is None:
             op = await self.db.read(lambda c: sql.operation(c, op_id))
@@ -92,7 +101,10 @@ class Receiving(CustodyBase):
             sql.finish_operation(
                 c, op_id, "done", result={"account_id": account_id, "credited_msat": credited_msat}
             )
-            return Received(account_id, credited_msat, fee_sat)
+            reservation_id = None
+            if reserve_msat is not None and 0 < reserve_msat <= credited_msat:
+                reservation_id = ledger_sql.reserve(c, account_id, reserve_msat, "request")
+            return Received(account_id, credited_msat, fee_sat, reservation_id)
 
         return await self.db.write(txn)
 
