@@ -46,9 +46,8 @@ _CORS = {
 }
 _PREFLIGHT_MAX_AGE_S = 600
 _TOKEN_BUCKET = "token:"
-_TOKEN_REFUSALS = frozenset(
-    {"cashu_token_invalid", "cashu_token_spent", "cashu_mint_untrusted", "cashu_unit_unsupported"}
-)
+# a request refused for what it sent (not for want of payment, not for the limit itself)
+_REFUSALS = frozenset({400, 401, 403, 404, 405, 409, 413})
 RESOLVE_PENDING_EVERY_S = 30.0
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
 _request_numbers = itertools.count(1)
@@ -256,8 +255,9 @@ async def _rate_limit_middleware(request: web.Request, handler: Handler) -> web.
         return await handler(request)
     address = "ip:" + (request.remote or "unknown")
     key = await _payer_bucket(node, request) if request.path in PROXIED_PATHS else ""
-    # every token is a payer of its own, but an address whose tokens keep being refused
-    # (made up: each one a call to a mint) is held back for the tokens it sends next
+    # every token is a payer of its own, but an address whose token-paid requests keep
+    # being refused (made-up tokens, each a fresh bucket; bodies refused before the token
+    # is read) is held back for the tokens it sends next
     refused = "refused-" + address
     is_token = key.startswith(_TOKEN_BUCKET)
     verdict = (is_token and node.limiter.full(refused)) or node.limiter.hit(key or address)
@@ -278,11 +278,11 @@ async def _rate_limit_middleware(request: web.Request, handler: Handler) -> web.
     try:
         return await handler(request)
     except Exception as exc:
-        if is_token and _refuses_the_token(exc):
+        if is_token and _is_refusal(exc):
             node.limiter.hit(refused)
         raise
 
 
-def _refuses_the_token(exc: Exception) -> bool:
+def _is_refusal(exc: Exception) -> bool:
     error = exc if isinstance(exc, ApiError) else from_domain(exc)
-    return error is not None and error.code in _TOKEN_REFUSALS
+    return error is not None and error.status in _REFUSALS

@@ -26,9 +26,11 @@ class RateLimiter:
         per_hour: int,
         per_day: int,
         clock: Callable[[], float] = time.time,
+        max_keys: int = _MAX_KEYS,
     ) -> None:
         self.limits = (per_minute, per_hour, per_day)
         self._clock = clock
+        self._max_keys = max_keys
         # key → [start, count] for each window, flat: one small list per payer, updated
         # in place (this runs on every paid request)
         self._counts: dict[str, list[int]] = {}
@@ -39,7 +41,7 @@ class RateLimiter:
     def hit(self, key: str) -> Verdict:
         """Count one request for ``key`` unless a window is full (every paid request)."""
         now = self._clock()
-        if len(self._counts) > _MAX_KEYS:
+        if len(self._counts) > self._max_keys:
             self._forget_old(now)
         slots = self._counts.get(key)
         if slots is None:
@@ -76,6 +78,19 @@ class RateLimiter:
                 refusal = Verdict(False, self.limits[0], 0, retry, retry)
         return refusal
 
+    def __len__(self) -> int:
+        """How many payers and addresses are counted now."""
+        return len(self._counts)
+
     def _forget_old(self, now: float) -> None:
-        day = int(now // 86400 * 86400)
-        self._counts = {k: v for k, v in self._counts.items() if v[4] == day}
+        """Down to half the cap, so that this runs once per that many new keys, not on
+        every request of a flood of made-up ones: first keys not seen today, then keys
+        not seen this minute, then the oldest (they lose their counts, nothing else)."""
+        keep = self._max_keys // 2
+        day, minute = int(now // 86400 * 86400), int(now // 60 * 60)
+        counts = {k: v for k, v in self._counts.items() if v[4] == day}
+        if len(counts) > keep:
+            counts = {k: v for k, v in counts.items() if v[0] == minute}
+        if len(counts) > keep:
+            counts = dict(list(counts.items())[-keep:])
+        self._counts = counts

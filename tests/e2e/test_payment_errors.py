@@ -521,6 +521,16 @@ async def test_rate_limit_refuses_the_fourth_request_with_retry_after(
         assert_error(answer, 429, "rate_limited", "rate_limit_error")
         assert not await ecash.is_spent(fresh)
 
+    # nor are requests refused before their made-up token is even read
+    async with run_node(tmp_path / "other", [mint.url], upstream.url, extra_toml=extra) as node:
+        await _away_from_a_minute_boundary()
+        bodies = [b"{", b'{"model": "no-such-model", "messages": []}', b"{"]
+        for n, body in enumerate(bodies):
+            refused = await post(chat_url(node), body, {"Authorization": f"Bearer cashuB{n}x"})
+            assert refused.status in (400, 404), refused.raw
+        held = await post(chat_url(node), b"{", {"Authorization": "Bearer cashuB9x"})
+        assert_error(held, 429, "rate_limited", "rate_limit_error")
+
 
 # -- upstream failures ------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -78,3 +80,23 @@ def test_full_tells_a_refusal_without_counting() -> None:
     assert limiter.hit("k").allowed is False
     now[0] += 60
     assert limiter.full("k") is None  # a new minute
+
+
+def test_a_flood_of_new_keys_is_forgotten_in_bulk_and_counting_goes_on() -> None:
+    """Past the cap the limiter drops to half of it at once (oldest and idle keys first),
+    so a flood of made-up keys costs one sweep per half a cap of them, not one per request."""
+    now = [1_000_000.0]
+    limiter = RateLimiter(2, 100, 1000, clock=lambda: now[0], max_keys=100)
+    limiter.hit("payer")
+    limiter.hit("payer")
+    assert not limiter.hit("payer").allowed
+    sizes = []
+    for n in range(1000):
+        limiter.hit(f"made-up-{n}")
+        sizes.append(len(limiter))
+    assert max(sizes) <= 101
+    sweeps = sum(1 for a, b in itertools.pairwise(sizes) if b < a)
+    assert sweeps <= 1000 // 50 + 1
+    assert limiter.hit("made-up-999").remaining == 0  # the newest kept their counts
+    now[0] += 3600 * 24
+    assert limiter.hit("payer").allowed
