@@ -100,7 +100,7 @@ async def test_redeeming_a_token_twice_is_refused_and_changes_nothing(
         with pytest.raises(TokenAlreadyRedeemed):
             await node.topup(other.account_id, checked)
         with pytest.raises(TokenAlreadyRedeemed):
-            await node.redeem_for_request(checked)
+            await node.redeem_for_request(checked, 1_000)
 
     assert ledger_state(data_dir) == before
     await assert_balanced(node)
@@ -424,10 +424,9 @@ async def test_x_cashu_change_returns_the_rest_in_whole_sat(
     node: WalletService, ecash: EcashFactory, mint: LocalMint, data_dir: Path
 ) -> None:
     token = await ecash.token(100, mint_url=mint.url)
-    received = await node.redeem_for_request(await node.mints.check_token(token))
-    assert received.credited_msat == 100_000
-    reservation = await node.ledger.reserve(received.account_id, 20_000)
-    await node.ledger.settle(reservation, 12_345)  # the request cost 12.345 sat
+    received = await node.redeem_for_request(await node.mints.check_token(token), 20_000)
+    assert received.credited_msat == 100_000 and received.reservation_id is not None
+    await node.ledger.settle(received.reservation_id, 12_345)  # the request cost 12.345 sat
 
     change = await node.issue_change(received.account_id)
 
@@ -441,7 +440,7 @@ async def test_x_cashu_change_returns_the_rest_in_whole_sat(
     await assert_balanced(node)
     assert await ecash.redeem(change.token) == 87
     with pytest.raises(TokenAlreadyRedeemed):
-        await node.redeem_for_request(await node.mints.check_token(token))
+        await node.redeem_for_request(await node.mints.check_token(token), 20_000)
     await assert_balanced(node)
 
 
