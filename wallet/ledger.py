@@ -131,21 +131,6 @@ class Ledger:
         finally:
             self.forget_keys(account_id)
 
-    async def reissue_keys_if_untouched(
-        self, account_id: int, created_by: int, api_key: str, admin_key: str, created_since: int
-    ) -> AccountRow | None:
-        """See :func:`wallet.sqlite.ledger.reissue_keys_if_untouched`; the old keys stop
-        working in the same step."""
-        self.forget_keys(account_id)
-        try:
-            return await self.db.write(
-                lambda c: sql.reissue_keys_if_untouched(
-                    c, account_id, created_by, key_hash(api_key), key_hash(admin_key), created_since
-                )
-            )
-        finally:
-            self.forget_keys(account_id)
-
     def forget_keys(self, account_id: int) -> None:
         """Drop what memory holds of the account's keys (they were just replaced)."""
         self._generation += 1

@@ -31,6 +31,7 @@ from wallet.errors import (
     InsufficientBalance,
     InvalidAmount,
 )
+from wallet.keys import key_hash
 from wallet.ledger import Ledger
 from wallet.service import DB_FILE, WalletService
 from wallet.sqlite import invoices as invoices_sql
@@ -309,9 +310,14 @@ async def test_only_an_untouched_young_account_gets_new_keys_again(node: WalletS
     assert op_id is not None
 
     async def reissue(created_since: int) -> object:
-        return await node.ledger.reissue_keys_if_untouched(
-            account_id, op_id, "sk-new", "radmin_new", created_since
+        new_hashes = key_hash("sk-new"), key_hash("radmin_new")
+        reissued = await node.db.write(
+            lambda c: ledger_sql.reissue_keys_if_untouched(
+                c, account_id, op_id, *new_hashes, created_since
+            )
         )
+        node.ledger.forget_keys(account_id)
+        return reissued
 
     assert await reissue(int(time.time()) + 5) is None, "older than the window"
     assert await node.ledger.account_id_for_key(first.api_key) == account_id
