@@ -154,9 +154,9 @@ def upstream_status_error(
         pass
     if status in _CLIENT_ERRORS:
         # in the contract's own pairs of status and type (it has no 422: that is a 400)
-        status, type_ = _CLIENT_ERRORS[status]
+        answered, type_ = _CLIENT_ERRORS[status]
         return ApiError(
-            status,
+            answered,
             type_,
             str(upstream_code or "upstream_rejected"),
             message or f"the upstream rejected the request ({status})",
