@@ -46,8 +46,9 @@ _CORS = {
 }
 _PREFLIGHT_MAX_AGE_S = 600
 _TOKEN_BUCKET = "token:"
-# a request refused for what it sent (not for want of payment, not for the limit itself)
-_REFUSALS = frozenset({400, 401, 403, 404, 405, 409, 413})
+# a new token's request refused for what it sent, the token too small included (a made-up
+# one with a real keyset id gets that far without a call to the mint)
+_REFUSALS = frozenset({400, 401, 402, 403, 404, 405, 409, 413})
 RESOLVE_PENDING_EVERY_S = 30.0
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
 _request_numbers = itertools.count(1)
@@ -255,12 +256,13 @@ async def _rate_limit_middleware(request: web.Request, handler: Handler) -> web.
         return await handler(request)
     address = "ip:" + (request.remote or "unknown")
     key = await _payer_bucket(node, request) if request.path in PROXIED_PATHS else ""
-    # every token is a payer of its own, but an address whose token-paid requests keep
-    # being refused (made-up tokens, each a fresh bucket; bodies refused before the token
-    # is read) is held back for the tokens it sends next
+    # every token is a payer of its own, but an address whose new tokens keep being
+    # refused (made up: each a fresh bucket) is held back for the new tokens it sends
+    # next; a token already counted is a payer whose own mistakes cost only itself
     refused = "refused-" + address
     is_token = key.startswith(_TOKEN_BUCKET)
-    verdict = (is_token and node.limiter.full(refused)) or node.limiter.hit(key or address)
+    new_token = is_token and not node.limiter.knows(key)
+    verdict = (new_token and node.limiter.full(refused)) or node.limiter.hit(key or address)
     headers = {
         "X-RateLimit-Limit": str(verdict.limit),
         "X-RateLimit-Remaining": str(verdict.remaining),
@@ -278,7 +280,7 @@ async def _rate_limit_middleware(request: web.Request, handler: Handler) -> web.
     try:
         return await handler(request)
     except Exception as exc:
-        if is_token and _is_refusal(exc):
+        if new_token and _is_refusal(exc):
             node.limiter.hit(refused)
         raise
 

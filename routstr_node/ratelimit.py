@@ -78,19 +78,24 @@ class RateLimiter:
                 refusal = Verdict(False, self.limits[0], 0, retry, retry)
         return refusal
 
+    def knows(self, key: str) -> bool:
+        """Whether ``key`` was counted before (and not forgotten since)."""
+        return key in self._counts
+
     def __len__(self) -> int:
         """How many payers and addresses are counted now."""
         return len(self._counts)
 
     def _forget_old(self, now: float) -> None:
         """Down to half the cap, so that this runs once per that many new keys, not on
-        every request of a flood of made-up ones: first keys not seen today, then keys
-        not seen this minute, then the oldest (they lose their counts, nothing else)."""
+        every request of a flood of made-up ones. Forgotten first: keys not seen today,
+        then keys seen once today (a flood's, each losing one count), then the least
+        busy; a payer at its limit is the last to go."""
         keep = self._max_keys // 2
-        day, minute = int(now // 86400 * 86400), int(now // 60 * 60)
+        day = int(now // 86400 * 86400)
         counts = {k: v for k, v in self._counts.items() if v[4] == day}
         if len(counts) > keep:
-            counts = {k: v for k, v in counts.items() if v[0] == minute}
+            counts = {k: v for k, v in counts.items() if v[5] > 1}
         if len(counts) > keep:
-            counts = dict(list(counts.items())[-keep:])
+            counts = dict(sorted(counts.items(), key=lambda kv: kv[1][5])[-keep:])
         self._counts = counts

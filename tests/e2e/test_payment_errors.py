@@ -531,6 +531,17 @@ async def test_rate_limit_refuses_the_fourth_request_with_retry_after(
         held = await post(chat_url(node), b"{", {"Authorization": "Bearer cashuB9x"})
         assert_error(held, 429, "rate_limited", "rate_limit_error")
 
+    # a real token's own mistakes cost only itself: the address's other tokens still pay
+    async with run_node(tmp_path / "third", [mint.url], upstream.url, extra_toml=extra) as node:
+        await _away_from_a_minute_boundary()
+        as_key = {"Authorization": f"Bearer {await ecash.token(200, mint_url=mint.url)}"}
+        typo = b'{"model": "test-modle", "messages": [{"role": "user", "content": "hi"}]}'
+        for _ in range(3):
+            assert (await post(chat_url(node), typo, as_key)).status == 404
+        fresh = await ecash.token(200, mint_url=mint.url)
+        answer = await post(chat_url(node), chat_body(PROMPT, max_tokens=5), {"X-Cashu": fresh})
+        assert answer.status == 200, answer.raw
+
 
 # -- upstream failures ------------------------------------------------------------------------
 
