@@ -126,10 +126,10 @@ def reissue_keys_if_untouched(
     admin_key_hash: str,
     created_since: int,
 ) -> AccountRow | None:
-    """New keys for an sk- account whose keys were lost with the answer that created it:
-    only when operation ``created_by`` (a receive or a mint) created it, nothing has
-    happened on it since (that operation's credit is its latest journal entry) and it was
-    created after ``created_since``."""
+    """New keys for an sk- account whose keys were lost with the answer that created it
+    (``created_by``, the operation that made it: the caller knows): only while nothing
+    has happened on it since (that operation's credit is its latest journal entry) and
+    it was created after ``created_since``."""
     row = conn.execute(
         "SELECT j.operation_id FROM accounts a JOIN journal j ON j.id = a.last_journal_id"
         " WHERE a.id = ? AND a.kind = 'key' AND a.reserved_msat = 0 AND a.created_at >= ?",
@@ -137,9 +137,6 @@ def reissue_keys_if_untouched(
     ).fetchone()
     if row is None or row[0] != created_by:
         return None
-    intent = conn.execute("SELECT intent FROM operations WHERE id = ?", (created_by,)).fetchone()
-    if "account_id" in json.loads(intent[0]):
-        return None  # it topped the account up: what paid for it is no key to the account
     conn.execute(
         "UPDATE accounts SET key_hash = ?, admin_key_hash = ? WHERE id = ?",
         (key_hash, admin_key_hash, account_id),
