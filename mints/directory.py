@@ -34,6 +34,18 @@ class MintDirectory:
         self._clients = {u: MintClient(u, timeout_s=timeout_s) for u in self.urls}
         self._extra: dict[str, MintClient] = {}
 
+    def trust(self, trusted: list[str]) -> None:
+        """Trust these mints from now on. A mint no longer trusted keeps its client (among
+        the extra ones), so the node can still spend, check and recover what it holds
+        there; a mint trusted again takes its client back."""
+        if not trusted:
+            raise ValueError("at least one trusted mint is required")
+        urls = list(dict.fromkeys(normalize_mint_url(u) for u in trusted))
+        known = {**self._extra, **self._clients}
+        self._clients = {u: known.get(u) or MintClient(u, timeout_s=self._timeout_s) for u in urls}
+        self._extra = {u: c for u, c in known.items() if u not in self._clients}
+        self.urls = urls
+
     @property
     def primary(self) -> MintClient:
         return self._clients[self.urls[0]]

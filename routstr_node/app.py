@@ -16,7 +16,7 @@ from aiohttp import web
 
 from mints.directory import MintDirectory
 from mints.token import looks_like_token
-from routstr_node import discovery, wallet_api
+from routstr_node import admin, discovery, wallet_api
 from routstr_node.background import every
 from routstr_node.config import Settings
 from routstr_node.errors import ApiError, from_domain
@@ -68,7 +68,7 @@ CONFIG_PATH: web.AppKey[Path | None] = web.AppKey("config_path")  # where settin
 def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Application:
     app = web.Application(
         client_max_size=settings.limits.max_body_bytes,
-        middlewares=[_outer_middleware, _rate_limit_middleware],
+        middlewares=[_outer_middleware, _rate_limit_middleware, admin.admin_guard],
     )
     app[CONFIG_PATH] = config_path
     app.cleanup_ctx.append(_node_context(settings))
@@ -79,6 +79,7 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
         app.router.add_post(path, handle_proxy)
     discovery.add_routes(app)
     wallet_api.add_routes(app)
+    admin.add_routes(app)
     return app
 
 

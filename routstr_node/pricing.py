@@ -252,6 +252,23 @@ class BtcUsdRate:
         self._rate_at = 0.0
         self._failed_at: float | None = None
 
+    def for_pricing(self, pricing: PricingSection) -> BtcUsdRate:
+        """The rate for changed [pricing]: same session and timings; a live rate already
+        known is kept when the sources stay the same."""
+        rate = BtcUsdRate(
+            pricing,
+            self._session,
+            urls=self._urls,
+            ttl_s=self._ttl_s,
+            stale_s=self._stale_s,
+            retry_s=self._retry_s,
+            timeout_s=self._timeout.total or 5.0,
+            clock=self._clock,
+        )
+        if rate._sources == self._sources:
+            rate._rate, rate._rate_at = self._rate, self._rate_at
+        return rate
+
     async def get(self) -> Decimal:
         """The rate in USD per BTC; raises PriceUnavailable when none is usable."""
         if self._fixed is not None:

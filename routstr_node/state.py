@@ -11,6 +11,7 @@ from aiohttp import web
 
 from mints.directory import MintDirectory
 from routstr_node.config import Settings
+from routstr_node.identity import load_secret, npub
 from routstr_node.metrics import Metrics
 from routstr_node.pricing import BtcUsdRate, ModelPrice, PriceUnavailable, uses_usd
 from routstr_node.ratelimit import RateLimiter
@@ -87,6 +88,25 @@ class NodeState:
             price = ModelPrice.from_config(model, self.settings.pricing, btc_usd)
             self._prices[key] = price
         return price
+
+    async def apply(self, new: Settings) -> None:
+        """Run on new settings from now on (an admin change). What cannot change while
+        the node runs (where it listens, its data_dir) was refused before."""
+        old = self.settings
+        if new.upstreams != old.upstreams:
+            await self.upstreams.configure(list(new.upstreams))
+        if new.mints.trusted != old.mints.trusted:
+            self.mints.trust(list(new.mints.trusted))
+        if new.pricing != old.pricing:
+            self.rate = self.rate.for_pricing(new.pricing)
+        if new.limits != old.limits:
+            limits = new.limits
+            self.limiter.configure(
+                limits.requests_per_minute, limits.requests_per_hour, limits.requests_per_day
+            )
+        if new.nostr.nsec != old.nostr.nsec:
+            self.npub = npub(load_secret(new.node.data_dir, new.nostr.nsec))
+        self.settings = new
 
     async def btc_usd_or_none(self) -> Decimal | None:
         try:

@@ -94,6 +94,9 @@ class Upstreams:
 
     def __init__(self) -> None:
         self._by_name: dict[str, Upstream] = {}
+        # sessions of upstreams changed or removed while the node runs: calls still on
+        # them finish; they are closed with the node
+        self._retired: list[aiohttp.ClientSession] = []
 
     def get(self, name: str) -> Upstream | None:
         return self._by_name.get(name)
@@ -110,7 +113,7 @@ class Upstreams:
                 current.base_url,
                 current.timeout_s,
             ):
-                await current.session.close()
+                self._retired.append(current.session)
                 del self._by_name[name]
         for name, config in wanted.items():
             if config.api_key is None and config.api_key_env is not None:
@@ -141,6 +144,7 @@ class Upstreams:
             )
 
     async def close(self) -> None:
-        for upstream in self._by_name.values():
-            await upstream.session.close()
+        for session in [*(u.session for u in self._by_name.values()), *self._retired]:
+            await session.close()
         self._by_name.clear()
+        self._retired.clear()

@@ -28,6 +28,7 @@ from wallet.ledger import Ledger
 from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
 from wallet.recovery import RecoveryReport, StaleOperations, recover_all
 from wallet.seed import load_or_create_seed
+from wallet.settings_store import SettingsStore
 from wallet.sqlite.custody import token_being_redeemed
 from wallet.sqlite.database import Database
 from wallet.sqlite.ledger import AccountRow, account_of_token
@@ -61,6 +62,7 @@ class WalletService:
         self.mints = mints
         self.db = Database(data_dir / DB_FILE)
         self.ledger = Ledger(self.db)
+        self.settings = SettingsStore(self.db)
         self._custody: Custody | None = None
         self._change_locks: dict[int, asyncio.Lock] = {}
         self._lightning_in: LightningIn | None = None

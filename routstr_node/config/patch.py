@@ -72,6 +72,52 @@ def restore_redacted(data: dict[str, Any], current: Mapping[str, Any]) -> None:
         upstream["api_key"] = old_keys[name]
 
 
+def kept_patch(
+    patch: Mapping[str, Any], current: Mapping[str, Any], environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """The patch as it is to be remembered: without "[REDACTED]".
+
+    A section's "[REDACTED]" secret is dropped (the current one stays). An upstream's
+    is replaced by the current key of the upstream of that name, or dropped when that
+    key is the one its `api_key_env` names, so a key is not copied out of the
+    environment into the database.
+    """
+    if not isinstance(patch, Mapping):
+        raise ConfigError("settings must be an object", param=None)
+    data = copy.deepcopy(dict(patch))
+    for section, key in SECTION_SECRETS.items():
+        table = data.get(section)
+        if isinstance(table, dict) and table.get(key) == REDACTED:
+            del table[key]
+    upstreams = data.get("upstreams")
+    if not isinstance(upstreams, list):
+        return data
+    old_keys = {u["name"]: u["api_key"] for u in current.get("upstreams", [])}
+    for i, upstream in enumerate(upstreams):
+        if not isinstance(upstream, dict) or upstream.get("api_key") != REDACTED:
+            continue
+        name = upstream.get("name")
+        if old_keys.get(name) is None:
+            param = f"upstreams[{i}].api_key"
+            raise ConfigError(f"{param}: no upstream named '{name}' has a key to keep", param)
+        env_name = upstream.get("api_key_env")
+        if isinstance(env_name, str) and environ.get(env_name) == old_keys[name]:
+            del upstream["api_key"]
+        else:
+            upstream["api_key"] = old_keys[name]
+    return data
+
+
+def exact_default(value: object) -> object:
+    """`json.dumps(..., default=exact_default)` for settings that are stored: a Decimal
+    is kept as its exact text, which the settings models read back as the same Decimal."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def json_default(value: object) -> object:
     """`json.dumps(..., default=json_default)` for settings and prices.
 

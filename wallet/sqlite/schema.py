@@ -168,6 +168,17 @@ MIGRATIONS: list[str] = [
         WHEN NEW.account_id IS NOT NULL
         BEGIN UPDATE accounts SET last_journal_id = NEW.id WHERE id = NEW.account_id; END;
     """,
+    # 5: what the operator changed in the admin panel, kept beside the money so a backup
+    # of data_dir keeps it, and the admin password, only as a hash
+    """
+    CREATE TABLE node_settings (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        overrides TEXT NOT NULL DEFAULT '{}',
+        admin_password_hash TEXT,
+        admin_password_origin TEXT CHECK (admin_password_origin IN ('generated', 'admin')),
+        updated_at INTEGER NOT NULL
+    );
+    """,
 ]
 
 

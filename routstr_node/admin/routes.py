@@ -1,0 +1,212 @@
+"""The admin panel's door: login, logout, the page, and the guard on /admin/api/*.
+
+A session is an HttpOnly, SameSite=Strict cookie; the documented legacy cookie
+`admin_password=<password>` is accepted too. A state-changing request that a browser
+says comes from another site is refused, whatever cookie it carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from urllib.parse import unquote, urlsplit
+
+from aiohttp import web
+
+from routstr_node.admin.password import AdminPassword, generate_password, hash_password
+from routstr_node.admin.settings_api import get_settings, patch_settings, restore_at_start
+from routstr_node.admin.state import ADMIN, AdminState
+from routstr_node.errors import ApiError, invalid_request, unauthorized
+from routstr_node.state import NODE
+from wallet.settings_store import SettingsStore, StoredSettings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SESSION_COOKIE = "admin_session"
+LEGACY_COOKIE = "admin_password"
+_API = "/admin/api/"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_PANEL_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def add_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(_admin_context)
+    app.router.add_get("/admin", _to_panel)
+    app.router.add_get("/admin/", panel)
+    app.router.add_post("/admin/login", login)
+    app.router.add_post("/admin/logout", logout)
+    app.router.add_get("/admin/api/settings", get_settings)
+    app.router.add_patch("/admin/api/settings", patch_settings)
+
+
+async def _admin_context(app: web.Application) -> AsyncIterator[None]:
+    node = app[NODE]
+    stored = await node.wallet.settings.load()
+    admin = AdminState(
+        password=await _password(node.wallet.settings, node.settings.admin.password, stored),
+        file_settings=node.settings,
+        overrides=json.loads(stored.overrides),
+    )
+    app[ADMIN] = admin
+    await restore_at_start(app, admin)
+    yield
+
+
+async def _password(
+    store: SettingsStore, configured: str | None, stored: StoredSettings
+) -> AdminPassword:
+    """One set in the panel wins, then the configured one; with neither, one is
+    generated at the first start, printed that once, and kept only as its hash."""
+    if stored.admin_password_origin == "admin" and stored.admin_password_hash:
+        return AdminPassword(hashed=stored.admin_password_hash)
+    if configured:
+        return AdminPassword(plain=configured)
+    if stored.admin_password_hash:
+        return AdminPassword(hashed=stored.admin_password_hash)
+    password = generate_password()
+    hashed = await asyncio.to_thread(hash_password, password)
+    await store.save_password_hash(hashed, "generated")
+    # on the terminal, never in the logs
+    print(f"admin password (shown only this once): {password}", flush=True)
+    return AdminPassword(hashed=hashed)
+
+
+@web.middleware
+async def admin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Same-site for every state-changing admin request; a session for /admin/api/*."""
+    path = request.path
+    if path == "/admin" or path.startswith("/admin/"):
+        if request.method not in _SAFE_METHODS and not _same_site(request):
+            raise ApiError(
+                403,
+                "permission_error",
+                "forbidden_origin",
+                "admin changes are only taken from the admin panel's own pages",
+            )
+        if path.startswith(_API) and not await _signed_in(request):
+            raise _admin_required()
+    return await handler(request)
+
+
+def _admin_required() -> ApiError:
+    return unauthorized("admin_required", "sign in to the admin panel first (POST /admin/login)")
+
+
+def _same_site(request: web.Request) -> bool:
+    """A browser names the page a request comes from (Origin) or at least whether it is
+    cross-site (Sec-Fetch-Site); a client without either (curl, scripts) is no browser
+    that a forged page could drive."""
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        return origin != "null" and urlsplit(origin).netloc.lower() == request.host.lower()
+    return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+
+
+async def _signed_in(request: web.Request) -> bool:
+    admin = request.app[ADMIN]
+    session = request.cookies.get(SESSION_COOKIE)
+    if session and admin.sessions.valid(session):
+        return True
+    legacy = request.cookies.get(LEGACY_COOKIE)
+    if not legacy:
+        return False
+    return await _password_matches(request, unquote(legacy))
+
+
+async def _password_matches(request: web.Request, password: str) -> bool:
+    """Every guess, at the login or in the legacy cookie, passes the same brake."""
+    admin = request.app[ADMIN]
+    address = request.remote or "unknown"
+    wait_s = admin.throttle.wait_s(address)
+    if wait_s:
+        raise ApiError(
+            429,
+            "rate_limit_error",
+            "rate_limited",
+            f"too many wrong admin passwords; try again in {wait_s} s",
+            headers={"Retry-After": str(wait_s)},
+        )
+    admin.throttle.attempt(address)
+    if not await admin.password.matches(password):
+        log.warning("admin password refused (from %s)", address)
+        return False
+    admin.throttle.succeeded(address)
+    return True
+
+
+async def _to_panel(request: web.Request) -> web.Response:
+    raise web.HTTPPermanentRedirect("/admin/")
+
+
+_panel_html: bytes | None = None
+
+
+async def panel(request: web.Request) -> web.Response:
+    global _panel_html
+    if _panel_html is None:
+        _panel_html = resources.files("routstr_node.admin").joinpath("panel.html").read_bytes()
+    return web.Response(body=_panel_html, content_type="text/html", headers=_PANEL_HEADERS)
+
+
+async def login(request: web.Request) -> web.Response:
+    admin = request.app[ADMIN]
+    if not await _password_matches(request, await _given_password(request)):
+        raise unauthorized("invalid_password", "wrong admin password")
+    old = request.cookies.get(SESSION_COOKIE)
+    if old:
+        admin.sessions.end(old)
+    response = web.json_response({"ok": True}, headers={"Cache-Control": "no-store"})
+    response.set_cookie(
+        SESSION_COOKIE,
+        admin.sessions.start(),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=_is_https(request),
+    )
+    return response
+
+
+async def _given_password(request: web.Request) -> str:
+    """`{"password": …}` as JSON, or the field of a plain HTML form."""
+    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.post()
+        password: object = form.get("password")
+    else:
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, RecursionError):
+            raise invalid_request("invalid_json", "the request body is not valid JSON") from None
+        password = body.get("password") if isinstance(body, dict) else None
+    if not isinstance(password, str) or not password:
+        raise invalid_request("password_required", "give the admin password", param="password")
+    return password
+
+
+async def logout(request: web.Request) -> web.Response:
+    session = request.cookies.get(SESSION_COOKIE)
+    if session:
+        request.app[ADMIN].sessions.end(session)
+    response = web.json_response({"ok": True}, headers={"Cache-Control": "no-store"})
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def _is_https(request: web.Request) -> bool:
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.secure or forwarded == "https"

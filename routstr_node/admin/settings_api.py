@@ -1,0 +1,125 @@
+"""`GET`/`PATCH /admin/api/settings`, and the changes made there applied at start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from routstr_node.admin.password import AdminPassword, hash_password
+from routstr_node.admin.state import ADMIN, AdminState
+from routstr_node.config import REDACTED, ConfigError, Settings, json_default
+from routstr_node.config.patch import exact_default, kept_patch, merge_patch
+from routstr_node.errors import invalid_request
+from routstr_node.identity import load_secret
+from routstr_node.state import NODE
+
+log = logging.getLogger(__name__)
+
+# where the node listens and keeps its money are fixed while it runs
+_FIXED_WHILE_RUNNING = ("host", "port", "data_dir")
+
+
+def settings_view(settings: Settings) -> dict[str, Any]:
+    """The settings in node.toml's shape, secrets shown as "[REDACTED]". The admin
+    password always exists (generated when none is configured)."""
+    view = settings.redacted()
+    view["admin"]["password"] = REDACTED
+    return view
+
+
+def _answer(settings: Settings) -> web.Response:
+    return web.Response(
+        body=json.dumps(settings_view(settings), default=json_default).encode(),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    return _answer(request.app[NODE].settings)
+
+
+async def patch_settings(request: web.Request) -> web.Response:
+    try:
+        patch = json.loads(await request.read(), parse_float=Decimal)
+    except (ValueError, RecursionError):
+        raise invalid_request("invalid_json", "the request body is not valid JSON") from None
+    node = request.app[NODE]
+    admin = request.app[ADMIN]
+    async with admin.changing:
+        try:
+            kept = kept_patch(patch, node.settings.to_dict(), os.environ)
+            new_password = _new_password(kept)
+            overrides = merge_patch(admin.overrides, kept)
+            new = admin.file_settings.merged(overrides)
+            _check_runnable(node.settings, new)
+        except ConfigError as exc:
+            raise invalid_request("invalid_setting", exc.message, param=exc.param) from None
+        password_hash = None if new_password is None else await _hash(new_password)
+        await node.wallet.settings.save(json.dumps(overrides, default=exact_default), password_hash)
+        admin.overrides = overrides
+        await node.apply(new)
+        request.app._client_max_size = new.limits.max_body_bytes  # read for each new request
+        if password_hash is not None:
+            admin.password = AdminPassword(hashed=password_hash)
+            admin.sessions.end_all_but(request.cookies.get("admin_session"))
+    log.info("settings changed in the admin panel: %s", ", ".join(sorted(kept)) or "nothing")
+    return _answer(new)
+
+
+def _new_password(kept: dict[str, Any]) -> str | None:
+    """A password set in the panel is kept only as its hash, never among the overrides."""
+    table = kept.get("admin")
+    if not isinstance(table, dict) or "password" not in table:
+        return None
+    password = table.pop("password")
+    if not isinstance(password, str) or not password:
+        raise ConfigError(
+            "admin.password: the admin password can be changed, not removed", "admin.password"
+        )
+    return password
+
+
+def _check_runnable(running: Settings, new: Settings) -> None:
+    for key in _FIXED_WHILE_RUNNING:
+        if getattr(new.node, key) != getattr(running.node, key):
+            param = f"node.{key}"
+            raise ConfigError(
+                f"{param}: cannot change while the node runs; change it in node.toml", param
+            )
+    if new.nostr.nsec != running.nostr.nsec:
+        try:
+            load_secret(new.node.data_dir, new.nostr.nsec)
+        except ValueError as exc:
+            raise ConfigError(f"nostr.nsec: {exc}", "nostr.nsec") from None
+
+
+async def _hash(password: str) -> str:
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def restore_at_start(app: web.Application, admin: AdminState) -> None:
+    """Apply what was changed in the admin panel before this start. Changes that no
+    longer fit node.toml (an upstream renamed there, say) are reported and left out
+    until they are saved again."""
+    node = app[NODE]
+    if not admin.overrides:
+        return
+    try:
+        new = admin.file_settings.merged(admin.overrides)
+        _check_runnable(node.settings, new)
+    except ConfigError as exc:
+        log.error(
+            "the settings changed in the admin panel no longer fit node.toml (%s): "
+            "running on node.toml alone until they are saved again",
+            exc.message,
+        )
+        return
+    await node.apply(new)
+    app._client_max_size = new.limits.max_body_bytes
