@@ -77,9 +77,9 @@ class LoginThrottle:
         attempts = self._by_address.get(address)
         if attempts is None or attempts.failures < FREE_FAILURES:
             return 0
-        wait = min(FIRST_WAIT_S * 2 ** (attempts.failures - FREE_FAILURES), LONGEST_WAIT_S)
+        wait = min(FIRST_WAIT_S * 2.0 ** (attempts.failures - FREE_FAILURES), LONGEST_WAIT_S)
         left = attempts.last + wait - self._clock()
-        return max(0, int(math.ceil(left)))
+        return max(0, math.ceil(left))
 
     def attempt(self, address: str) -> None:
         now = self._clock()

@@ -105,21 +105,38 @@ async def _hash(password: str) -> str:
 
 
 async def restore_at_start(app: web.Application, admin: AdminState) -> None:
-    """Apply what was changed in the admin panel before this start. Changes that no
-    longer fit node.toml (an upstream renamed there, say) are reported and left out
-    until they are saved again."""
-    node = app[NODE]
+    """Apply what was changed in the admin panel before this start.
+
+    A section that no longer fits node.toml (an upstream renamed there, a key this
+    version does not know) is logged and left out; the next change made in the panel
+    stores the rest without it.
+    """
     if not admin.overrides:
         return
-    try:
-        new = admin.file_settings.merged(admin.overrides)
-        _check_runnable(node.settings, new)
-    except ConfigError as exc:
-        log.error(
-            "the settings changed in the admin panel no longer fit node.toml (%s): "
-            "running on node.toml alone until they are saved again",
-            exc.message,
-        )
-        return
-    await node.apply(new)
-    app._client_max_size = new.limits.max_body_bytes
+    node = app[NODE]
+    kept: dict[str, Any] = {}
+    sections = sorted(admin.overrides, key=lambda s: (s not in _SECTION_ORDER, _rank(s)))
+    for section in sections:
+        candidate = {**kept, section: admin.overrides[section]}
+        try:
+            _check_runnable(node.settings, admin.file_settings.merged(candidate))
+        except ConfigError as exc:
+            log.error(
+                "a change made in the admin panel no longer fits node.toml (%s): left out",
+                exc.message,
+            )
+            continue
+        kept = candidate
+    admin.overrides = kept
+    if kept:
+        new = admin.file_settings.merged(kept)
+        await node.apply(new)
+        app._client_max_size = new.limits.max_body_bytes
+
+
+# dependencies first: models name upstreams
+_SECTION_ORDER = ("node", "mints", "pricing", "upstreams", "models", "admin", "limits", "nostr")
+
+
+def _rank(section: str) -> int:
+    return _SECTION_ORDER.index(section) if section in _SECTION_ORDER else len(_SECTION_ORDER)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ def demo_config(data_dir: Path, port: int, mint_url: str, upstream_url: str) -> 
             },
         ],
         "limits": {"requests_per_minute": 600, "requests_per_hour": 10_000},
+        # a fresh one per demo, shown with the panel's address (the sats are not real)
+        "admin": {"password": secrets.token_urlsafe(12)},
     }
 
 

@@ -274,6 +274,8 @@ async def _economy(stopper: _Stopper, directory: Path) -> None:
             say(f"  mint      {mint.url}  (nutshell, FakeWallet: invoices pay themselves)")
             say(f"  provider  {upstream.url}  (echoes the prompt, reports usage)")
             say(f"  node      {base_url}")
+            admin_url = base_url.removesuffix("/v1") + "/admin/"
+            say(f"  admin     {admin_url}  (password {settings.admin.password})")
             say(f"  config    {config_path}  (routstr-node audit --config {config_path})")
             say()
             shown = asyncio.create_task(tour(mint, settings, base_url))

@@ -404,3 +404,26 @@ async def test_the_panel_page_is_served_with_a_strict_policy(
         assert "default-src 'none'" in page.headers["Content-Security-Policy"]
         assert page.headers["X-Frame-Options"] == "DENY"
         assert b"<html" in page.raw.lower()
+
+
+async def test_changes_that_no_longer_fit_are_left_out(
+    tmp_path: Path,
+    mint: LocalMint,
+    upstream: RunningUpstream,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with admin_node(tmp_path, mint, upstream) as node, admin_client(node) as admin:
+        await admin.login()
+        assert (await admin.patch({"limits": {"requests_per_minute": 9}})).status == 200
+    # as if node.toml (or the node's version) had changed under a stored change
+    stale = json.dumps({"node": {"name": "kept"}, "limits": {"nope": 1}})
+    with closing(sqlite3.connect(node.data_dir / "wallet.sqlite3")) as db, db:
+        db.execute("UPDATE node_settings SET overrides = ?", (stale,))
+
+    async with admin_node(tmp_path, mint, upstream) as node, admin_client(node) as admin:
+        assert (await get(f"{node.url}/v1/models")).headers["X-RateLimit-Limit"] == "60"
+        assert (await get(f"{node.url}/v1/info")).body["name"] == "kept"
+        assert "no longer fits node.toml (unknown key 'limits.nope')" in caplog.text
+        await admin.login()
+        assert (await admin.patch({"node": {"description": "d"}})).status == 200
+    assert json.loads(_settings_row(node)[0]) == {"node": {"name": "kept", "description": "d"}}

@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 from openai import AsyncOpenAI
 
 START_TIMEOUT_S = 90.0
@@ -63,6 +64,8 @@ async def _read_until_token(stream: asyncio.StreamReader, lines: list[str]) -> d
             found[name] = value
         if line.strip().startswith("config "):
             found["config"] = line.split()[1]
+        if line.strip().startswith("admin "):  # admin  <url>  (password <password>)
+            found["admin"], found["admin_password"] = line.split()[1], line.split()[3].rstrip(")")
     return found
 
 
@@ -93,6 +96,12 @@ async def test_demo_pays_serves_a_funded_token_and_stops_everything_on_sigint() 
         completion = raw.parse()
         assert completion.choices[0].message.content == "Echo: paid by the demo"
         assert int(raw.headers["X-Routstr-Cost-Msats"]) > 0
+
+        # the admin panel it names opens with the password it prints
+        async with aiohttp.ClientSession() as http:
+            login = {"password": printed["admin_password"]}
+            async with http.post(printed["admin"].removesuffix("/") + "/login", json=login) as resp:
+                assert resp.status == 200, await resp.text()
 
         # the config it prints is the one it runs on: the operator's audit balances on it
         audit = await asyncio.create_subprocess_exec(
