@@ -113,8 +113,23 @@ def _same_site(request: web.Request) -> bool:
     that a forged page could drive."""
     origin = request.headers.get("Origin")
     if origin is not None:
-        return origin != "null" and urlsplit(origin).netloc.lower() == request.host.lower()
+        return origin != "null" and urlsplit(origin).netloc.lower() in _own_hosts(request)
     return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+
+
+def _own_hosts(request: web.Request) -> set[str]:
+    """The names this node is reached by: the Host header, and behind a reverse proxy
+    that rewrites it, the proxy's X-Forwarded-Host or the configured public_url (a page
+    on another site cannot add X-Forwarded-Host to a request without a CORS preflight,
+    which the admin routes never allow)."""
+    hosts = {request.host}
+    forwarded = request.headers.get("X-Forwarded-Host")
+    if forwarded:
+        hosts.add(forwarded.split(",")[0].strip())
+    public_url = request.app[NODE].settings.node.public_url
+    if public_url:
+        hosts.add(urlsplit(public_url).netloc)
+    return {h.lower() for h in hosts}
 
 
 async def _signed_in(request: web.Request) -> bool:

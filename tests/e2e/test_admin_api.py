@@ -330,6 +330,14 @@ async def test_changes_from_another_origin_are_refused(
 
         own = {"Origin": node.url}
         assert (await admin.patch({"node": {"name": "same origin"}}, own)).status == 200
+        # behind a reverse proxy that rewrites Host: its X-Forwarded-Host, or public_url
+        proxied = {"Origin": "https://node.example", "X-Forwarded-Host": "node.example"}
+        assert (await admin.patch({"node": {"name": "proxied"}}, proxied)).status == 200
+        public = {"node": {"public_url": "https://public.example"}}
+        assert (await admin.patch(public)).status == 200
+        named = {"Origin": "https://public.example"}
+        assert (await admin.patch({"node": {"name": "public"}}, named)).status == 200
+        assert_error(await admin.patch({"node": {"name": "x"}}, evil), 403, "forbidden_origin")
 
 
 async def test_repeated_wrong_passwords_are_slowed_down(
