@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from aiohttp import web
 
@@ -198,13 +198,16 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def _given_password(request: web.Request) -> str:
-    """`{"password": …}` as JSON, or the field of a plain HTML form."""
-    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
-        password: object = form.get("password")
+    """`{"password": …}` as JSON, or the field of a plain HTML form (`curl -d` sends JSON
+    labelled as a form: a body that starts like JSON is read as JSON)."""
+    raw = await request.read()
+    password: object = None
+    form = request.content_type == "application/x-www-form-urlencoded"
+    if form and raw.lstrip()[:1] != b"{":
+        password = next(iter(parse_qs(raw.decode(errors="replace")).get("password", [])), None)
     else:
         try:
-            body = json.loads(await request.read())
+            body = json.loads(raw)
         except (ValueError, RecursionError):
             raise invalid_request("invalid_json", "the request body is not valid JSON") from None
         password = body.get("password") if isinstance(body, dict) else None

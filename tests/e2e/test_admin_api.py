@@ -98,6 +98,17 @@ async def test_login_sets_a_strict_http_only_session_cookie(
         assert "secure" not in attributes  # plain http: a Secure cookie would never come back
         assert set(await admin.settings()) == SECTIONS
 
+        for body, content_type in [
+            (f"password={PASSWORD.replace(' ', '+')}", "application/x-www-form-urlencoded"),
+            (json.dumps({"password": PASSWORD}), "application/x-www-form-urlencoded"),  # curl -d
+        ]:
+            sent = await post(
+                f"{node.url}/admin/login", body.encode(), {"Content-Type": content_type}
+            )
+            assert sent.status == 200, sent.raw
+        missing = await post(f"{node.url}/admin/login", {"passwort": PASSWORD})
+        assert_error(missing, 400, "password_required")
+
         behind_tls = await post(
             f"{node.url}/admin/login", {"password": PASSWORD}, {"X-Forwarded-Proto": "https"}
         )
