@@ -22,6 +22,7 @@ from routstr_node.config import Settings
 from routstr_node.errors import ApiError, from_domain
 from routstr_node.identity import load_secret, npub
 from routstr_node.metrics import Metrics
+from routstr_node.nostr.service import nostr_context
 from routstr_node.payment import key_account, presented_key
 from routstr_node.pricing import BtcUsdRate, is_unpriced
 from routstr_node.proxy import PROXIED_PATHS, handle_proxy
@@ -79,7 +80,8 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
         app.router.add_post(path, handle_proxy)
     discovery.add_routes(app)
     wallet_api.add_routes(app)
-    admin.add_routes(app)
+    admin.add_routes(app)  # applies the panel's changes at start: before Nostr announces
+    app.cleanup_ctx.append(nostr_context)  # announcing this node, discovering others
     return app
 
 

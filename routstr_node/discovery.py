@@ -6,6 +6,7 @@ from aiohttp import web
 
 import routstr_node
 from routstr_node.errors import not_found
+from routstr_node.nostr.service import NOSTR
 from routstr_node.pricing import models_listing
 from routstr_node.proxy import PROXIED_PATHS, STREAMING_PATHS
 from routstr_node.state import NODE, NodeState
@@ -83,8 +84,13 @@ def _provider_summary(node: NodeState, name: str) -> dict[str, object]:
 
 async def providers(request: web.Request) -> web.Response:
     node = request.app[NODE]
+    nostr = request.app.get(NOSTR)
     return web.json_response(
-        {"providers": [_provider_summary(node, u.name) for u in node.settings.upstreams]}
+        {
+            "providers": [_provider_summary(node, u.name) for u in node.settings.upstreams],
+            # other nodes announced on the configured Nostr relays (NIP-91), newest first
+            "nodes": nostr.nodes() if nostr is not None else [],
+        }
     )
 
 

@@ -132,7 +132,8 @@ async def test_providers(node: RunningNode) -> None:
                 "endpoints": answer.body["providers"][0]["endpoints"],
                 "status": "active",
             }
-        ]
+        ],
+        "nodes": [],  # no Nostr relays configured: no other nodes known
     }
     assert sorted(answer.body["providers"][0]["endpoints"]) == sorted(PROXIED)
 

@@ -1,0 +1,2 @@
+"""Nostr for the node: signed events, relay traffic, the NIP-91 announcement of this
+node and the directory of other nodes announced on the configured relays."""

@@ -1,0 +1,62 @@
+"""The other nodes seen on the relays: the newest announcement per (pubkey, d), bounded.
+
+Relays deliver the same announcement many times (one per relay, again at every
+reconnect) and older ones in any order; only news is kept. ``is_news`` is cheap and
+runs before the signature check, so duplicates cost no verification.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from routstr_node.nostr.announcement import KIND, NodeListing, d_tag, listing, oversized
+from routstr_node.nostr.event import Event
+
+MAX_NODES = 1000
+# an announcement dated further ahead than this is refused: it would stay "newest" (and
+# first in the listing) for as long as its author likes
+MAX_CLOCK_SKEW_S = 900
+
+
+class NodeDirectory:
+    def __init__(self, max_nodes: int = MAX_NODES) -> None:
+        self._max_nodes = max_nodes
+        self._nodes: dict[tuple[str, str], NodeListing] = {}
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def is_news(self, event: Event, now: float | None = None) -> bool:
+        """Whether ``event`` would change the directory (if its signature holds)."""
+        if event.kind != KIND or oversized(event):
+            return False
+        if event.created_at > (time.time() if now is None else now) + MAX_CLOCK_SKEW_S:
+            return False
+        known = self._nodes.get((event.pubkey, d_tag(event)))
+        if known is None:
+            return len(self._nodes) < self._max_nodes or event.created_at > self._oldest()[1]
+        # NIP-01: the newer replaces; at the same second the lower id is the one kept
+        return (event.created_at, known.event_id) > (known.announced_at, event.id)
+
+    def offer(self, event: Event, now: float | None = None) -> bool:
+        """Keep a verified announcement if it is news; whether it was kept."""
+        if not self.is_news(event, now):
+            return False
+        key = (event.pubkey, d_tag(event))
+        if key not in self._nodes and len(self._nodes) >= self._max_nodes:
+            del self._nodes[self._oldest()[0]]
+        self._nodes[key] = listing(event)
+        return True
+
+    def clear(self) -> None:
+        self._nodes.clear()
+
+    def listing(self, own_pubkey: str | None = None) -> list[dict[str, Any]]:
+        """Every node, newest announcement first; this node's own marked ``self``."""
+        nodes = sorted(self._nodes.values(), key=lambda n: (-n.announced_at, n.pubkey, n.d))
+        return [node.to_json(own=node.pubkey == own_pubkey) for node in nodes]
+
+    def _oldest(self) -> tuple[tuple[str, str], int]:
+        key, node = min(self._nodes.items(), key=lambda item: item[1].announced_at)
+        return key, node.announced_at

@@ -1,0 +1,70 @@
+"""Nostr while the node runs: one client session for every relay, the announcer and
+the discoverer as background tasks, the directory for GET /v1/providers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from routstr_node.config import Settings
+from routstr_node.nostr.announcer import Announcer
+from routstr_node.nostr.directory import NodeDirectory
+from routstr_node.nostr.discoverer import Discoverer
+from routstr_node.nostr.keys import KeyCache
+from routstr_node.state import NODE
+
+# websockets live for hours: only connecting is bounded (each call bounds its own steps)
+_SESSION_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
+
+
+@dataclass
+class NostrService:
+    directory: NodeDirectory
+    keys: KeyCache
+    settings: Callable[[], Settings]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The nodes announced on the configured relays, this one marked ``self``."""
+        settings = self.settings()
+        if not settings.nostr.relays:
+            return []
+        try:
+            own: str | None = self.keys.key(settings).pubkey
+        except ValueError:  # a key the settings cannot give: nothing is this node's
+            own = None
+        return self.directory.listing(own_pubkey=own)
+
+
+NOSTR = web.AppKey("nostr", NostrService)
+
+
+async def nostr_context(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: Nostr runs beside the node and stops before it (after NODE is set)."""
+    node = app[NODE]
+
+    def settings() -> Settings:
+        return node.settings  # replaced as a whole by every admin change
+
+    session = aiohttp.ClientSession(timeout=_SESSION_TIMEOUT)
+    keys = KeyCache()
+    directory = NodeDirectory()
+    app[NOSTR] = NostrService(directory, keys, settings)
+    tasks = [
+        asyncio.create_task(Announcer(session, settings, keys).run(), name="nostr-announce"),
+        asyncio.create_task(Discoverer(session, settings, directory).run(), name="nostr-discover"),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await session.close()

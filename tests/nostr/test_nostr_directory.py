@@ -1,0 +1,154 @@
+"""The directory of other nodes: newest announcement per (pubkey, d), bounded; and what
+this node's own announcement says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import routstr_node
+from routstr_node.config import Settings
+from routstr_node.identity import npub, public_key_hex
+from routstr_node.nostr.announcement import KIND, MAX_CONTENT_BYTES, MAX_D_CHARS, announcement
+from routstr_node.nostr.directory import MAX_CLOCK_SKEW_S, NodeDirectory
+from routstr_node.nostr.event import Event, sign
+
+NOW = 1_700_000_000
+A, B = bytes.fromhex("0a" * 32), bytes.fromhex("0b" * 32)
+
+
+def _announce(
+    secret: bytes,
+    created_at: int = NOW,
+    *,
+    d: str = "main",
+    name: str = "node",
+    content: str | None = None,
+    kind: int = KIND,
+    urls: tuple[str, ...] = ("https://node.example",),
+) -> Event:
+    tags = (("d", d), *(("u", u) for u in urls), ("mint", "https://mint.example"), ("version", "1"))
+    text = json.dumps({"name": name, "about": "about " + name}) if content is None else content
+    return sign(secret, created_at=created_at, kind=kind, tags=tags, content=text)
+
+
+def _names(directory: NodeDirectory) -> list[str]:
+    return [n["name"] for n in directory.listing()]
+
+
+def test_a_node_is_listed_as_its_announcement_says() -> None:
+    directory = NodeDirectory()
+    assert directory.offer(_announce(A, name="alpha"), now=NOW)
+    [node] = directory.listing()
+    assert node == {
+        "pubkey": public_key_hex(A),
+        "npub": npub(A),
+        "name": "alpha",
+        "about": "about alpha",
+        "urls": ["https://node.example"],
+        "mints": ["https://mint.example"],
+        "version": "1",
+        "announced_at": NOW,
+        "self": False,
+    }
+
+
+def test_the_newest_per_pubkey_and_d_is_kept_whatever_the_order() -> None:
+    directory = NodeDirectory()
+    assert directory.offer(_announce(A, NOW + 10, name="new"), now=NOW)
+    assert not directory.offer(_announce(A, NOW, name="old"), now=NOW)  # arrives late
+    assert not directory.offer(_announce(A, NOW + 10, name="new"), now=NOW)  # the same again
+    assert _names(directory) == ["new"]
+    assert directory.offer(_announce(A, NOW + 20, name="newer"), now=NOW)
+    assert _names(directory) == ["newer"]
+    assert directory.offer(_announce(A, NOW, d="second", name="other d"), now=NOW)
+    assert directory.offer(_announce(B, NOW + 5, name="b"), now=NOW)
+    assert _names(directory) == ["newer", "b", "other d"]  # newest first
+
+
+def test_at_the_same_second_the_lower_id_wins() -> None:
+    one, two = _announce(A, NOW, name="one"), _announce(A, NOW, name="two")
+    low, high = sorted((one, two), key=lambda e: e.id)
+    for first, second in ((low, high), (high, low)):
+        directory = NodeDirectory()
+        directory.offer(first, now=NOW)
+        directory.offer(second, now=NOW)
+        assert [n["name"] for n in directory.listing()] == [json.loads(low.content)["name"]]
+
+
+def test_other_kinds_huge_events_and_far_future_dates_are_ignored() -> None:
+    directory = NodeDirectory()
+    assert not directory.offer(_announce(A, kind=1), now=NOW)
+    huge = json.dumps({"name": "x" * MAX_CONTENT_BYTES})
+    assert not directory.offer(_announce(A, content=huge), now=NOW)
+    many_urls = tuple(f"https://{i}.example/{'p' * 400}" for i in range(200))
+    assert not directory.offer(_announce(A, urls=many_urls), now=NOW)
+    assert not directory.offer(_announce(A, d="d" * (MAX_D_CHARS + 1)), now=NOW)
+    assert not directory.offer(_announce(A, NOW + MAX_CLOCK_SKEW_S + 1), now=NOW)
+    assert directory.offer(_announce(A, NOW + MAX_CLOCK_SKEW_S), now=NOW)  # clocks differ a bit
+    assert len(directory) == 1
+
+
+def test_the_directory_is_bounded_and_keeps_the_newest() -> None:
+    directory = NodeDirectory(max_nodes=3)
+    secrets = [bytes([i + 1]) * 32 for i in range(4)]
+    for i, secret in enumerate(secrets[:3]):
+        directory.offer(_announce(secret, NOW + i, name=f"n{i}"), now=NOW)
+    assert not directory.offer(_announce(secrets[3], NOW - 1, name="older"), now=NOW)
+    assert directory.offer(_announce(secrets[3], NOW + 3, name="n3"), now=NOW)
+    assert len(directory) == 3
+    assert _names(directory) == ["n3", "n2", "n1"]  # the oldest made room
+    assert directory.offer(_announce(secrets[1], NOW + 4, name="n1 again"), now=NOW)
+    assert len(directory) == 3  # a known node's update replaces, evicts nothing
+
+
+def test_unreadable_content_and_odd_urls_are_tolerated() -> None:
+    directory = NodeDirectory()
+    odd = (
+        "javascript:alert(1)",
+        "https://ok.example",
+        "https://ok.example",
+        "ftp://x",
+        "http://[::1",
+        "https://long.example/" + "p" * 600,
+    )
+    directory.offer(_announce(A, content="not json", urls=odd), now=NOW)
+    directory.offer(_announce(B, content='["a list"]'), now=NOW)
+    for node in directory.listing():
+        assert (node["name"], node["about"]) == ("", "")
+    urls = {n["pubkey"]: n["urls"] for n in directory.listing()}
+    assert urls[public_key_hex(A)] == ["https://ok.example"]
+
+
+def test_own_announcement_is_marked_and_clear_forgets() -> None:
+    directory = NodeDirectory()
+    directory.offer(_announce(A, NOW + 1, name="me"), now=NOW)
+    directory.offer(_announce(B, NOW, name="other"), now=NOW)
+    listed = directory.listing(own_pubkey=public_key_hex(A))
+    assert [(n["name"], n["self"]) for n in listed] == [("me", True), ("other", False)]
+    directory.clear()
+    assert directory.listing() == []
+
+
+def test_this_nodes_announcement(tmp_path: Path) -> None:
+    settings = Settings.model_validate(
+        {
+            "node": {
+                "name": "Zürich node",
+                "description": 'fast "and" cheap',
+                "public_url": "https://ai.example.com",
+                "data_dir": str(tmp_path),
+            },
+            "mints": {"trusted": ["https://mint.one", "https://mint.two"]},
+        }
+    )
+    pubkey = public_key_hex(A)
+    tags, content = announcement(settings, pubkey)
+    assert tags == (
+        ("d", pubkey),
+        ("u", "https://ai.example.com"),
+        ("mint", "https://mint.one"),
+        ("mint", "https://mint.two"),
+        ("version", routstr_node.__version__),
+    )
+    assert json.loads(content) == {"name": "Zürich node", "about": 'fast "and" cheap'}
