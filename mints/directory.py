@@ -59,6 +59,14 @@ class MintDirectory:
         except KeyError:
             raise MintUntrusted(f"mint {url} is not trusted by this node") from None
 
+    def held_client(self, url: str) -> MintClient:
+        """The client of a trusted mint, or of one no longer trusted: what the node holds
+        there is still spent, checked and recovered. Only for mints the caller knows the
+        node holds ecash at (never a URL a client just named)."""
+        if self.is_trusted(url):
+            return self.client(url)
+        return self.extra_client(url)
+
     def extra_client(self, url: str) -> MintClient:
         """A client for a mint no longer trusted that still owes the node an operation."""
         url = normalize_mint_url(url)

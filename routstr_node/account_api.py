@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mints.token import looks_like_token, parse_token
+from mints.token import looks_like_token, normalize_mint_url, parse_token
 from routstr_node.errors import invalid_request, not_found, unauthorized
 from routstr_node.payment import account_for_key, presented_key
 from routstr_node.request_body import parse_json_object
@@ -101,14 +101,16 @@ def token_text(values: dict[str, Any], *names: str) -> str:
     raise invalid_request("cashu_token_missing", f"send the token as '{names[0]}'", param=names[0])
 
 
-def mint_choice(node: NodeState, value: Any) -> str | None:
-    """The trusted mint a caller names (None: let the node choose)."""
+async def mint_choice(node: NodeState, value: Any) -> str | None:
+    """The mint a caller names to be paid from (None: let the node choose): a trusted
+    one, or one no longer trusted where the node still holds ecash."""
     if value is None:
         return None
-    if not isinstance(value, str) or not node.mints.is_trusted(value):
+    payout_mints = await node.wallet.payout_mints()
+    if not isinstance(value, str) or normalize_mint_url(value) not in payout_mints:
         raise invalid_request(
             "cashu_mint_untrusted",
-            f"the mint must be one this node trusts: {', '.join(node.mints.urls)}",
+            f"the mint must be one this node trusts: {', '.join(payout_mints)}",
             param="mint",
         )
     return value

@@ -101,7 +101,7 @@ async def withdraw(request: web.Request) -> web.Response:
     node = request.app[NODE]
     account_id = await account_of(request, node)
     body = await json_body(request)
-    mint = mint_choice(node, body.get("mint"))
+    mint = await mint_choice(node, body.get("mint"))
     if body.get("invoice") is not None:
         return await _pay_invoice(request, account_id, body, mint)
     amount = None if body.get("amount") is None else sat_amount(body["amount"])

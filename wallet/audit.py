@@ -49,9 +49,7 @@ async def audit(db: Database, mints: MintDirectory) -> AuditReport:
     for mint_url, proofs in snap.unspent.items():
         stored = sum(a for _, a in proofs)
         stored_custody_sat += stored
-        client = (
-            mints.client(mint_url) if mints.is_trusted(mint_url) else mints.extra_client(mint_url)
-        )
+        client = mints.held_client(mint_url)
         try:
             states = await client.check_state([y for y, _ in proofs])
         except MintError as exc:

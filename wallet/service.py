@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mints.directory import CheckedToken, MintDirectory
-from mints.errors import MintRefused
+from mints.errors import MintRefused, MintUntrusted
 from mints.token import Token, normalize_mint_url
 from wallet.audit import AuditReport, audit
 from wallet.custody import Custody, MeltResult, Received, SentToken
@@ -29,7 +29,7 @@ from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoi
 from wallet.recovery import RecoveryReport, StaleOperations, recover_all
 from wallet.seed import load_or_create_seed
 from wallet.settings_store import SettingsStore
-from wallet.sqlite.custody import token_being_redeemed
+from wallet.sqlite.custody import held_mint_urls, token_being_redeemed
 from wallet.sqlite.database import Database
 from wallet.sqlite.ledger import AccountRow, account_of_token
 from wallet.sqlite.outgoing import (
@@ -161,7 +161,7 @@ class WalletService:
         *,
         legacy: bool = False,
     ) -> SentToken:
-        mint = mint_url or self.mints.urls[0]
+        mint = (await self._mint_order(mint_url, None, own_first=False))[0]
         return await self.custody.send(
             account_id, mint, amount_sat, purpose="withdraw", legacy=legacy
         )
@@ -186,9 +186,10 @@ class WalletService:
                     return None
                 token, amount = issued[-1]
                 return SentToken(token, amount, 0, account.mint_url or self.mints.urls[0])
-            # change comes from the primary mint; from the paying mint when the primary is short
+            # change comes from the primary mint; from the paying mint when the primary is
+            # short, also when that mint is no longer trusted (its ecash is still paid out)
             candidates = list(dict.fromkeys([self.mints.urls[0], account.mint_url or ""]))
-            candidates = [u for u in candidates if u and self.mints.is_trusted(u)]
+            candidates = [u for u in candidates if u]
             for mint_url in candidates[:-1]:
                 try:
                     return await self.custody.send(
@@ -231,19 +232,35 @@ class WalletService:
 
     # -- the wallet API: withdrawals, refunds, Lightning ------------------------------
 
-    def _mint_order(
+    async def payout_mints(self) -> list[str]:
+        """The mints money can be paid out from: the trusted ones (primary first), then
+        those no longer trusted where custody still holds ecash."""
+        held = await self.db.read(held_mint_urls)
+        return [*self.mints.urls, *(u for u in held if not self.mints.is_trusted(u))]
+
+    async def _mint_order(
         self, chosen: str | None, account_mint: str | None, *, own_first: bool
     ) -> list[str]:
         """Where to take money from: the chosen mint only, else primary (or the account's own
-        mint first, for refunds), then every other trusted mint."""
+        mint first, for refunds), then every other trusted mint, then the mints no longer
+        trusted where custody still holds ecash: distrusting a mint freezes nobody's money."""
+        order = await self.payout_mints()
         if chosen is not None:
-            return [normalize_mint_url(chosen)]
-        order = list(self.mints.urls)
-        if account_mint is not None and self.mints.is_trusted(account_mint):
+            url = normalize_mint_url(chosen)
+            if url not in order:
+                raise MintUntrusted(f"mint {chosen} is not trusted by this node")
+            return [url]
+        if account_mint is not None and normalize_mint_url(account_mint) in order:
             own = normalize_mint_url(account_mint)
             order.remove(own)
-            # second after the primary, unless it is the primary (or goes first)
-            order.insert(0 if own_first or own == self.mints.urls[0] else 1, own)
+            # second after the primary, unless it is the primary (or goes first); a mint no
+            # longer trusted goes last, except for a refund of its own token
+            if own_first or own == self.mints.urls[0]:
+                order.insert(0, own)
+            elif self.mints.is_trusted(own):
+                order.insert(1, own)
+            else:
+                order.append(own)
         return order
 
     async def withdraw(
@@ -274,7 +291,7 @@ class WalletService:
             )
         short: InsufficientCustody | None = None
         own_first = purpose == "refund"
-        for mint in self._mint_order(mint_url, account.mint_url, own_first=own_first):
+        for mint in await self._mint_order(mint_url, account.mint_url, own_first=own_first):
             try:
                 return await self.custody.send(
                     account_id, mint, amount_sat, purpose=purpose, legacy=legacy
@@ -294,7 +311,7 @@ class WalletService:
         """
         account = await self.ledger.account(account_id)
         short: InsufficientCustody | None = None
-        for mint in self._mint_order(mint_url, account.mint_url, own_first=False):
+        for mint in await self._mint_order(mint_url, account.mint_url, own_first=False):
             try:
                 quote = await self.custody.melt_quote(mint, invoice)
             except MintRefused as exc:

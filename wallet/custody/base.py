@@ -48,10 +48,8 @@ class CustodyBase:
             self.live_operations.discard(op_id)
 
     def client_for(self, mint_url: str) -> MintClient:
-        """The mint's client; also for a mint no longer trusted that still owes an operation."""
-        if self.mints.is_trusted(mint_url):
-            return self.mints.client(mint_url)
-        return self.mints.extra_client(mint_url)
+        """The mint's client; also for a mint no longer trusted where custody holds ecash."""
+        return self.mints.held_client(mint_url)
 
     async def prepare(self, keyset: Keyset, amounts: list[int]) -> list[PreparedOutput]:
         if not amounts:

@@ -29,11 +29,11 @@ class Melting(CustodyBase):
     """Invoices paid from custody: amount plus fee reserve held, the unused reserve back."""
 
     async def melt_quote(self, mint_url: str, invoice: str) -> MeltQuote:
-        return await self.mints.client(mint_url).melt_quote(invoice)
+        return await self.client_for(mint_url).melt_quote(invoice)
 
     async def melt(self, account_id: int, mint_url: str, quote: MeltQuote) -> MeltResult:
         """Pay a melt quote; the account pays amount + actual fee, the unused reserve returns."""
-        client = self.mints.client(mint_url)
+        client = self.client_for(mint_url)
         fee_ppk = await self._fee_ppk(client)
         needed = quote.amount + quote.fee_reserve
         waits = iter(CUSTODY_WAITS_S)

@@ -50,7 +50,7 @@ class Sending(CustodyBase):
 
         The account pays the token's value plus the mint's input fee for the swap.
         """
-        client = self.mints.client(mint_url)
+        client = self.client_for(mint_url)
         fee_ppk = await self._fee_ppk(client)
         waits = iter(CUSTODY_WAITS_S)
         for _ in range(SELECTION_ATTEMPTS + len(CUSTODY_WAITS_S)):

@@ -251,6 +251,12 @@ def unspent_coins(conn: sqlite3.Connection, mint_url: str) -> list[Coin]:
     return [Coin(int(r[0]), int(r[1]), str(r[2])) for r in rows]
 
 
+def held_mint_urls(conn: sqlite3.Connection) -> list[str]:
+    """The mints custody holds spendable ecash at."""
+    rows = conn.execute("SELECT DISTINCT mint_url FROM proofs WHERE state = 'unspent'")
+    return sorted(str(r[0]) for r in rows)
+
+
 def has_pending_proofs(conn: sqlite3.Connection, mint_url: str) -> bool:
     """Whether operations in flight hold proofs at this mint (their change is coming)."""
     row = conn.execute(
