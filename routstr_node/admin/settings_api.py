@@ -54,7 +54,9 @@ async def patch_settings(request: web.Request) -> web.Response:
     admin = request.app[ADMIN]
     async with admin.changing:
         try:
-            kept = kept_patch(patch, node.settings.to_dict(), os.environ)
+            kept = kept_patch(
+                patch, node.settings.to_dict(), admin.file_settings.to_dict(), os.environ
+            )
             new_password = _new_password(kept)
             overrides = merge_patch(admin.overrides, kept)
             new = admin.file_settings.merged(overrides)

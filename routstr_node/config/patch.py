@@ -73,14 +73,20 @@ def restore_redacted(data: dict[str, Any], current: Mapping[str, Any]) -> None:
 
 
 def kept_patch(
-    patch: Mapping[str, Any], current: Mapping[str, Any], environ: Mapping[str, str]
+    patch: Mapping[str, Any],
+    current: Mapping[str, Any],
+    file: Mapping[str, Any],
+    environ: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The patch as it is to be remembered: without "[REDACTED]".
+    """The patch as it is to be remembered, with no secret leaving for a new address.
 
     A section's "[REDACTED]" secret is dropped (the current one stays). An upstream's
-    is replaced by the current key of the upstream of that name, or dropped when that
-    key is the one its `api_key_env` names, so a key is not copied out of the
-    environment into the database.
+    "[REDACTED]" key is kept only for the same upstream at the same base_url (a kept key
+    is never sent anywhere new: type it again). It is remembered as nothing when it is
+    the one its `api_key_env` names, as "[REDACTED]" (read from node.toml at every
+    start) when it is node.toml's own, and as the key only when it was typed in the
+    panel. A key variable is named only with the base_url node.toml or the running
+    settings pair it with, so the panel cannot send the node's environment elsewhere.
     """
     if not isinstance(patch, Mapping):
         raise ConfigError("settings must be an object", param=None)
@@ -92,20 +98,44 @@ def kept_patch(
     upstreams = data.get("upstreams")
     if not isinstance(upstreams, list):
         return data
-    old_keys = {u["name"]: u["api_key"] for u in current.get("upstreams", [])}
+    running = {u["name"]: u for u in current.get("upstreams", [])}
+    in_file = {u["name"]: u for u in file.get("upstreams", [])}
+    known_variables = {
+        (u.get("api_key_env"), _url(u.get("base_url")))
+        for u in [*running.values(), *in_file.values()]
+        if u.get("api_key_env")
+    }
     for i, upstream in enumerate(upstreams):
-        if not isinstance(upstream, dict) or upstream.get("api_key") != REDACTED:
+        if not isinstance(upstream, dict):
             continue
-        name = upstream.get("name")
-        if old_keys.get(name) is None:
-            param = f"upstreams[{i}].api_key"
+        given, variable = upstream.get("api_key"), upstream.get("api_key_env")
+        base_url = _url(upstream.get("base_url"))
+        if given in (None, REDACTED) and variable and (variable, base_url) not in known_variables:
+            param = f"upstreams[{i}].api_key_env"
+            raise ConfigError(
+                f"{param}: a key variable is named in node.toml only (for this base_url)", param
+            )
+        if given != REDACTED:
+            continue
+        param = f"upstreams[{i}].api_key"
+        old = running.get(upstream.get("name"))
+        if old is None or old.get("api_key") is None:
+            name = upstream.get("name")
             raise ConfigError(f"{param}: no upstream named '{name}' has a key to keep", param)
-        env_name = upstream.get("api_key_env")
-        if isinstance(env_name, str) and environ.get(env_name) == old_keys[name]:
+        if base_url != _url(old.get("base_url")):
+            raise ConfigError(f"{param}: base_url changed: type the key again", param)
+        origin = in_file.get(upstream.get("name"))
+        if isinstance(variable, str) and environ.get(variable) == old["api_key"]:
             del upstream["api_key"]
+        elif origin is not None and origin.get("api_key") == old["api_key"]:
+            pass  # node.toml's key: stays "[REDACTED]", so editing node.toml still counts
         else:
-            upstream["api_key"] = old_keys[name]
+            upstream["api_key"] = old["api_key"]
     return data
+
+
+def _url(value: object) -> object:
+    return value.rstrip("/") if isinstance(value, str) else value
 
 
 def exact_default(value: object) -> object:

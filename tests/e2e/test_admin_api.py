@@ -245,6 +245,12 @@ async def test_redacted_keeps_a_secret_and_a_new_one_is_used(
         assert paid.status == 200
         seen = upstream.behaviour.requests[-1].headers["Authorization"]
         assert seen == "Bearer sk-upstream-secret"
+        # node.toml's key is not copied into the database: it is read from node.toml
+        assert "sk-upstream-secret" not in _settings_row(node)[0]
+        moved = [{**shown["upstreams"][0], "base_url": "http://127.0.0.1:9/v1"}]
+        refused = await admin.patch({"upstreams": moved})  # a kept key never goes elsewhere
+        assert_error(refused, 400, "invalid_setting")
+        assert refused.body["error"]["param"] == "upstreams[0].api_key"
 
         shown["upstreams"][0]["api_key"] = "sk-rotated"
         assert (await admin.patch({"upstreams": shown["upstreams"]})).status == 200

@@ -94,46 +94,75 @@ def test_guesses_in_parallel_count_before_they_are_checked() -> None:
     assert throttle.wait_s("a") > 0
 
 
+URL = "https://api.example/v1"
 CURRENT = {
     "admin": {"password": "pw", "password_env": None},
     "nostr": {"nsec": "11" * 32, "relays": []},
     "upstreams": [
-        {"name": "direct", "api_key": "sk-direct", "api_key_env": None},
-        {"name": "from-env", "api_key": "sk-env", "api_key_env": "UPSTREAM_KEY"},
+        {"name": "typed", "base_url": URL, "api_key": "sk-typed", "api_key_env": None},
+        {"name": "from-env", "base_url": URL, "api_key": "sk-env", "api_key_env": "UP_KEY"},
+        {"name": "from-file", "base_url": URL, "api_key": "sk-file", "api_key_env": None},
     ],
 }
+FILE = {"upstreams": [{**CURRENT["upstreams"][2]}]}  # "typed" was added in the panel
+ENV = {"UP_KEY": "sk-env", "HOST_SECRET": "aws-secret"}
 
 
-def test_a_kept_patch_holds_no_redacted_and_copies_no_key_out_of_the_environment() -> None:
+def upstream(name: str, **fields: object) -> dict[str, object]:
+    return {"name": name, "base_url": URL, "api_key": REDACTED, "api_key_env": None, **fields}
+
+
+def test_a_kept_patch_holds_no_redacted_secret_it_would_copy() -> None:
     patch = {
         "admin": {"password": REDACTED},
         "nostr": {"nsec": REDACTED, "announce": True},
         "upstreams": [
-            {"name": "from-env", "api_key": REDACTED, "api_key_env": "UPSTREAM_KEY"},
-            {"name": "direct", "api_key": REDACTED, "api_key_env": None},
-            {"name": "new", "api_key": "sk-new"},
+            upstream("from-env", api_key_env="UP_KEY"),
+            upstream("typed"),
+            upstream("from-file"),
+            {"name": "new", "base_url": URL, "api_key": "sk-new"},
         ],
     }
-    kept = kept_patch(patch, CURRENT, {"UPSTREAM_KEY": "sk-env"})
+    kept = kept_patch(patch, CURRENT, FILE, ENV)
     assert kept["admin"] == {}
     assert kept["nostr"] == {"announce": True}
     assert kept["upstreams"] == [
-        {"name": "from-env", "api_key_env": "UPSTREAM_KEY"},
-        {"name": "direct", "api_key": "sk-direct", "api_key_env": None},
-        {"name": "new", "api_key": "sk-new"},
+        {"name": "from-env", "base_url": URL, "api_key_env": "UP_KEY"},  # from the variable
+        upstream("typed", api_key="sk-typed"),  # typed in the panel: nowhere else to find
+        upstream("from-file"),  # node.toml's: read from there at every start
+        {"name": "new", "base_url": URL, "api_key": "sk-new"},
     ]
     assert patch["admin"] == {"password": REDACTED}  # the caller's patch is not touched
     # the variable changed since: the key in use is kept as it is
-    moved = kept_patch(patch, CURRENT, {"UPSTREAM_KEY": "sk-other"})
+    moved = kept_patch(patch, CURRENT, FILE, {"UP_KEY": "sk-other"})
     assert moved["upstreams"][0]["api_key"] == "sk-env"
 
 
-def test_a_redacted_key_of_an_unknown_upstream_is_refused() -> None:
+@pytest.mark.parametrize(
+    ("patched", "param"),
+    [
+        (upstream("nowhere"), "upstreams[0].api_key"),  # no such upstream had a key
+        (upstream("typed", base_url="https://evil.example"), "upstreams[0].api_key"),
+        (upstream("from-env", base_url="https://evil.example/", api_key_env="UP_KEY"), None),
+        (upstream("new", api_key=None, api_key_env="HOST_SECRET"), None),
+        (upstream("new", api_key=None, api_key_env="UP_KEY", base_url="http://x"), None),
+    ],
+)
+def test_no_kept_key_or_key_variable_goes_to_a_new_address(
+    patched: dict[str, object], param: str | None
+) -> None:
     with pytest.raises(ConfigError) as refused:
-        kept_patch({"upstreams": [{"name": "x", "api_key": REDACTED}]}, CURRENT, {})
-    assert refused.value.param == "upstreams[0].api_key"
+        kept_patch({"upstreams": [patched]}, CURRENT, FILE, ENV)
+    assert refused.value.param == (param or "upstreams[0].api_key_env")
+
+
+def test_a_key_variable_node_toml_pairs_with_the_url_may_be_named_again() -> None:
+    again = upstream("renamed", api_key=None, api_key_env="UP_KEY", base_url=URL + "/")
+    assert kept_patch({"upstreams": [again]}, CURRENT, FILE, ENV)["upstreams"] == [again]
+    typed = upstream("new", api_key="sk-typed-now", base_url="https://elsewhere.example")
+    assert kept_patch({"upstreams": [typed]}, CURRENT, FILE, ENV)["upstreams"] == [typed]
     with pytest.raises(ConfigError):
-        kept_patch([1], CURRENT, {})  # type: ignore[arg-type]
+        kept_patch([1], CURRENT, FILE, ENV)  # type: ignore[arg-type]
 
 
 BASE = Settings.model_validate({"mints": {"trusted": ["http://127.0.0.1:3338"]}})
