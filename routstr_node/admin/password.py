@@ -32,7 +32,13 @@ def verify_password(password: str, stored: str) -> bool:
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(
-        password.encode(), salt=salt, n=n, r=r, p=p, dklen=_LEN, maxmem=128 * r * (n + p + 2)
+        password.encode("utf-8", "surrogatepass"),
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        dklen=_LEN,
+        maxmem=128 * r * (n + p + 2),
     )
 
 
@@ -58,9 +64,10 @@ class AdminPassword:
 
     async def matches(self, candidate: str) -> bool:
         if self._plain is not None:
-            return hmac.compare_digest(candidate.encode(), self._plain.encode())
+            given, plain = (p.encode("utf-8", "surrogatepass") for p in (candidate, self._plain))
+            return hmac.compare_digest(given, plain)
         assert self._hashed is not None
-        seen = hashlib.sha256(candidate.encode()).digest()
+        seen = hashlib.sha256(candidate.encode("utf-8", "surrogatepass")).digest()
         if self._matched is not None and hmac.compare_digest(seen, self._matched):
             return True
         if not await asyncio.to_thread(verify_password, candidate, self._hashed):

@@ -12,12 +12,19 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
+from routstr_node.admin.json_body import admin_body, admin_json
 from routstr_node.admin.password import AdminPassword, generate_password, hash_password
 from routstr_node.admin.settings_api import get_settings, patch_settings, restore_at_start
+from routstr_node.admin.signin import (
+    SESSION_COOKIE,
+    admin_required,
+    password_matches,
+    signed_in,
+)
 from routstr_node.admin.state import ADMIN, AdminState
 from routstr_node.errors import ApiError, invalid_request, unauthorized
 from routstr_node.state import NODE
@@ -27,8 +34,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-SESSION_COOKIE = "admin_session"
-LEGACY_COOKIE = "admin_password"
 _API = "/admin/api/"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _PANEL_HEADERS = {
@@ -98,13 +103,9 @@ async def admin_guard(request: web.Request, handler: Handler) -> web.StreamRespo
                 "forbidden_origin",
                 "admin changes are only taken from the admin panel's own pages",
             )
-        if path.startswith(_API) and not await _signed_in(request):
-            raise _admin_required()
+        if path.startswith(_API) and not await signed_in(request):
+            raise admin_required()
     return await handler(request)
-
-
-def _admin_required() -> ApiError:
-    return unauthorized("admin_required", "sign in to the admin panel first (POST /admin/login)")
 
 
 def _same_site(request: web.Request) -> bool:
@@ -132,38 +133,6 @@ def _own_hosts(request: web.Request) -> set[str]:
     return {h.lower() for h in hosts}
 
 
-async def _signed_in(request: web.Request) -> bool:
-    admin = request.app[ADMIN]
-    session = request.cookies.get(SESSION_COOKIE)
-    if session and admin.sessions.valid(session):
-        return True
-    legacy = request.cookies.get(LEGACY_COOKIE)
-    if not legacy:
-        return False
-    return await _password_matches(request, unquote(legacy))
-
-
-async def _password_matches(request: web.Request, password: str) -> bool:
-    """Every guess, at the login or in the legacy cookie, passes the same brake."""
-    admin = request.app[ADMIN]
-    address = request.remote or "unknown"
-    wait_s = admin.throttle.wait_s(address)
-    if wait_s:
-        raise ApiError(
-            429,
-            "rate_limit_error",
-            "rate_limited",
-            f"too many wrong admin passwords; try again in {wait_s} s",
-            headers={"Retry-After": str(wait_s)},
-        )
-    admin.throttle.attempt(address)
-    if not await admin.password.matches(password):
-        log.warning("admin password refused (from %s)", address)
-        return False
-    admin.throttle.succeeded(address)
-    return True
-
-
 async def _to_panel(request: web.Request) -> web.Response:
     raise web.HTTPPermanentRedirect("/admin/")
 
@@ -180,7 +149,7 @@ async def panel(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     admin = request.app[ADMIN]
-    if not await _password_matches(request, await _given_password(request)):
+    if not await password_matches(request, await _given_password(request)):
         raise unauthorized("invalid_password", "wrong admin password")
     old = request.cookies.get(SESSION_COOKIE)
     if old:
@@ -200,16 +169,13 @@ async def login(request: web.Request) -> web.Response:
 async def _given_password(request: web.Request) -> str:
     """`{"password": …}` as JSON, or the field of a plain HTML form (`curl -d` sends JSON
     labelled as a form: a body that starts like JSON is read as JSON)."""
-    raw = await request.read()
+    raw = await admin_body(request)
     password: object = None
     form = request.content_type == "application/x-www-form-urlencoded"
     if form and raw.lstrip()[:1] != b"{":
         password = next(iter(parse_qs(raw.decode(errors="replace")).get("password", [])), None)
     else:
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise invalid_request("invalid_json", "the request body is not valid JSON") from None
+        body = admin_json(raw)
         password = body.get("password") if isinstance(body, dict) else None
     if not isinstance(password, str) or not password:
         raise invalid_request("password_required", "give the admin password", param="password")

@@ -6,12 +6,13 @@ import asyncio
 import json
 import logging
 import os
-from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
+from routstr_node.admin.json_body import admin_body, admin_json
 from routstr_node.admin.password import AdminPassword, hash_password
+from routstr_node.admin.signin import admin_required, signed_in
 from routstr_node.admin.state import ADMIN, AdminState
 from routstr_node.config import REDACTED, ConfigError, Settings, json_default
 from routstr_node.config.patch import exact_default, kept_patch, merge_patch
@@ -46,13 +47,14 @@ async def get_settings(request: web.Request) -> web.Response:
 
 
 async def patch_settings(request: web.Request) -> web.Response:
-    try:
-        patch = json.loads(await request.read(), parse_float=Decimal)
-    except (ValueError, RecursionError):
-        raise invalid_request("invalid_json", "the request body is not valid JSON") from None
+    patch = admin_json(await admin_body(request))
     node = request.app[NODE]
     admin = request.app[ADMIN]
     async with admin.changing:
+        # asked again once it is this request's turn: a change that ended sessions (a new
+        # password) may have gone first
+        if not await signed_in(request):
+            raise admin_required()
         try:
             kept = kept_patch(
                 patch, node.settings.to_dict(), admin.file_settings.to_dict(), os.environ

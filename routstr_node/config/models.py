@@ -53,7 +53,11 @@ Name = Annotated[str, Field(min_length=1)]
 Secret = Annotated[str, Field(min_length=1)]
 Count = Annotated[int, Field(strict=True, gt=0)]
 NonNegative = Annotated[int, Field(strict=True, ge=0)]
-Price = Annotated[Decimal, Field(ge=0)]
+# bounded so that every price stays an exact number the node can print and compute with
+# quickly (a price of 1e-10000000 would be ten million digits of work on each request)
+_MOST = Decimal(10**12)
+_DIGITS = 18  # decimal places: a millionth of a msat per token is far below any price
+Price = Annotated[Decimal, Field(ge=0, le=_MOST, decimal_places=_DIGITS)]
 
 
 class _Section(BaseModel):
@@ -65,8 +69,9 @@ class _Section(BaseModel):
 class NodeSection(_Section):
     """Who the node is and where it listens; `data_dir` is used as given (relative to cwd)."""
 
-    name: str = "Example Node"
-    description: str = "Pay-per-request AI with Cashu ecash"
+    # both go into every payment request and the Nostr announcement: kept short
+    name: Annotated[str, Field(max_length=200)] = "Example Node"
+    description: Annotated[str, Field(max_length=2000)] = "Pay-per-request AI with Cashu ecash"
     host: Name = "127.0.0.1"
     port: Annotated[int, Field(strict=True, ge=1, le=65535)] = 8000
     data_dir: Path = Path("./data")
@@ -102,7 +107,7 @@ class MintsSection(_Section):
 class PricingSection(_Section):
     """`btc_usd` unset means the live rate from `price_sources`."""
 
-    btc_usd: Annotated[Decimal, Field(gt=0)] | None = None
+    btc_usd: Annotated[Decimal, Field(gt=0, le=_MOST, decimal_places=_DIGITS)] | None = None
     price_sources: list[str] = Field(default_factory=lambda: list(KNOWN_PRICE_SOURCES))
     markup_percent: Price = Decimal(0)
     min_request_msat: NonNegative = 0
@@ -132,7 +137,7 @@ class UpstreamConfig(_Section):
     base_url: HttpUrl
     api_key: Secret | None = None
     api_key_env: Name | None = None
-    timeout_s: Annotated[float, Field(gt=0)] = 300
+    timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 300
 
 
 class ModelConfig(_Section):

@@ -452,3 +452,37 @@ async def test_changes_that_no_longer_fit_are_left_out(
         await admin.login()
         assert (await admin.patch({"node": {"description": "d"}})).status == 200
     assert json.loads(_settings_row(node)[0]) == {"node": {"name": "kept", "description": "d"}}
+
+
+async def test_bodies_the_settings_could_not_hold_are_refused(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream
+) -> None:
+    async with admin_node(tmp_path, mint, upstream) as node, admin_client(node) as admin:
+        await admin.login()
+        before = await admin.settings()
+        deep = b'{"node": {"name": ' + b"[" * 700 + b"]" * 700 + b"}}"
+        for raw in [
+            b'{"pricing": {"markup_percent": NaN}}',
+            b'{"pricing": {"markup_percent": Infinity}}',
+            b'{"node": {"name": "A\\ud800B"}}',  # a lone surrogate: not UTF-8 text
+            deep,
+        ]:
+            assert_error(await _raw_patch(admin, raw), 400, "invalid_json")
+        for raw, param in [
+            (b'{"pricing": {"markup_percent": 1e5000}}', "pricing.markup_percent"),
+            (b'{"pricing": {"btc_usd": 1e-10000000}}', "pricing.btc_usd"),
+            (b'{"upstreams": [{"name": "u", "base_url": "http://x", "timeout_s": 1e400}]}', None),
+            (b'{"node": {"name": "' + b"n" * 201 + b'"}}', "node.name"),
+        ]:
+            answer = await _raw_patch(admin, raw)
+            assert_error(answer, 400, "invalid_setting")
+            assert answer.body["error"]["param"] == (param or "upstreams[0].timeout_s")
+        assert await admin.settings() == before
+
+        odd = await post(f"{node.url}/admin/login", b'{"password": "\\ud800"}')
+        assert_error(odd, 400, "invalid_json")
+
+        # a body limit set too low for the API still leaves the panel working
+        assert (await admin.patch({"limits": {"max_body_bytes": 1}})).status == 200
+        assert (await admin.patch({"limits": {"max_body_bytes": 100_000}})).status == 200
+        assert (await post(f"{node.url}/admin/login", {"password": PASSWORD})).status == 200

@@ -1,0 +1,55 @@
+"""Who is signed in to the admin panel: a session cookie, or the legacy password cookie.
+
+Every password guess, at the login or in the legacy cookie, passes one brake.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from routstr_node.admin.state import ADMIN
+from routstr_node.errors import ApiError, unauthorized
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "admin_session"
+LEGACY_COOKIE = "admin_password"
+
+
+def admin_required() -> ApiError:
+    return unauthorized("admin_required", "sign in to the admin panel first (POST /admin/login)")
+
+
+async def signed_in(request: web.Request) -> bool:
+    admin = request.app[ADMIN]
+    session = request.cookies.get(SESSION_COOKIE)
+    if session and admin.sessions.valid(session):
+        return True
+    legacy = request.cookies.get(LEGACY_COOKIE)
+    if not legacy:
+        return False
+    return await password_matches(request, unquote(legacy))
+
+
+async def password_matches(request: web.Request, password: str) -> bool:
+    """Every guess, at the login or in the legacy cookie, passes the same brake."""
+    admin = request.app[ADMIN]
+    address = request.remote or "unknown"
+    wait_s = admin.throttle.wait_s(address)
+    if wait_s:
+        raise ApiError(
+            429,
+            "rate_limit_error",
+            "rate_limited",
+            f"too many wrong admin passwords; try again in {wait_s} s",
+            headers={"Retry-After": str(wait_s)},
+        )
+    admin.throttle.attempt(address)
+    if not await admin.password.matches(password):
+        log.warning("admin password refused (from %s)", address)
+        return False
+    admin.throttle.succeeded(address)
+    return True
