@@ -95,8 +95,8 @@ def _web_urls(values: list[str]) -> tuple[str, ...]:
     """Only http(s) URLs, each once: a listing never carries a javascript: link."""
     kept: list[str] = []
     for value in values:
-        if len(value) > _MAX_URL_CHARS or value in kept:
-            continue
+        if len(value) > _MAX_URL_CHARS or value in kept or not value.isascii():
+            continue  # a URL is ASCII (an IDN host in its xn-- form)
         try:
             parts = urlsplit(value)
         except ValueError:  # e.g. an unclosed IPv6 bracket
@@ -109,13 +109,17 @@ def _web_urls(values: list[str]) -> tuple[str, ...]:
 
 
 def _text(value: object, most: int) -> str:
-    return value[:most] if isinstance(value, str) else ""
+    """Text to show as it came, cut short, with anything that is not UTF-8 (a lone
+    surrogate from a JSON escape) replaced: the listing must always encode."""
+    if not isinstance(value, str):
+        return ""
+    return value[:most].encode("utf-8", "replace").decode("utf-8")
 
 
 def oversized(event: Event) -> bool:
     """Too large to be read: the directory ignores it (and never verifies it)."""
     return (
-        len(event.content.encode()) > MAX_CONTENT_BYTES
+        len(event.content.encode("utf-8", "surrogatepass")) > MAX_CONTENT_BYTES
         or sum(len(item) for tag in event.tags for item in tag) > MAX_TAGS_CHARS
         or len(d_tag(event)) > MAX_D_CHARS
     )
@@ -125,7 +129,7 @@ def listing(event: Event) -> NodeListing:
     """What a (verified) announcement says; unreadable content gives empty name and about."""
     try:
         meta = json.loads(event.content) if event.content else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested past Python's depth
         meta = {}
     if not isinstance(meta, dict):
         meta = {}
@@ -137,7 +141,7 @@ def listing(event: Event) -> NodeListing:
         about=_text(meta.get("about"), _MAX_ABOUT_CHARS),
         urls=_web_urls(event.tag_values("u")),
         mints=_web_urls(event.tag_values("mint")),
-        version=versions[0][:_MAX_VERSION_CHARS] if versions else None,
+        version=_text(versions[0], _MAX_VERSION_CHARS) if versions else None,
         announced_at=event.created_at,
         event_id=event.id,
     )

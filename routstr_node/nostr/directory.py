@@ -1,4 +1,7 @@
-"""The other nodes seen on the relays: the newest announcement per (pubkey, d), bounded.
+"""The other nodes seen on the relays: the newest announcement per node key, bounded.
+
+One listing per pubkey, whatever its `d` tags: one key cannot fill the directory with
+many "nodes" and push the others out.
 
 Relays deliver the same announcement many times (one per relay, again at every
 reconnect) and older ones in any order; only news is kept. ``is_news`` is cheap and
@@ -10,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from routstr_node.nostr.announcement import KIND, NodeListing, d_tag, listing, oversized
+from routstr_node.nostr.announcement import KIND, NodeListing, listing, oversized
 from routstr_node.nostr.event import Event
 
 MAX_NODES = 1000
@@ -22,7 +25,7 @@ MAX_CLOCK_SKEW_S = 900
 class NodeDirectory:
     def __init__(self, max_nodes: int = MAX_NODES) -> None:
         self._max_nodes = max_nodes
-        self._nodes: dict[tuple[str, str], NodeListing] = {}
+        self._nodes: dict[str, NodeListing] = {}
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -33,7 +36,7 @@ class NodeDirectory:
             return False
         if event.created_at > (time.time() if now is None else now) + MAX_CLOCK_SKEW_S:
             return False
-        known = self._nodes.get((event.pubkey, d_tag(event)))
+        known = self._nodes.get(event.pubkey)
         if known is None:
             return len(self._nodes) < self._max_nodes or event.created_at > self._oldest()[1]
         # NIP-01: the newer replaces; at the same second the lower id is the one kept
@@ -43,7 +46,7 @@ class NodeDirectory:
         """Keep a verified announcement if it is news; whether it was kept."""
         if not self.is_news(event, now):
             return False
-        key = (event.pubkey, d_tag(event))
+        key = event.pubkey
         if key not in self._nodes and len(self._nodes) >= self._max_nodes:
             del self._nodes[self._oldest()[0]]
         self._nodes[key] = listing(event)
@@ -57,6 +60,6 @@ class NodeDirectory:
         nodes = sorted(self._nodes.values(), key=lambda n: (-n.announced_at, n.pubkey, n.d))
         return [node.to_json(own=node.pubkey == own_pubkey) for node in nodes]
 
-    def _oldest(self) -> tuple[tuple[str, str], int]:
+    def _oldest(self) -> tuple[str, int]:
         key, node = min(self._nodes.items(), key=lambda item: item[1].announced_at)
         return key, node.announced_at

@@ -78,12 +78,16 @@ class Discoverer:
         while True:
             try:
                 async for item in subscribe(self._session, url, SUBSCRIPTION, query):
-                    backoff.reset()
-                    if failing:
-                        log.info("nostr: following %s again", relay_name(url))
-                        failing = False
-                    if not isinstance(item, EndOfStoredEvents):
+                    if isinstance(item, EndOfStoredEvents):
+                        backoff.reset()  # the relay answered in full: it works
+                        if failing:
+                            log.info("nostr: following %s again", relay_name(url))
+                            failing = False
+                        continue
+                    try:
                         self._take(item)
+                    except Exception as exc:  # one bad event never ends the subscription
+                        log.debug("nostr: dropped an event from %s: %r", relay_name(url), exc)
             except Exception as exc:
                 # one warning per outage; the retries after it are debug
                 level = logging.DEBUG if failing else logging.WARNING

@@ -1,4 +1,4 @@
-"""The directory of other nodes: newest announcement per (pubkey, d), bounded; and what
+"""The directory of other nodes: newest announcement per node key, bounded; and what
 this node's own announcement says."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def test_a_node_is_listed_as_its_announcement_says() -> None:
     }
 
 
-def test_the_newest_per_pubkey_and_d_is_kept_whatever_the_order() -> None:
+def test_the_newest_per_node_key_is_kept_whatever_the_order() -> None:
     directory = NodeDirectory()
     assert directory.offer(_announce(A, NOW + 10, name="new"), now=NOW)
     assert not directory.offer(_announce(A, NOW, name="old"), now=NOW)  # arrives late
@@ -61,9 +61,16 @@ def test_the_newest_per_pubkey_and_d_is_kept_whatever_the_order() -> None:
     assert _names(directory) == ["new"]
     assert directory.offer(_announce(A, NOW + 20, name="newer"), now=NOW)
     assert _names(directory) == ["newer"]
-    assert directory.offer(_announce(A, NOW, d="second", name="other d"), now=NOW)
     assert directory.offer(_announce(B, NOW + 5, name="b"), now=NOW)
-    assert _names(directory) == ["newer", "b", "other d"]  # newest first
+    assert _names(directory) == ["newer", "b"]  # newest first
+
+
+def test_one_key_is_one_node_whatever_its_d_tags() -> None:
+    directory = NodeDirectory(max_nodes=3)
+    directory.offer(_announce(B, NOW, name="honest"), now=NOW)
+    for i in range(10):  # one key, many d tags: it cannot push the others out
+        directory.offer(_announce(A, NOW + 1 + i, d=f"d{i}", name=f"flood {i}"), now=NOW)
+    assert _names(directory) == ["flood 9", "honest"]
 
 
 def test_at_the_same_second_the_lower_id_wins() -> None:
@@ -116,6 +123,12 @@ def test_unreadable_content_and_odd_urls_are_tolerated() -> None:
     directory.offer(_announce(B, content='["a list"]'), now=NOW)
     for node in directory.listing():
         assert (node["name"], node["about"]) == ("", "")
+    deep = _announce(B, NOW + 1, content="[" * 50_000)  # past Python's recursion depth
+    assert directory.offer(deep, now=NOW)
+    assert directory.listing()[0]["name"] == ""
+    odd_text = _announce(B, NOW + 2, content='{"name": "a\\ud800b"}')  # a lone surrogate
+    assert directory.offer(odd_text, now=NOW)
+    json.dumps(directory.listing()).encode()  # every listing can be sent
     urls = {n["pubkey"]: n["urls"] for n in directory.listing()}
     assert urls[public_key_hex(A)] == ["https://ok.example"]
 
