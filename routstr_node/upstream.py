@@ -89,13 +89,17 @@ class Upstream:
         return headers
 
 
+MAX_RETIRED = 8
+
+
 class Upstreams:
     """Sessions keyed by upstream name; rebuilt when the configured list changes."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, Upstream] = {}
         # sessions of upstreams changed or removed while the node runs: calls still on
-        # them finish; they are closed with the node
+        # them finish; the oldest is closed once more than MAX_RETIRED wait, the rest
+        # with the node
         self._retired: list[aiohttp.ClientSession] = []
 
     def get(self, name: str) -> Upstream | None:
@@ -115,6 +119,8 @@ class Upstreams:
             ):
                 self._retired.append(current.session)
                 del self._by_name[name]
+                if len(self._retired) > MAX_RETIRED:
+                    await self._retired.pop(0).close()
         for name, config in wanted.items():
             if config.api_key is None and config.api_key_env is not None:
                 log.warning(

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from routstr_node.config import UpstreamConfig
-from routstr_node.upstream import DOWN_AFTER_FAILURES, Upstreams
+from routstr_node.upstream import DOWN_AFTER_FAILURES, MAX_RETIRED, Upstreams
 
 
 async def test_a_key_variable_that_is_not_set_is_warned_about(
@@ -46,3 +46,23 @@ async def test_down_after_failures_in_a_row_and_up_after_one_answer() -> None:
         assert upstream.status == "active"
     finally:
         await upstreams.close()
+
+
+async def test_a_changed_upstream_keeps_its_old_session_open_for_a_while() -> None:
+    """Calls on the old session finish; the sessions kept that way are bounded."""
+    upstreams = Upstreams()
+    sessions = []
+    try:
+        for i in range(MAX_RETIRED + 3):
+            await upstreams.configure(
+                [UpstreamConfig(name="u", base_url=f"http://127.0.0.1:9/v{i}")]
+            )
+            upstream = upstreams.get("u")
+            assert upstream is not None
+            sessions.append(upstream.session)
+        *retired, current = sessions
+        assert not current.closed
+        assert [s.closed for s in retired] == [True] * 2 + [False] * MAX_RETIRED
+    finally:
+        await upstreams.close()
+    assert all(s.closed for s in sessions)
