@@ -426,7 +426,9 @@ async def test_the_panel_page_is_served_with_a_strict_policy(
         page = await get(f"{node.url}/admin/")
         assert page.status == 200
         assert page.headers["Content-Type"].startswith("text/html")
-        assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+        policy = page.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy
+        assert "unsafe-inline" not in policy and "script-src 'sha256-" in policy
         assert page.headers["X-Frame-Options"] == "DENY"
         assert b"<html" in page.raw.lower()
 
