@@ -12,7 +12,7 @@ from aiohttp import web
 
 from routstr_node.admin.json_body import admin_body, admin_json
 from routstr_node.admin.password import AdminPassword, hash_password
-from routstr_node.admin.signin import admin_required, signed_in
+from routstr_node.admin.signin import SESSION_COOKIE, admin_required, signed_in
 from routstr_node.admin.state import ADMIN, AdminState
 from routstr_node.config import REDACTED, ConfigError, Settings, json_default
 from routstr_node.config.patch import exact_default, kept_patch, merge_patch
@@ -68,11 +68,10 @@ async def patch_settings(request: web.Request) -> web.Response:
         password_hash = None if new_password is None else await _hash(new_password)
         await node.wallet.settings.save(json.dumps(overrides, default=exact_default), password_hash)
         admin.overrides = overrides
-        await node.apply(new)
-        request.app._client_max_size = new.limits.max_body_bytes  # read for each new request
+        await _run_on(request.app, new)
         if password_hash is not None:
             admin.password = AdminPassword(hashed=password_hash)
-            admin.sessions.end_all_but(request.cookies.get("admin_session"))
+            admin.sessions.end_all_but(request.cookies.get(SESSION_COOKIE))
     log.info("settings changed in the admin panel: %s", ", ".join(sorted(kept)) or "nothing")
     return _answer(new)
 
@@ -104,6 +103,12 @@ def _check_runnable(running: Settings, new: Settings) -> None:
             raise ConfigError(f"nostr.nsec: {exc}", "nostr.nsec") from None
 
 
+async def _run_on(app: web.Application, new: Settings) -> None:
+    await app[NODE].apply(new)
+    # aiohttp reads the application's body limit for each new request
+    app._client_max_size = new.limits.max_body_bytes
+
+
 async def _hash(password: str) -> str:
     return await asyncio.to_thread(hash_password, password)
 
@@ -119,7 +124,7 @@ async def restore_at_start(app: web.Application, admin: AdminState) -> None:
         return
     node = app[NODE]
     kept: dict[str, Any] = {}
-    sections = sorted(admin.overrides, key=lambda s: (s not in _SECTION_ORDER, _rank(s)))
+    sections = sorted(admin.overrides, key=_rank)
     for section in sections:
         candidate = {**kept, section: admin.overrides[section]}
         try:
@@ -133,9 +138,7 @@ async def restore_at_start(app: web.Application, admin: AdminState) -> None:
         kept = candidate
     admin.overrides = kept
     if kept:
-        new = admin.file_settings.merged(kept)
-        await node.apply(new)
-        app._client_max_size = new.limits.max_body_bytes
+        await _run_on(app, admin.file_settings.merged(kept))
 
 
 # dependencies first: models name upstreams
