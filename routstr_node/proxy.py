@@ -156,9 +156,10 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
 
     call = PaidCall(node, path, body, price, payer, reservation_id, most)
     try:
-        if stream:
-            return await relay_stream(request, call, upstream, forwarded)
-        return await _forward(call, upstream, forwarded)
+        with upstream.in_use():  # a settings change closes its session only after this
+            if stream:
+                return await relay_stream(request, call, upstream, forwarded)
+            return await _forward(call, upstream, forwarded)
     except ApiError as error:
         # the upstream failed before any output: nothing is charged, X-Cashu comes back whole
         await asyncio.shield(call.settle(None))

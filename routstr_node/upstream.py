@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -46,6 +49,20 @@ class Upstream:
     timeout_s: float
     session: aiohttp.ClientSession
     failures_in_a_row: int = 0
+    calls: int = 0  # calls under way on this session
+    retired: bool = False  # replaced by a settings change: closed once its calls are done
+    _closing: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Around a whole call (a stream until its last byte): the session stays open."""
+        self.calls += 1
+        try:
+            yield
+        finally:
+            self.calls -= 1
+            if self.retired and self.calls == 0 and self._closing is None:
+                self._closing = asyncio.create_task(self.session.close())
 
     @property
     def status(self) -> str:
@@ -89,18 +106,14 @@ class Upstream:
         return headers
 
 
-MAX_RETIRED = 8
-
-
 class Upstreams:
     """Sessions keyed by upstream name; rebuilt when the configured list changes."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, Upstream] = {}
-        # sessions of upstreams changed or removed while the node runs: calls still on
-        # them finish; the oldest is closed once more than MAX_RETIRED wait, the rest
-        # with the node
-        self._retired: list[aiohttp.ClientSession] = []
+        # upstreams changed or removed while calls were still on them: each closes its
+        # session when its last call ends (the rest are closed with the node)
+        self._retired: list[Upstream] = []
 
     def get(self, name: str) -> Upstream | None:
         return self._by_name.get(name)
@@ -117,10 +130,13 @@ class Upstreams:
                 current.base_url,
                 current.timeout_s,
             ):
-                self._retired.append(current.session)
                 del self._by_name[name]
-                if len(self._retired) > MAX_RETIRED:
-                    await self._retired.pop(0).close()
+                current.retired = True
+                if current.calls:
+                    self._retired = [u for u in self._retired if not u.session.closed]
+                    self._retired.append(current)
+                else:
+                    await current.session.close()
         for name, config in wanted.items():
             if config.api_key is None and config.api_key_env is not None:
                 log.warning(
@@ -150,7 +166,7 @@ class Upstreams:
             )
 
     async def close(self) -> None:
-        for session in [*(u.session for u in self._by_name.values()), *self._retired]:
-            await session.close()
+        for upstream in [*self._by_name.values(), *self._retired]:
+            await upstream.session.close()
         self._by_name.clear()
         self._retired.clear()

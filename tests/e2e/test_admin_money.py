@@ -99,3 +99,36 @@ async def test_change_of_a_running_request_comes_from_the_distrusted_mint(
         assert again.status == 200, again.raw  # the same change, claimable again
         assert again.body["cashu_token"] == change
         await assert_balanced(node)
+
+
+async def test_a_stream_outlives_many_changes_of_its_upstream(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream, ecash: EcashFactory
+) -> None:
+    """Each change gives the upstream a new session; the stream's old one stays open."""
+    extra = f'[admin]\npassword = "{PASSWORD}"\n'
+    upstream.behaviour.chunk_delay_s = 0.05
+    upstream.behaviour.reply_words = 20
+    async with (
+        run_node(tmp_path, [mint.url], upstream.url, extra_toml=extra) as node,
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as admin,
+        # bounded: a stream cut under the node must fail the test, not hang it
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as client,
+    ):
+        login = await admin.post(f"{node.url}/admin/login", json={"password": PASSWORD})
+        assert login.status == 200
+        token = await ecash.token(500, mint_url=mint.url)
+        body = chat_body("hello", max_tokens=20, stream=True)
+        headers = {"X-Cashu": token, "Content-Type": "application/json"}
+        resp = await client.post(f"{node.url}/v1/chat/completions", data=body, headers=headers)
+        assert resp.status == 200
+        first = await resp.content.readuntil(b"\n\n")
+        settings = await (await admin.get(f"{node.url}/admin/api/settings")).json()
+        for timeout_s in range(10, 22):
+            changed = [{**settings["upstreams"][0], "timeout_s": timeout_s}]
+            patch = await admin.patch(f"{node.url}/admin/api/settings", json={"upstreams": changed})
+            assert patch.status == 200, await patch.text()
+        events = parse_sse(first + await resp.read())
+        final = [e.json for e in events if e.data != "[DONE]"][-1]
+        assert final["choices"] == [] and final["cashu_change"]
+        assert await ecash.redeem(final["cashu_change"]) > 0
+        await assert_balanced(node)

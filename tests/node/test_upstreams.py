@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
 from routstr_node.config import UpstreamConfig
-from routstr_node.upstream import DOWN_AFTER_FAILURES, MAX_RETIRED, Upstreams
+from routstr_node.upstream import DOWN_AFTER_FAILURES, Upstream, Upstreams
 
 
 async def test_a_key_variable_that_is_not_set_is_warned_about(
@@ -48,21 +49,31 @@ async def test_down_after_failures_in_a_row_and_up_after_one_answer() -> None:
         await upstreams.close()
 
 
-async def test_a_changed_upstream_keeps_its_old_session_open_for_a_while() -> None:
-    """Calls on the old session finish; the sessions kept that way are bounded."""
+async def test_a_changed_upstream_closes_its_old_session_when_its_calls_end() -> None:
+    """A settings change never cuts a call under way: the old session closes after it."""
     upstreams = Upstreams()
-    sessions = []
+
+    async def configure(version: int) -> Upstream:
+        await upstreams.configure(
+            [UpstreamConfig(name="u", base_url=f"http://127.0.0.1:9/v{version}")]
+        )
+        upstream = upstreams.get("u")
+        assert upstream is not None
+        return upstream
+
     try:
-        for i in range(MAX_RETIRED + 3):
-            await upstreams.configure(
-                [UpstreamConfig(name="u", base_url=f"http://127.0.0.1:9/v{i}")]
-            )
-            upstream = upstreams.get("u")
-            assert upstream is not None
-            sessions.append(upstream.session)
-        *retired, current = sessions
-        assert not current.closed
-        assert [s.closed for s in retired] == [True] * 2 + [False] * MAX_RETIRED
+        idle = await configure(1)
+        busy = await configure(2)  # `idle` had no call: closed at once
+        assert idle.session.closed
+        with busy.in_use():
+            newest = await configure(3)
+            assert not busy.session.closed  # its call is still running
+        for _ in range(100):  # the close runs as a task of its own: let it run
+            if busy.session.closed:
+                break
+            await asyncio.sleep(0)
+        assert busy.session.closed
+        assert not newest.session.closed
     finally:
         await upstreams.close()
-    assert all(s.closed for s in sessions)
+    assert newest.session.closed
