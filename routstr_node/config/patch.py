@@ -61,15 +61,18 @@ def restore_redacted(data: dict[str, Any], current: Mapping[str, Any]) -> None:
     upstreams = data.get("upstreams")
     if not isinstance(upstreams, list):
         return
-    old_keys = {u["name"]: u["api_key"] for u in current.get("upstreams", [])}
+    old = {u["name"]: (u["api_key"], _url(u.get("base_url"))) for u in current.get("upstreams", [])}
     for i, upstream in enumerate(upstreams):
         if not isinstance(upstream, dict) or upstream.get("api_key") != REDACTED:
             continue
         name = upstream.get("name")
-        if name not in old_keys:
-            param = f"upstreams[{i}].api_key"
+        param = f"upstreams[{i}].api_key"
+        if name not in old:
             raise ConfigError(f"{param}: no upstream named '{name}' has a key to keep", param)
-        upstream["api_key"] = old_keys[name]
+        key, base_url = old[name]
+        if base_url != _url(upstream.get("base_url")):  # node.toml moved it since
+            raise ConfigError(f"{param}: base_url is not the key's: type the key again", param)
+        upstream["api_key"] = key
 
 
 def kept_patch(
@@ -85,8 +88,8 @@ def kept_patch(
     is never sent anywhere new: type it again). It is remembered as nothing when it is
     the one its `api_key_env` names, as "[REDACTED]" (read from node.toml at every
     start) when it is node.toml's own, and as the key only when it was typed in the
-    panel. A key variable is named only with the base_url node.toml or the running
-    settings pair it with, so the panel cannot send the node's environment elsewhere.
+    panel. A key variable is named only with the base_url node.toml pairs it with, so
+    the panel cannot send the node's environment elsewhere.
     """
     if not isinstance(patch, Mapping):
         raise ConfigError("settings must be an object", param=None)
@@ -102,7 +105,7 @@ def kept_patch(
     in_file = {u["name"]: u for u in file.get("upstreams", [])}
     known_variables = {
         (u.get("api_key_env"), _url(u.get("base_url")))
-        for u in [*running.values(), *in_file.values()]
+        for u in in_file.values()
         if u.get("api_key_env")
     }
     for i, upstream in enumerate(upstreams):
@@ -110,7 +113,7 @@ def kept_patch(
             continue
         given, variable = upstream.get("api_key"), upstream.get("api_key_env")
         base_url = _url(upstream.get("base_url"))
-        if given in (None, REDACTED) and variable and (variable, base_url) not in known_variables:
+        if variable and (variable, base_url) not in known_variables:
             param = f"upstreams[{i}].api_key_env"
             raise ConfigError(
                 f"{param}: a key variable is named in node.toml only (for this base_url)", param
@@ -127,7 +130,11 @@ def kept_patch(
         origin = in_file.get(upstream.get("name"))
         if isinstance(variable, str) and environ.get(variable) == old["api_key"]:
             del upstream["api_key"]
-        elif origin is not None and origin.get("api_key") == old["api_key"]:
+        elif (
+            origin is not None
+            and origin.get("api_key") == old["api_key"]
+            and _url(origin.get("base_url")) == base_url
+        ):
             pass  # node.toml's key: stays "[REDACTED]", so editing node.toml still counts
         else:
             upstream["api_key"] = old["api_key"]

@@ -104,7 +104,7 @@ CURRENT = {
         {"name": "from-file", "base_url": URL, "api_key": "sk-file", "api_key_env": None},
     ],
 }
-FILE = {"upstreams": [{**CURRENT["upstreams"][2]}]}  # "typed" was added in the panel
+FILE = {"upstreams": [{**u} for u in CURRENT["upstreams"][1:]]}  # "typed": added in the panel
 ENV = {"UP_KEY": "sk-env", "HOST_SECRET": "aws-secret"}
 
 
@@ -133,9 +133,10 @@ def test_a_kept_patch_holds_no_redacted_secret_it_would_copy() -> None:
         {"name": "new", "base_url": URL, "api_key": "sk-new"},
     ]
     assert patch["admin"] == {"password": REDACTED}  # the caller's patch is not touched
-    # the variable changed since: the key in use is kept as it is
+    # the variable changed since: node.toml's upstream (as its environment filled it at
+    # start) holds the key in use, so it is read from there again at the next start
     moved = kept_patch(patch, CURRENT, FILE, {"UP_KEY": "sk-other"})
-    assert moved["upstreams"][0]["api_key"] == "sk-env"
+    assert moved["upstreams"][0]["api_key"] == REDACTED
 
 
 @pytest.mark.parametrize(
@@ -146,6 +147,9 @@ def test_a_kept_patch_holds_no_redacted_secret_it_would_copy() -> None:
         (upstream("from-env", base_url="https://evil.example/", api_key_env="UP_KEY"), None),
         (upstream("new", api_key=None, api_key_env="HOST_SECRET"), None),
         (upstream("new", api_key=None, api_key_env="UP_KEY", base_url="http://x"), None),
+        # a typed key does not make a variable's new address legitimate: the next change
+        # could drop the key and let the variable speak
+        (upstream("new", api_key="t", api_key_env="HOST_SECRET", base_url="http://x"), None),
     ],
 )
 def test_no_kept_key_or_key_variable_goes_to_a_new_address(
@@ -163,6 +167,25 @@ def test_a_key_variable_node_toml_pairs_with_the_url_may_be_named_again() -> Non
     assert kept_patch({"upstreams": [typed]}, CURRENT, FILE, ENV)["upstreams"] == [typed]
     with pytest.raises(ConfigError):
         kept_patch([1], CURRENT, FILE, ENV)  # type: ignore[arg-type]
+
+
+def test_a_kept_key_whose_upstream_moved_in_node_toml_is_not_sent_there() -> None:
+    """Stored changes keep node.toml's key as "[REDACTED]"; if node.toml then moves that
+    upstream, the stored change (at the old address) no longer gets the new key."""
+    file = Settings.model_validate(
+        {
+            "mints": {"trusted": ["http://127.0.0.1:3338"]},
+            "upstreams": [{"name": "u", "base_url": "https://moved.example", "api_key": "k2"}],
+        }
+    )
+    stored = {"upstreams": [{"name": "u", "base_url": "https://old.example", "api_key": REDACTED}]}
+    with pytest.raises(ConfigError) as refused:
+        file.merged(stored, {})
+    assert refused.value.param == "upstreams[0].api_key"
+    same_place = {
+        "upstreams": [{"name": "u", "base_url": "https://moved.example/", "api_key": REDACTED}]
+    }
+    assert file.merged(same_place, {}).upstreams[0].api_key == "k2"
 
 
 BASE = Settings.model_validate({"mints": {"trusted": ["http://127.0.0.1:3338"]}})

@@ -597,7 +597,7 @@ def test_patch_replaces_lists_whole(secret_settings: Settings) -> None:
 def test_patch_redacted_keeps_secrets(secret_settings: Settings) -> None:
     shown = secret_settings.redacted()
     upstreams = list(reversed(shown["upstreams"]))  # matched by name, not position
-    upstreams[1]["base_url"] = "https://api.example.org/v1"
+    upstreams[1]["timeout_s"] = 12
     new = secret_settings.merged(
         {
             "upstreams": upstreams,
@@ -608,11 +608,21 @@ def test_patch_redacted_keeps_secrets(secret_settings: Settings) -> None:
     )
     assert [u.name for u in new.upstreams] == ["local", "openai"]
     assert new.upstream("openai").api_key == "sk-openai"
-    assert new.upstream("openai").base_url == "https://api.example.org/v1"
+    assert new.upstream("openai").timeout_s == 12
     assert new.upstream("local").api_key is None
     assert new.admin.password == "pw"
     assert new.nostr.nsec == VALID_NSEC
     assert new.nostr.announce is True
+
+
+def test_a_kept_key_never_follows_its_upstream_to_a_new_base_url(
+    secret_settings: Settings,
+) -> None:
+    upstreams = secret_settings.redacted()["upstreams"]
+    upstreams[0]["base_url"] = "https://api.example.org/v1"
+    with pytest.raises(ConfigError) as refused:
+        secret_settings.merged({"upstreams": upstreams}, {})
+    assert refused.value.param == "upstreams[0].api_key"
 
 
 def test_patch_can_change_and_clear_secrets(secret_settings: Settings) -> None:
