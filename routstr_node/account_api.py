@@ -110,7 +110,7 @@ async def mint_choice(node: NodeState, value: Any) -> str | None:
     if not isinstance(value, str) or normalize_mint_url(value) not in payout_mints:
         raise invalid_request(
             "cashu_mint_untrusted",
-            f"the mint must be one this node trusts: {', '.join(payout_mints)}",
+            f"the mint must be one this node pays out from: {', '.join(payout_mints)}",
             param="mint",
         )
     return value

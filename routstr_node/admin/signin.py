@@ -48,7 +48,9 @@ async def password_matches(request: web.Request, password: str) -> bool:
             headers={"Retry-After": str(wait_s)},
         )
     admin.throttle.attempt(address)
-    if not await admin.password.matches(password):
+    current = admin.password
+    if not await current.matches(password) or admin.password is not current:
+        # wrong, or right only for a password changed while it was being checked
         log.warning("admin password refused (from %s)", address)
         return False
     admin.throttle.succeeded(address)

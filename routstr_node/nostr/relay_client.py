@@ -62,7 +62,7 @@ def _message(msg: aiohttp.WSMessage) -> list[Any] | None:
         return None
     try:
         data = json.loads(msg.data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past Python's depth
         return None
     return data if isinstance(data, list) and data and isinstance(data[0], str) else None
 

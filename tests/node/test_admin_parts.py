@@ -3,10 +3,13 @@ and how a PATCH is remembered (secrets, exact prices)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +20,8 @@ from routstr_node.admin.sessions import (
     AdminSessions,
     LoginThrottle,
 )
+from routstr_node.admin.signin import password_matches
+from routstr_node.admin.state import ADMIN, AdminState
 from routstr_node.config import REDACTED, ConfigError, Settings
 from routstr_node.config.patch import exact_default, kept_patch
 
@@ -196,3 +201,16 @@ def test_a_stored_price_reads_back_exactly(markup: Decimal) -> None:
     stored = json.dumps({"pricing": {"markup_percent": markup}}, default=exact_default)
     again = BASE.merged(json.loads(stored), {})
     assert again.pricing.markup_percent == markup
+
+
+async def test_a_guess_right_only_for_the_password_just_replaced_fails() -> None:
+    """A login checked (in a thread) while the password changes does not open a session."""
+    app = web.Application()
+    old = AdminPassword(hashed=hash_password("old password"))
+    app[ADMIN] = AdminState(password=old, file_settings=BASE, overrides={})
+    request = make_mocked_request("POST", "/admin/login", app=app)
+    guess = asyncio.create_task(password_matches(request, "old password"))
+    await asyncio.sleep(0)  # the guess is being hashed now
+    app[ADMIN].password = AdminPassword(plain="new password")
+    assert not await guess
+    assert await password_matches(request, "new password")
