@@ -51,8 +51,9 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 WsUrl = Annotated[str, AfterValidator(_ws_url)]
 Name = Annotated[str, Field(min_length=1)]
 Secret = Annotated[str, Field(min_length=1)]
-Count = Annotated[int, Field(strict=True, gt=0)]
-NonNegative = Annotated[int, Field(strict=True, ge=0)]
+# bounded so that a price computed from them stays inside the ledger's range (2^62 msat)
+Count = Annotated[int, Field(strict=True, gt=0, le=10**9)]
+NonNegative = Annotated[int, Field(strict=True, ge=0, le=10**12)]
 # bounded so that every price stays an exact number the node can print and compute with
 # quickly (a price of 1e-10000000 would be ten million digits of work on each request)
 _MOST = Decimal(10**12)

@@ -473,12 +473,19 @@ async def test_bodies_the_settings_could_not_hold_are_refused(
         for raw, param in [
             (b'{"pricing": {"markup_percent": 1e5000}}', "pricing.markup_percent"),
             (b'{"pricing": {"btc_usd": 1e-10000000}}', "pricing.btc_usd"),
-            (b'{"upstreams": [{"name": "u", "base_url": "http://x", "timeout_s": 1e400}]}', None),
+            (
+                b'{"upstreams": [{"name": "u", "base_url": "http://x", "timeout_s": 1e400}]}',
+                "upstreams[0].timeout_s",
+            ),
             (b'{"node": {"name": "' + b"n" * 201 + b'"}}', "node.name"),
+            (
+                b'{"pricing": {"min_request_msat": 1180591620717411303424}}',
+                "pricing.min_request_msat",
+            ),
         ]:
             answer = await _raw_patch(admin, raw)
             assert_error(answer, 400, "invalid_setting")
-            assert answer.body["error"]["param"] == (param or "upstreams[0].timeout_s")
+            assert answer.body["error"]["param"] == param
         assert await admin.settings() == before
 
         odd = await post(f"{node.url}/admin/login", b'{"password": "\\ud800"}')
