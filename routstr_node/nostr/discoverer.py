@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import aiohttp
@@ -28,6 +29,7 @@ CHECK_EVERY_S = 2.0  # how soon a relay added or removed by the admin is followe
 RETRY_FIRST_S = 1.0
 RETRY_MOST_S = 300.0
 SUBSCRIPTION = "routstr-nodes"
+HEALTHY_AFTER_S = 60.0
 
 
 class Discoverer:
@@ -76,10 +78,11 @@ class Discoverer:
         failing = False
         query = {"kinds": [KIND], "limit": MAX_NODES}
         while True:
+            answered_at: float | None = None
             try:
                 async for item in subscribe(self._session, url, SUBSCRIPTION, query):
                     if isinstance(item, EndOfStoredEvents):
-                        backoff.reset()  # the relay answered in full: it works
+                        answered_at = time.monotonic()
                         if failing:
                             log.info("nostr: following %s again", relay_name(url))
                             failing = False
@@ -98,6 +101,10 @@ class Discoverer:
                     failure(exc),
                 )
                 failing = True
+            # the waits start short again only after a subscription that held a while: a
+            # relay that answers and then breaks at once is retried ever more slowly
+            if answered_at is not None and time.monotonic() - answered_at >= HEALTHY_AFTER_S:
+                backoff.reset()
             await asyncio.sleep(backoff.next())
 
     def _take(self, raw: object) -> None:
