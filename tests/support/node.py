@@ -30,13 +30,16 @@ def node_toml(
     extra: str = "",
     *,
     upstream_timeout_s: float = 5,
+    node_extra: str = "",
+    name: str = "Test Node",
 ) -> str:
     trusted = ", ".join(f'"{u}"' for u in mint_urls)
     return f"""
 [node]
-name = "Test Node"
+name = "{name}"
 data_dir = "{data_dir}"
 port = {port}
+{node_extra}
 [mints]
 trusted = [{trusted}]
 [pricing]
@@ -82,6 +85,8 @@ async def run_node(
     *,
     extra_toml: str = "",
     upstream_timeout_s: float = 5,
+    node_extra: str = "",
+    name: str = "Test Node",
 ) -> AsyncIterator[RunningNode]:
     """Serve a node until the block ends (a clean stop, as on SIGTERM)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -96,6 +101,8 @@ async def run_node(
             upstream_url,
             extra_toml,
             upstream_timeout_s=upstream_timeout_s,
+            node_extra=node_extra,
+            name=name,
         )
     )
     settings = load_settings(config)
