@@ -128,6 +128,10 @@ async def restore_at_start(app: web.Application, admin: AdminState) -> None:
     for section in sections:
         candidate = {**kept, section: admin.overrides[section]}
         try:
+            # the rules a change met when it was made, met again against node.toml as it
+            # is now: a key variable or kept key that node.toml moved is not followed
+            file = admin.file_settings.to_dict()
+            kept_patch({section: admin.overrides[section]}, file, file, os.environ)
             _check_runnable(node.settings, admin.file_settings.merged(candidate))
         except ConfigError as exc:
             log.error(

@@ -59,6 +59,8 @@ NonNegative = Annotated[int, Field(strict=True, ge=0, le=10**12)]
 _MOST = Decimal(10**12)
 _DIGITS = 18  # decimal places: a millionth of a msat per token is far below any price
 Price = Annotated[Decimal, Field(ge=0, le=_MOST, decimal_places=_DIGITS)]
+# USD prices turn into sat at btc_usd (at least 1): at most 1e14 sat per 1M tokens
+UsdPrice = Annotated[Decimal, Field(ge=0, le=10**6, decimal_places=_DIGITS)]
 
 
 class _Section(BaseModel):
@@ -108,7 +110,7 @@ class MintsSection(_Section):
 class PricingSection(_Section):
     """`btc_usd` unset means the live rate from `price_sources`."""
 
-    btc_usd: Annotated[Decimal, Field(gt=0, le=_MOST, decimal_places=_DIGITS)] | None = None
+    btc_usd: Annotated[Decimal, Field(ge=1, le=_MOST, decimal_places=_DIGITS)] | None = None
     price_sources: list[str] = Field(default_factory=lambda: list(KNOWN_PRICE_SOURCES))
     markup_percent: Price = Decimal(0)
     min_request_msat: NonNegative = 0
@@ -147,9 +149,9 @@ class ModelConfig(_Section):
     id: Name
     upstream: Name
     upstream_model: Name | None = None
-    input_usd_per_1m: Price | None = None
+    input_usd_per_1m: UsdPrice | None = None
     input_sat_per_1m: Price | None = None
-    output_usd_per_1m: Price | None = None
+    output_usd_per_1m: UsdPrice | None = None
     output_sat_per_1m: Price | None = None
     request_sat: NonNegative = 0
     context_length: Count

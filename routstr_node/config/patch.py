@@ -96,8 +96,14 @@ def kept_patch(
     data = copy.deepcopy(dict(patch))
     for section, key in SECTION_SECRETS.items():
         table = data.get(section)
-        if isinstance(table, dict) and table.get(key) == REDACTED:
+        if not isinstance(table, dict):
+            continue
+        if table.get(key) == REDACTED:
             del table[key]
+        env_key = f"{key}_env"
+        if env_key in table and table[env_key] != file.get(section, {}).get(env_key):
+            param = f"{section}.{env_key}"
+            raise ConfigError(f"{param}: a secret's variable is named in node.toml only", param)
     upstreams = data.get("upstreams")
     if not isinstance(upstreams, list):
         return data
@@ -113,7 +119,8 @@ def kept_patch(
             continue
         given, variable = upstream.get("api_key"), upstream.get("api_key_env")
         base_url = _url(upstream.get("base_url"))
-        if variable and (variable, base_url) not in known_variables:
+        paired = isinstance(variable, str) and (variable, base_url) in known_variables
+        if variable is not None and not paired:
             param = f"upstreams[{i}].api_key_env"
             raise ConfigError(
                 f"{param}: a key variable is named in node.toml only (for this base_url)", param
@@ -141,8 +148,9 @@ def kept_patch(
     return data
 
 
-def _url(value: object) -> object:
-    return value.rstrip("/") if isinstance(value, str) else value
+def _url(value: object) -> str | None:
+    """A base_url as compared (no trailing slash); None for anything not text."""
+    return value.rstrip("/") if isinstance(value, str) else None
 
 
 def exact_default(value: object) -> object:

@@ -495,3 +495,33 @@ async def test_bodies_the_settings_could_not_hold_are_refused(
         assert (await admin.patch({"limits": {"max_body_bytes": 1}})).status == 200
         assert (await admin.patch({"limits": {"max_body_bytes": 100_000}})).status == 200
         assert (await post(f"{node.url}/admin/login", {"password": PASSWORD})).status == 200
+
+
+async def test_a_stored_key_variable_node_toml_does_not_pair_is_left_out(
+    tmp_path: Path,
+    mint: LocalMint,
+    upstream: RunningUpstream,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stored changes meet the rules again at every start, against node.toml as it is
+    then: a variable that node.toml no longer pairs with that address is not followed."""
+    monkeypatch.setenv("ROUTSTR_TEST_HOST_SECRET", "aws-secret")
+    async with admin_node(tmp_path, mint, upstream) as node:
+        pass
+    stored = {
+        "upstreams": [
+            {"name": "fake", "base_url": upstream.url, "api_key_env": "ROUTSTR_TEST_HOST_SECRET"}
+        ]
+    }
+    with closing(sqlite3.connect(node.data_dir / "wallet.sqlite3")) as db, db:
+        db.execute(
+            "INSERT INTO node_settings (id, overrides, updated_at) VALUES (1, ?, 0)"
+            " ON CONFLICT (id) DO UPDATE SET overrides = excluded.overrides",
+            (json.dumps(stored),),
+        )
+
+    async with admin_node(tmp_path, mint, upstream) as node, admin_client(node) as admin:
+        assert "upstreams[0].api_key_env" in caplog.text
+        await admin.login()
+        assert (await admin.settings())["upstreams"][0]["api_key_env"] is None

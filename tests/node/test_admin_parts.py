@@ -214,3 +214,36 @@ async def test_a_guess_right_only_for_the_password_just_replaced_fails() -> None
     app[ADMIN].password = AdminPassword(plain="new password")
     assert not await guess
     assert await password_matches(request, "new password")
+
+
+@pytest.mark.parametrize(
+    ("patch", "param"),
+    [
+        ({"admin": {"password_env": "HOST_SECRET"}}, "admin.password_env"),
+        ({"nostr": {"nsec_env": "HOST_SECRET"}}, "nostr.nsec_env"),
+        ({"upstreams": [upstream("x", api_key=None, api_key_env=["HOST_SECRET"])]}, None),
+        ({"upstreams": [upstream("x", api_key=None, api_key_env="UP_KEY", base_url=[URL])]}, None),
+    ],
+)
+def test_variables_are_named_in_node_toml_only(patch: dict[str, object], param: str | None) -> None:
+    with pytest.raises(ConfigError) as refused:
+        kept_patch(patch, CURRENT, FILE, ENV)
+    assert refused.value.param == (param or "upstreams[0].api_key_env")
+
+
+def test_a_usd_price_cannot_be_made_huge_by_a_tiny_rate() -> None:
+    model = {"id": "m", "upstream": "u", "context_length": 10, "max_output_tokens": 1}
+    base = {
+        "mints": {"trusted": ["http://127.0.0.1:3338"]},
+        "upstreams": [{"name": "u", "base_url": URL}],
+    }
+    for patch, param in [
+        ({"pricing": {"btc_usd": Decimal("1e-18")}}, "pricing.btc_usd"),
+        (
+            {"models": [{**model, "input_usd_per_1m": Decimal("1e12")}]},
+            "models[0].input_usd_per_1m",
+        ),
+    ]:
+        with pytest.raises(ConfigError) as refused:
+            Settings.model_validate(base).merged(patch, {})
+        assert refused.value.param == param

@@ -461,7 +461,7 @@ ERROR_CASES: list[tuple[str, str, str]] = [
     ),
     (
         MINIMAL + "[pricing]\nbtc_usd = 0\n",
-        "node.toml: pricing.btc_usd: Input should be greater than 0",
+        "node.toml: pricing.btc_usd: Input should be greater than or equal to 1",
         "pricing.btc_usd",
     ),
     (
@@ -669,7 +669,7 @@ def test_patch_switches_to_live_rate(secret_settings: Settings) -> None:
             "models[0].upstream: no upstream named 'nope'",
         ),
         (
-            {"pricing": {"btc_usd": 0.5, "markup_percent": "-1"}},
+            {"pricing": {"btc_usd": 1.5, "markup_percent": "-1"}},
             "pricing.markup_percent",
             "pricing.markup_percent: Input should be greater than or equal to 0",
         ),
