@@ -18,6 +18,11 @@ def hash_password(password: str) -> str:
     return f"scrypt${_N}${_R}${_P}${salt.hex()}${digest.hex()}"
 
 
+async def hash_off_loop(password: str) -> str:
+    """``hash_password`` in a thread: scrypt takes tens of ms, the event loop none."""
+    return await asyncio.to_thread(hash_password, password)
+
+
 def verify_password(password: str, stored: str) -> bool:
     try:
         name, n, r, p, salt, digest = stored.split("$")

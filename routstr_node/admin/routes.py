@@ -7,7 +7,6 @@ says comes from another site is refused, whatever cookie it carries.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import hashlib
@@ -21,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp import web
 
 from routstr_node.admin.json_body import admin_body, admin_json
-from routstr_node.admin.password import AdminPassword, generate_password, hash_password
+from routstr_node.admin.password import AdminPassword, generate_password, hash_off_loop
 from routstr_node.admin.settings_api import get_settings, patch_settings, restore_at_start
 from routstr_node.admin.signin import (
     SESSION_COOKIE,
@@ -77,7 +76,7 @@ async def _password(
     if stored.admin_password_hash:
         return AdminPassword(hashed=stored.admin_password_hash)
     password = generate_password()
-    hashed = await asyncio.to_thread(hash_password, password)
+    hashed = await hash_off_loop(password)
     await store.save_password_hash(hashed, "generated")
     # on the terminal, never in the logs
     print(f"admin password (shown only this once): {password}", flush=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -11,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from routstr_node.admin.json_body import admin_body, admin_json
-from routstr_node.admin.password import AdminPassword, hash_password
+from routstr_node.admin.password import AdminPassword, hash_off_loop
 from routstr_node.admin.signin import SESSION_COOKIE, admin_required, signed_in
 from routstr_node.admin.state import ADMIN, AdminState
 from routstr_node.config import REDACTED, ConfigError, Settings, json_default
@@ -65,7 +64,7 @@ async def patch_settings(request: web.Request) -> web.Response:
             _check_runnable(node.settings, new)
         except ConfigError as exc:
             raise invalid_request("invalid_setting", exc.message, param=exc.param) from None
-        password_hash = None if new_password is None else await _hash(new_password)
+        password_hash = None if new_password is None else await hash_off_loop(new_password)
         await node.wallet.settings.save(json.dumps(overrides, default=exact_default), password_hash)
         admin.overrides = overrides
         await _run_on(request.app, new)
@@ -107,10 +106,6 @@ async def _run_on(app: web.Application, new: Settings) -> None:
     await app[NODE].apply(new)
     # aiohttp reads the application's body limit for each new request
     app._client_max_size = new.limits.max_body_bytes
-
-
-async def _hash(password: str) -> str:
-    return await asyncio.to_thread(hash_password, password)
 
 
 async def restore_at_start(app: web.Application, admin: AdminState) -> None:
