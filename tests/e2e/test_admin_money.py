@@ -4,12 +4,14 @@ books still balance. New tokens of that mint are refused."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 from support.e2e import assert_balanced, assert_error, chat_body, parse_sse, post
 from support.ecash import EcashFactory
-from support.node import run_node
+from support.node import RunningNode, run_node
 
 from routstr_node.demo.mint import LocalMint
 from routstr_node.demo.upstream import RunningUpstream
@@ -17,9 +19,22 @@ from routstr_node.demo.upstream import RunningUpstream
 PASSWORD = "admin password for money tests"
 
 
+@asynccontextmanager
+async def node_and_admin(
+    directory: Path, mint_urls: list[str], upstream: RunningUpstream
+) -> AsyncIterator[tuple[RunningNode, aiohttp.ClientSession]]:
+    """A node with an admin password, and a session signed in to its admin API."""
+    extra = f'[admin]\npassword = "{PASSWORD}"\n'
+    async with (
+        run_node(directory, mint_urls, upstream.url, extra_toml=extra) as node,
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as admin,
+    ):
+        login = await admin.post(f"{node.url}/admin/login", json={"password": PASSWORD})
+        assert login.status == 200
+        yield node, admin
+
+
 async def _distrust(session: aiohttp.ClientSession, url: str, keep: str) -> None:
-    login = await session.post(f"{url}/admin/login", json={"password": PASSWORD})
-    assert login.status == 200
     patch = await session.patch(f"{url}/admin/api/settings", json={"mints": {"trusted": [keep]}})
     assert patch.status == 200, await patch.text()
 
@@ -31,11 +46,7 @@ async def test_balances_at_a_distrusted_mint_are_still_withdrawn(
     upstream: RunningUpstream,
     ecash: EcashFactory,
 ) -> None:
-    extra = f'[admin]\npassword = "{PASSWORD}"\n'
-    async with (
-        run_node(tmp_path, [mint.url, fee_mint.url], upstream.url, extra_toml=extra) as node,
-        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as admin,
-    ):
+    async with node_and_admin(tmp_path, [mint.url, fee_mint.url], upstream) as (node, admin):
         paid_in = await ecash.token(600, mint_url=fee_mint.url)
         created = await post(f"{node.url}/v1/wallet/create", {"cashu_token": paid_in})
         assert created.status == 201, created.raw
@@ -73,13 +84,9 @@ async def test_change_of_a_running_request_comes_from_the_distrusted_mint(
     upstream: RunningUpstream,
     ecash: EcashFactory,
 ) -> None:
-    extra = f'[admin]\npassword = "{PASSWORD}"\n'
     upstream.behaviour.chunk_delay_s = 0.05
     upstream.behaviour.reply_words = 20
-    async with (
-        run_node(tmp_path, [mint.url, fee_mint.url], upstream.url, extra_toml=extra) as node,
-        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as admin,
-    ):
+    async with node_and_admin(tmp_path, [mint.url, fee_mint.url], upstream) as (node, admin):
         token = await ecash.token(500, mint_url=fee_mint.url)
         body = chat_body("hello", max_tokens=20, stream=True)
         headers = {"X-Cashu": token, "Content-Type": "application/json"}
@@ -105,17 +112,13 @@ async def test_a_stream_outlives_many_changes_of_its_upstream(
     tmp_path: Path, mint: LocalMint, upstream: RunningUpstream, ecash: EcashFactory
 ) -> None:
     """Each change gives the upstream a new session; the stream's old one stays open."""
-    extra = f'[admin]\npassword = "{PASSWORD}"\n'
     upstream.behaviour.chunk_delay_s = 0.05
     upstream.behaviour.reply_words = 20
     async with (
-        run_node(tmp_path, [mint.url], upstream.url, extra_toml=extra) as node,
-        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as admin,
+        node_and_admin(tmp_path, [mint.url], upstream) as (node, admin),
         # bounded: a stream cut under the node must fail the test, not hang it
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as client,
     ):
-        login = await admin.post(f"{node.url}/admin/login", json={"password": PASSWORD})
-        assert login.status == 200
         token = await ecash.token(500, mint_url=mint.url)
         body = chat_body("hello", max_tokens=20, stream=True)
         headers = {"X-Cashu": token, "Content-Type": "application/json"}
