@@ -15,6 +15,9 @@ MAX_SESSIONS = 1000
 FREE_FAILURES = 5  # wrong passwords from one address before it has to wait
 FIRST_WAIT_S = 1.0  # then 1 s, 2 s, 4 s … after each further failure
 LONGEST_WAIT_S = 300.0
+# a wait up to this long is served by holding the answer (a typo costs a pause, and the
+# answer is still 401 or 200); a longer one is refused at once with 429 and Retry-After
+HOLD_AT_MOST_S = 4.0
 FORGET_AFTER_S = 900.0  # an address quiet this long starts afresh
 MAX_ADDRESSES = 10_000
 
@@ -64,35 +67,53 @@ class _Attempts:
 class LoginThrottle:
     """Per address: a few wrong passwords are free, then each one doubles the wait.
 
-    An attempt counts as failed from the moment it starts, so guesses sent in
-    parallel are held back as if sent one after another; a right password clears it.
+    Every attempt gets a turn: the first ones at once, later ones only after the wait
+    that the failures before them earned. An attempt counts as failed from the moment
+    its turn is given, so guesses sent in parallel are spaced out as if sent one after
+    another; a right password clears it.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._by_address: dict[str, _Attempts] = {}
 
-    def wait_s(self, address: str) -> int:
-        """Seconds this address must wait before its next attempt (0: it may try)."""
-        attempts = self._by_address.get(address)
-        if attempts is None or attempts.failures < FREE_FAILURES:
-            return 0
-        wait = min(FIRST_WAIT_S * 2.0 ** (attempts.failures - FREE_FAILURES), LONGEST_WAIT_S)
-        left = attempts.last + wait - self._clock()
-        return max(0, math.ceil(left))
-
-    def attempt(self, address: str) -> None:
+    def turn(self, address: str) -> float | None:
+        """Seconds to hold this attempt before its password is checked (0: at once), or
+        None when that is longer than ``HOLD_AT_MOST_S`` (see ``wait_s``); a turn given
+        counts as a failure until ``succeeded``."""
         now = self._clock()
-        attempts = self._by_address.get(address)
-        if attempts is None or now - attempts.last > FORGET_AFTER_S:
+        attempts = self._current(address, now)
+        delay = self._delay(attempts, now)
+        if delay > HOLD_AT_MOST_S:
+            return None
+        if attempts is None:
             if len(self._by_address) >= MAX_ADDRESSES:
                 self._forget_quiet(now)
             attempts = self._by_address[address] = _Attempts(0, now)
         attempts.failures += 1
-        attempts.last = now
+        attempts.last = now + delay
+        return delay
+
+    def wait_s(self, address: str) -> int:
+        """Whole seconds until this address gets a turn at once (0: now)."""
+        now = self._clock()
+        return math.ceil(self._delay(self._current(address, now), now))
 
     def succeeded(self, address: str) -> None:
         self._by_address.pop(address, None)
+
+    def _current(self, address: str, now: float) -> _Attempts | None:
+        attempts = self._by_address.get(address)
+        if attempts is not None and now - attempts.last > FORGET_AFTER_S:
+            return None
+        return attempts
+
+    @staticmethod
+    def _delay(attempts: _Attempts | None, now: float) -> float:
+        if attempts is None or attempts.failures < FREE_FAILURES:
+            return 0.0
+        wait = min(FIRST_WAIT_S * 2.0 ** (attempts.failures - FREE_FAILURES), LONGEST_WAIT_S)
+        return max(0.0, attempts.last + wait - now)
 
     def _forget_quiet(self, now: float) -> None:
         self._by_address = {

@@ -5,6 +5,7 @@ Every password guess, at the login or in the legacy cookie, passes one brake.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from urllib.parse import unquote
 
@@ -35,11 +36,13 @@ async def signed_in(request: web.Request) -> bool:
 
 
 async def password_matches(request: web.Request, password: str) -> bool:
-    """Every guess, at the login or in the legacy cookie, passes the same brake."""
+    """Every guess, at the login or in the legacy cookie, passes the same brake: held
+    for a short wait, refused with 429 for a longer one."""
     admin = request.app[ADMIN]
     address = request.remote or "unknown"
-    wait_s = admin.throttle.wait_s(address)
-    if wait_s:
+    hold_s = admin.throttle.turn(address)
+    if hold_s is None:
+        wait_s = admin.throttle.wait_s(address)
         raise ApiError(
             429,
             "rate_limit_error",
@@ -47,7 +50,8 @@ async def password_matches(request: web.Request, password: str) -> bool:
             f"too many wrong admin passwords; try again in {wait_s} s",
             headers={"Retry-After": str(wait_s)},
         )
-    admin.throttle.attempt(address)
+    if hold_s:
+        await asyncio.sleep(hold_s)
     current = admin.password
     if not await current.matches(password) or admin.password is not current:
         # wrong, or right only for a password changed while it was being checked

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from routstr_node.admin.password import AdminPassword, hash_password, verify_password
 from routstr_node.admin.sessions import (
     FREE_FAILURES,
+    HOLD_AT_MOST_S,
     LONGEST_WAIT_S,
     AdminSessions,
     LoginThrottle,
@@ -70,33 +71,43 @@ def test_sessions_end_at_logout_expiry_and_password_change() -> None:
     assert not sessions.valid(second)
 
 
-def test_login_brake_doubles_the_wait_and_forgets_on_success() -> None:
+def test_login_brake_holds_short_waits_refuses_long_ones_and_forgets_on_success() -> None:
     clock = Clock()
     throttle = LoginThrottle(clock=clock)
     for _ in range(FREE_FAILURES):
-        assert throttle.wait_s("a") == 0
-        throttle.attempt("a")
+        assert throttle.turn("a") == 0
+    holds = []
+    while (hold := throttle.turn("a")) is not None:  # each answered after its hold
+        holds.append(hold)
+        clock.now += hold
+    assert holds == [1, 2, 4]  # held, then checked: still a 401 or a 200
     waits = []
-    for _ in range(12):
+    for _ in range(10):  # refused until the wait has passed, then a turn at once
         wait = throttle.wait_s("a")
         waits.append(wait)
-        clock.now += wait
-        assert throttle.wait_s("a") == 0
-        throttle.attempt("a")
-    assert waits[:4] == [1, 2, 4, 8]
+        clock.now += wait - HOLD_AT_MOST_S - 1
+        assert throttle.turn("a") is None
+        clock.now += HOLD_AT_MOST_S + 1
+        assert throttle.turn("a") == 0
+    assert waits[:3] == [8, 16, 32]
     assert max(waits) == LONGEST_WAIT_S
-    assert throttle.wait_s("b") == 0  # another address is not held back
+    assert throttle.turn("b") == 0  # another address is not held back
     clock.now += LONGEST_WAIT_S
-    throttle.attempt("a")
+    assert throttle.turn("a") == 0
     throttle.succeeded("a")
     assert throttle.wait_s("a") == 0
+    clock.now += 1
+    assert throttle.turn("a") == 0
 
 
-def test_guesses_in_parallel_count_before_they_are_checked() -> None:
+def test_guesses_in_parallel_are_spaced_out_before_they_are_checked() -> None:
     throttle = LoginThrottle(clock=Clock())
     for _ in range(FREE_FAILURES):  # all started, none answered yet
-        throttle.attempt("a")
-    assert throttle.wait_s("a") > 0
+        assert throttle.turn("a") == 0
+    assert throttle.turn("a") == 1
+    assert throttle.turn("a") == 3  # after the one before it, and then its own wait
+    assert throttle.turn("a") is None  # 3 + 4 s away: refused
+    assert throttle.wait_s("a") == 7
 
 
 URL = "https://api.example/v1"
