@@ -1,2 +1,3 @@
 """Nostr for the node: signed events, relay traffic, the NIP-91 announcement of this
-node and the directory of other nodes announced on the configured relays."""
+node (and its withdrawal, NIP-09) and the directory of other nodes announced on the
+configured relays."""

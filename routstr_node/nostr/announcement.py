@@ -21,6 +21,8 @@ from routstr_node.config import Settings
 from routstr_node.nostr.event import Event, Tags
 
 KIND = 38421
+DELETION = 5  # NIP-09 deletion request: how an announcement is withdrawn
+WITHDRAWN = "node no longer announced"
 # larger announcements are not read at all: content, and all tags together
 MAX_CONTENT_BYTES = 64 * 1024
 MAX_TAGS_CHARS = 64 * 1024
@@ -48,6 +50,17 @@ def announcement(settings: Settings, pubkey: str) -> tuple[Tags, str]:
         ensure_ascii=False,
     )
     return tuple(tags), content
+
+
+def address(pubkey: str, d: str) -> str:
+    """NIP-01's address of a replaceable announcement: ``38421:<pubkey>:<d>``."""
+    return f"{KIND}:{pubkey}:{d}"
+
+
+def withdrawal(pubkey: str, d: str, event_id: str) -> Tags:
+    """Tags of the deletion request for an announcement: by id (what every relay reads)
+    and by address (NIP-09: every version up to the request's date)."""
+    return (("e", event_id), ("a", address(pubkey, d)), ("k", str(KIND)))
 
 
 def npub_of(pubkey: str) -> str:

@@ -1,9 +1,13 @@
-"""Announcing this node (NIP-91) on the configured relays, and keeping it current.
+"""Announcing this node (NIP-91) on the configured relays, keeping it current, and
+withdrawing it where it should no longer be.
 
 Every few seconds the settings in force are compared with what each relay last
 accepted: an admin change (new name, mints, URL) is published within one check, an
 unchanged announcement again every hour (relays and readers drop stale ones). A relay
-that fails is retried with growing waits; it never holds up the others or the node.
+that holds an announcement while announcing is off, the relay is no longer listed or
+there is no public URL gets a NIP-09 deletion request; what each relay holds is kept in
+the data dir (``AnnouncedFile``), so this also works after a restart. A relay that
+fails is retried with growing waits; it never holds up the others or the node.
 """
 
 from __future__ import annotations
@@ -13,14 +17,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
 from routstr_node.config import Settings
-from routstr_node.nostr.announcement import KIND, announcement
+from routstr_node.nostr.announced import AnnouncedFile
+from routstr_node.nostr.announcement import DELETION, KIND, WITHDRAWN, announcement, withdrawal
 from routstr_node.nostr.backoff import Backoff
 from routstr_node.nostr.event import Event, Tags, sign
-from routstr_node.nostr.keys import KeyCache
+from routstr_node.nostr.keys import KeyCache, NodeKey
 from routstr_node.nostr.logsafe import failure, relay_name
 from routstr_node.nostr.relay_client import publish
 
@@ -35,11 +41,28 @@ Wanted = tuple[str, Tags, str]  # pubkey, tags, content: what the relay should h
 
 
 @dataclass
-class _Relay:
+class _Retry:
+    """When a relay that failed is asked again: growing waits, so a relay that is down
+    costs little and one that recovers is not hit by every node at once."""
+
     backoff: Backoff = field(default_factory=lambda: Backoff(RETRY_FIRST_S, RETRY_MOST_S))
+    retry_at: float = 0.0
+
+    def failed(self) -> float:
+        """Wait longer before the next attempt; the wait."""
+        wait = self.backoff.next()
+        self.retry_at = time.monotonic() + wait
+        return wait
+
+    def succeeded(self) -> None:
+        self.backoff.reset()
+        self.retry_at = 0.0
+
+
+@dataclass
+class _Relay(_Retry):
     accepted: Wanted | None = None
     accepted_at: float = 0.0
-    retry_at: float = 0.0
 
     def due(self, wanted: Wanted, now: float) -> bool:
         if now < self.retry_at:
@@ -61,6 +84,8 @@ class Announcer:
         self._keys = keys
         self._check_every_s = check_every_s
         self._relays: dict[str, _Relay] = {}
+        self._withdrawals: dict[str, _Retry] = {}
+        self._record: AnnouncedFile | None = None
         self._warned_no_url = False
         self._last_created_at = 0
 
@@ -74,12 +99,42 @@ class Announcer:
             await asyncio.sleep(self._check_every_s)
 
     async def check(self) -> None:
-        """Publish to every relay whose copy is missing, outdated or an hour old."""
+        """Publish to every relay whose copy is missing, outdated or an hour old; withdraw
+        the announcement from every relay that holds one it should not."""
         settings = self._settings()
-        relays = list(dict.fromkeys(settings.nostr.relays))
-        if not settings.nostr.announce or not relays:
-            self._relays.clear()
+        record = self._recorded(settings.node.data_dir)
+        relays = list(dict.fromkeys(settings.nostr.relays)) if self._announcing(settings) else []
+        if not relays:
+            self._relays.clear()  # switched on again: announced afresh at once
+        if not relays and not record.relays:
+            self._withdrawals.clear()
             return
+        key = self._keys.key(settings)
+        self._forget_other_keys(record, key.pubkey)
+        stale = [url for url in record.relays if url not in relays]
+        self._withdrawals = {url: self._withdrawals.get(url) or _Retry() for url in stale}
+        now = time.monotonic()
+        withdraw = [url for url, retry in self._withdrawals.items() if now >= retry.retry_at]
+        wanted = (key.pubkey, *announcement(settings, key.pubkey)) if relays else None
+        self._relays = {url: self._relays.get(url) or _Relay() for url in relays}
+        due = [url for url, relay in self._relays.items() if wanted and relay.due(wanted, now)]
+        if not due and not withdraw:
+            return
+        # replaceable: a relay keeps the newest, so each new version is strictly newer;
+        # and newer than any withdrawal, which covers every version up to its date
+        created_at = max(int(time.time()), self._last_created_at + 1)
+        self._last_created_at = created_at
+        jobs = [self._withdraw(record, url, key, created_at) for url in withdraw]
+        if wanted is not None and due:
+            _, tags, content = wanted
+            event = sign(key.secret, created_at=created_at, kind=KIND, tags=tags, content=content)
+            jobs += [self._publish(record, url, event, wanted) for url in due]
+        await asyncio.gather(*jobs)
+
+    def _announcing(self, settings: Settings) -> bool:
+        """Whether the node is to be announced (says once why not, if only the URL lacks)."""
+        if not settings.nostr.announce or not settings.nostr.relays:
+            return False
         if not settings.node.public_url:
             if not self._warned_no_url:
                 log.warning(
@@ -87,36 +142,61 @@ class Announcer:
                     " announced until public_url says where clients reach it"
                 )
                 self._warned_no_url = True
-            return
+            return False
         self._warned_no_url = False
-        key = self._keys.key(settings)
-        tags, content = announcement(settings, key.pubkey)
-        wanted: Wanted = (key.pubkey, tags, content)
-        self._relays = {url: self._relays.get(url) or _Relay() for url in relays}
-        now = time.monotonic()
-        due = [url for url, relay in self._relays.items() if relay.due(wanted, now)]
-        if not due:
-            return
-        # replaceable: a relay keeps the newest, so each new version is strictly newer
-        created_at = max(int(time.time()), self._last_created_at + 1)
-        self._last_created_at = created_at
-        event = sign(key.secret, created_at=created_at, kind=KIND, tags=tags, content=content)
-        await asyncio.gather(*(self._publish(url, event, wanted) for url in due))
+        return True
 
-    async def _publish(self, url: str, event: Event, wanted: Wanted) -> None:
+    def _recorded(self, data_dir: Path) -> AnnouncedFile:
+        """What the relays hold, as recorded in ``data_dir`` (read once per data dir)."""
+        if self._record is None or self._record.data_dir != data_dir:
+            self._record = AnnouncedFile(data_dir)
+            self._last_created_at = max(self._last_created_at, self._record.last_created_at)
+        return self._record
+
+    def _forget_other_keys(self, record: AnnouncedFile, pubkey: str) -> None:
+        """Announcements made with a key the node no longer has cannot be withdrawn."""
+        for url, entry in list(record.relays.items()):
+            if entry.pubkey != pubkey:
+                log.warning(
+                    "nostr: %s holds an announcement made with the node's previous key;"
+                    " without that key it cannot be withdrawn, so it is left to the relay",
+                    relay_name(url),
+                )
+                record.withdrawn(url)
+
+    async def _withdraw(
+        self, record: AnnouncedFile, url: str, key: NodeKey, created_at: int
+    ) -> None:
+        entry, retry = record.relays[url], self._withdrawals[url]
+        tags = withdrawal(entry.pubkey, entry.d, entry.event_id)
+        event = sign(key.secret, created_at=created_at, kind=DELETION, tags=tags, content=WITHDRAWN)
+        try:
+            await publish(self._session, url, event)
+        except Exception as exc:
+            log.warning(
+                "nostr: withdrawing the announcement from %s failed: %s; retrying in %.0f s",
+                relay_name(url),
+                failure(exc),
+                retry.failed(),
+            )
+            return
+        record.withdrawn(url, event)
+        self._withdrawals.pop(url, None)
+        log.info("nostr: withdrew the announcement from %s (event %s)", relay_name(url), event.id)
+
+    async def _publish(self, record: AnnouncedFile, url: str, event: Event, wanted: Wanted) -> None:
         relay = self._relays[url]
         try:
             await publish(self._session, url, event)
         except Exception as exc:
-            wait = relay.backoff.next()
-            relay.retry_at = time.monotonic() + wait
             log.warning(
                 "nostr: announcing to %s failed: %s; retrying in %.0f s",
                 relay_name(url),
                 failure(exc),
-                wait,
+                relay.failed(),
             )
             return
-        relay.backoff.reset()
-        relay.accepted, relay.accepted_at, relay.retry_at = wanted, time.monotonic(), 0.0
+        relay.succeeded()
+        relay.accepted, relay.accepted_at = wanted, time.monotonic()
+        record.accepted(url, event)
         log.info("nostr: announced on %s (event %s)", relay_name(url), event.id)

@@ -1,8 +1,9 @@
 """Following other nodes' announcements on every configured relay.
 
 One subscription per relay, kept open after the stored events for live updates and
-opened again with growing waits when it ends. Only news is verified (id and
-signature) and kept in the directory; a changed relay list starts over.
+opened again with growing waits when it ends. It asks for announcements and for the
+deletion requests that withdraw them (NIP-09, tagged ``["k", "38421"]``). Only news is
+verified (id and signature) and kept in the directory; a changed relay list starts over.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 import aiohttp
 
 from routstr_node.config import Settings
-from routstr_node.nostr.announcement import KIND
+from routstr_node.nostr.announcement import DELETION, KIND
 from routstr_node.nostr.backoff import Backoff
 from routstr_node.nostr.directory import MAX_NODES, NodeDirectory
 from routstr_node.nostr.event import parse, verify
@@ -76,11 +77,14 @@ class Discoverer:
     async def _follow(self, url: str) -> None:
         backoff = Backoff(RETRY_FIRST_S, RETRY_MOST_S)
         failing = False
-        query = {"kinds": [KIND], "limit": MAX_NODES}
+        announcements = {"kinds": [KIND], "limit": MAX_NODES}
+        withdrawals = {"kinds": [DELETION], "#k": [str(KIND)], "limit": MAX_NODES}
         while True:
             answered_at: float | None = None
             try:
-                async for item in subscribe(self._session, url, SUBSCRIPTION, query):
+                async for item in subscribe(
+                    self._session, url, SUBSCRIPTION, announcements, withdrawals
+                ):
                     if isinstance(item, EndOfStoredEvents):
                         answered_at = time.monotonic()
                         if failing:
@@ -112,6 +116,6 @@ class Discoverer:
         if event is None or not self._directory.is_news(event):
             return
         if not verify(event):
-            log.debug("nostr: dropped announcement %s: bad id or signature", event.id)
+            log.debug("nostr: dropped event %s: bad id or signature", event.id)
             return
         self._directory.offer(event)

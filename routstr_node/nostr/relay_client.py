@@ -92,14 +92,15 @@ async def publish(session: aiohttp.ClientSession, url: str, event: Event) -> Non
 
 
 async def subscribe(
-    session: aiohttp.ClientSession, url: str, subscription: str, filters: dict[str, Any]
+    session: aiohttp.ClientSession, url: str, subscription: str, *filters: dict[str, Any]
 ) -> AsyncIterator[object | EndOfStoredEvents]:
-    """The events a REQ delivers (raw, unchecked), ``EOSE`` between stored and live ones.
+    """The events a REQ delivers (raw, unchecked), ``EOSE`` between stored and live ones;
+    with several filters, the events that match any of them.
 
     Runs until the relay closes the connection or the subscription (``RelayError``).
     """
     async with _connected(session, url) as ws:
-        await ws.send_str(json.dumps(["REQ", subscription, filters]))
+        await ws.send_str(json.dumps(["REQ", subscription, *filters]))
         async for msg in ws:
             data = _message(msg)
             if data is None or len(data) < 2 or data[1] != subscription:

@@ -1,5 +1,5 @@
-"""The directory of other nodes: newest announcement per node key, bounded; and what
-this node's own announcement says."""
+"""The directory of other nodes: newest announcement per node key, bounded, minus the
+ones their authors withdrew (NIP-09); and what this node's own announcement says."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from pathlib import Path
 import routstr_node
 from routstr_node.config import Settings
 from routstr_node.identity import npub, public_key_hex
-from routstr_node.nostr.announcement import KIND, MAX_CONTENT_BYTES, MAX_D_CHARS, announcement
+from routstr_node.nostr.announcement import (
+    DELETION,
+    KIND,
+    MAX_CONTENT_BYTES,
+    MAX_D_CHARS,
+    address,
+    announcement,
+)
+from routstr_node.nostr.deletions import MAX_D_PER_KEY, Deletions
 from routstr_node.nostr.directory import MAX_CLOCK_SKEW_S, NodeDirectory
 from routstr_node.nostr.event import Event, sign
 
@@ -165,3 +173,91 @@ def test_this_nodes_announcement(tmp_path: Path) -> None:
         ("version", routstr_node.__version__),
     )
     assert json.loads(content) == {"name": "Zürich node", "about": 'fast "and" cheap'}
+
+
+def _withdraw(
+    secret: bytes, created_at: int, *, e: tuple[str, ...] = (), a: tuple[str, ...] = ()
+) -> Event:
+    """A deletion request, as a node withdrawing its announcement signs it."""
+    tags = (*(("e", i) for i in e), *(("a", x) for x in a), ("k", str(KIND)))
+    return sign(secret, created_at=created_at, kind=DELETION, tags=tags, content="gone")
+
+
+def _at(secret: bytes, d: str = "main") -> str:
+    return address(public_key_hex(secret), d)
+
+
+def test_a_deletion_by_id_removes_the_listing_and_keeps_it_out() -> None:
+    directory = NodeDirectory()
+    listed = _announce(A, NOW, name="alpha")
+    directory.offer(listed, now=NOW)
+    directory.offer(_announce(B, NOW, name="b"), now=NOW)
+    deletion = _withdraw(A, NOW + 5, e=(listed.id,))
+    assert directory.offer(deletion, now=NOW)
+    assert _names(directory) == ["b"]
+    assert not directory.is_news(deletion, now=NOW)  # again (another relay): nothing to do
+    assert not directory.offer(listed, now=NOW)  # the same, from another relay or a reconnect
+    assert not directory.offer(_announce(A, NOW + 5, name="as old"), now=NOW)
+    assert directory.offer(_announce(A, NOW + 6, name="back"), now=NOW)  # announced again
+    assert _names(directory) == ["back", "b"]
+
+
+def test_a_deletion_by_address_covers_every_version_up_to_its_date() -> None:
+    directory = NodeDirectory()
+    directory.offer(_announce(A, NOW + 10, name="alpha"), now=NOW)
+    directory.offer(_withdraw(A, NOW + 9, a=(_at(A),)), now=NOW)  # older than the listing
+    assert _names(directory) == ["alpha"]
+    assert directory.offer(_withdraw(A, NOW + 10, a=(_at(A),)), now=NOW)  # same second counts
+    assert directory.listing() == []
+    assert not directory.offer(_announce(A, NOW + 3, name="older"), now=NOW)
+    assert directory.offer(_announce(A, NOW + 11, name="newer"), now=NOW)
+    assert _names(directory) == ["newer"]
+
+
+def test_a_deletion_seen_first_keeps_out_the_announcement_it_withdrew() -> None:
+    directory = NodeDirectory()  # e.g. one relay has the deletion, another still the event
+    assert directory.offer(_withdraw(A, NOW + 5, a=(_at(A),)), now=NOW)
+    assert not directory.offer(_announce(A, NOW, name="withdrawn"), now=NOW)
+    assert directory.offer(_announce(A, NOW, d="other", name="other d"), now=NOW)
+    assert _names(directory) == ["other d"]  # a deletion names its d: the others stand
+
+
+def test_only_the_author_can_withdraw_its_announcement() -> None:
+    directory = NodeDirectory()
+    listed = _announce(A, NOW, name="alpha")
+    directory.offer(listed, now=NOW)
+    forged = _withdraw(B, NOW + 5, e=(listed.id,), a=(_at(A),))
+    assert not directory.offer(forged, now=NOW)
+    assert not directory.offer(_withdraw(A, NOW + 5, e=("ab" * 32,)), now=NOW)  # another id
+    directory.offer(_withdraw(A, NOW + 5, a=(_at(A, "other"),)), now=NOW)  # another d
+    assert _names(directory) == ["alpha"]
+    assert directory.offer(_announce(A, NOW + 1, name="still alpha"), now=NOW)
+
+
+def test_far_future_and_huge_deletions_are_ignored() -> None:
+    directory = NodeDirectory()
+    directory.offer(_announce(A, NOW, name="alpha"), now=NOW)
+    assert not directory.offer(_withdraw(A, NOW + MAX_CLOCK_SKEW_S + 1, a=(_at(A),)), now=NOW)
+    huge = tuple(_at(A, f"{i}-{'x' * 200}") for i in range(300))
+    assert not directory.offer(_withdraw(A, NOW + 5, a=huge), now=NOW)
+    assert _names(directory) == ["alpha"]
+
+
+def test_remembered_deletions_are_bounded() -> None:
+    directory = NodeDirectory(max_nodes=2)
+    secrets = [bytes([i + 1]) * 32 for i in range(3)]
+    for i, secret in enumerate(secrets):
+        assert directory.offer(_withdraw(secret, NOW + 10 + i, a=(_at(secret),)), now=NOW)
+    # the oldest deletion made room: its announcement may be listed again; not the others'
+    assert directory.offer(_announce(secrets[0], NOW, name="forgotten"), now=NOW)
+    assert not directory.offer(_announce(secrets[1], NOW, name="kept out"), now=NOW)
+    assert not directory.offer(_announce(secrets[2], NOW, name="kept out"), now=NOW)
+    # a deletion older than every one remembered, of nothing listed, is not even news
+    assert not directory.is_news(_withdraw(B, NOW, a=(_at(B),)), now=NOW)
+
+    deletions = Deletions(max_keys=1)  # and one key cannot fill memory with d values
+    many = {f"d{i}": NOW + i for i in range(3 * MAX_D_PER_KEY)}
+    deletions.add("k", deletions.news("k", many))
+    assert [d for d in many if deletions.covers("k", d, NOW)] == list(many)[-MAX_D_PER_KEY:]
+    assert deletions.news("k", {"d0": NOW}) == {}  # older than the newest kept
+    assert len(deletions) == 1
