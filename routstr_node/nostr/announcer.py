@@ -170,15 +170,7 @@ class Announcer:
         entry, retry = record.relays[url], self._withdrawals[url]
         tags = withdrawal(entry.pubkey, entry.d, entry.event_id)
         event = sign(key.secret, created_at=created_at, kind=DELETION, tags=tags, content=WITHDRAWN)
-        try:
-            await publish(self._session, url, event)
-        except Exception as exc:
-            log.warning(
-                "nostr: withdrawing the announcement from %s failed: %s; retrying in %.0f s",
-                relay_name(url),
-                failure(exc),
-                retry.failed(),
-            )
+        if not await self._sent(url, event, retry, "withdrawing the announcement from"):
             return
         record.withdrawn(url, event)
         self._withdrawals.pop(url, None)
@@ -186,17 +178,24 @@ class Announcer:
 
     async def _publish(self, record: AnnouncedFile, url: str, event: Event, wanted: Wanted) -> None:
         relay = self._relays[url]
+        if not await self._sent(url, event, relay, "announcing to"):
+            return
+        relay.accepted, relay.accepted_at = wanted, time.monotonic()
+        record.accepted(url, event)
+        log.info("nostr: announced on %s (event %s)", relay_name(url), event.id)
+
+    async def _sent(self, url: str, event: Event, retry: _Retry, doing: str) -> bool:
+        """Whether ``url`` accepted ``event``; a failure is logged and asked again later."""
         try:
             await publish(self._session, url, event)
         except Exception as exc:
             log.warning(
-                "nostr: announcing to %s failed: %s; retrying in %.0f s",
+                "nostr: %s %s failed: %s; retrying in %.0f s",
+                doing,
                 relay_name(url),
                 failure(exc),
-                relay.failed(),
+                retry.failed(),
             )
-            return
-        relay.succeeded()
-        relay.accepted, relay.accepted_at = wanted, time.monotonic()
-        record.accepted(url, event)
-        log.info("nostr: announced on %s (event %s)", relay_name(url), event.id)
+            return False
+        retry.succeeded()
+        return True

@@ -18,8 +18,8 @@ from typing import Any
 from aionostr.event import Event as ReferenceEvent  # an independent check of signatures
 from support.e2e import get
 from support.node import RunningNode
-from support.nostr_client import eventually, hex_of_npub, query, send
-from support.nostr_node import admin_patch, run_nostr_node
+from support.nostr_client import eventually, query, send
+from support.nostr_node import admin_patch, node_pubkey, run_nostr_node
 from support.relay import RunningRelay, free_port, run_relay
 
 import routstr_node
@@ -30,10 +30,6 @@ from routstr_node.nostr.event import Event, sign, valid_event
 
 KIND = 38421
 PROXIED = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"]
-
-
-async def _pubkey(node: RunningNode) -> str:
-    return hex_of_npub((await get(f"{node.url}/v1/info")).body["npub"])
 
 
 async def _providers(node: RunningNode) -> dict[str, Any]:
@@ -98,7 +94,7 @@ async def test_an_announcing_node_publishes_a_signed_provider_event(
         public_url="https://a.example.com",
         name="Announcer A",
     ) as node:
-        pubkey = await _pubkey(node)
+        pubkey = await node_pubkey(node)
         raw = await _announced(relay, pubkey)
 
         event = valid_event(raw)
@@ -137,7 +133,7 @@ async def test_a_second_node_lists_the_first(
             tmp_path / "second", [mint.url], upstream.url, relays=[relay.url], announce=False
         ) as second,
     ):
-        pubkey = await _pubkey(first)
+        pubkey = await node_pubkey(first)
         listed = await _listed(second, pubkey)
         raw = await _announced(relay, pubkey)
         assert listed == {
@@ -201,7 +197,7 @@ async def test_announce_off_publishes_nothing_until_switched_on(
         public_url="https://quiet.example.com",
         name="Quiet Node",
     ) as node:
-        pubkey = await _pubkey(node)
+        pubkey = await node_pubkey(node)
         # the node is up and following the relay: it sees an announcement made now
         await send(relay.url, _test_announcement(marker_key, "quiet-marker").to_json())
         await _listed(node, public_key_hex(marker_key), "quiet-marker")
@@ -223,7 +219,7 @@ async def test_without_public_url_nothing_is_announced_until_it_is_set(
     async with run_nostr_node(
         tmp_path / "no-url", [mint.url], upstream.url, relays=[relay.url], announce=True
     ) as node:
-        pubkey = await _pubkey(node)
+        pubkey = await node_pubkey(node)
         await send(relay.url, _test_announcement(marker_key, "url-marker").to_json())
         await _listed(node, public_key_hex(marker_key), "url-marker")
         assert await query(relay.url, {"kinds": [KIND], "authors": [pubkey]}) == []
@@ -286,7 +282,7 @@ async def test_relays_that_are_down_do_not_hold_up_the_one_that_works(
             announce=True,
             public_url="https://mixed.example.com",
         ) as node:
-            pubkey = await _pubkey(node)
+            pubkey = await node_pubkey(node)
             await _announced(relay, pubkey)
             assert (await _listed(node, pubkey))["self"] is True
             assert (await get(f"{node.url}/health")).status == 200

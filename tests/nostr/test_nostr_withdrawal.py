@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import pytest
 from support.e2e import get
 from support.node import RunningNode
-from support.nostr_client import eventually, hex_of_npub, query, send
-from support.nostr_node import admin_patch, run_nostr_node
+from support.nostr_client import eventually, query, send
+from support.nostr_node import admin_patch, node_pubkey, run_nostr_node
 from support.relay import RunningRelay, free_port, run_relay
 
 from routstr_node.demo.mint import LocalMint
@@ -41,10 +41,6 @@ def _async(check: Callable[[], T | None]) -> Callable[[], Awaitable[T | None]]:
         return check()
 
     return probe
-
-
-async def _pubkey(node: RunningNode) -> str:
-    return hex_of_npub((await get(f"{node.url}/v1/info")).body["npub"])
 
 
 async def _held(relay_url: str, pubkey: str, kind: int = KIND) -> list[dict[str, Any]]:
@@ -96,7 +92,7 @@ async def test_announce_off_withdraws_and_on_announces_again(
             tmp_path / "follower", [mint.url], upstream.url, relays=[relay.url], announce=False
         ) as follower,
     ):
-        pubkey = await _pubkey(node)
+        pubkey = await node_pubkey(node)
         [announced] = await _on_relay(relay.url, pubkey)
         await _in_nodes(follower, pubkey)
 
@@ -131,7 +127,7 @@ async def test_announce_off_in_node_toml_withdraws_at_start(
     common: dict[str, Any] = {"relays": [relay.url], "public_url": "https://b.example.com"}
     args = (tmp_path / "b", [mint.url], upstream.url)
     async with run_nostr_node(*args, announce=True, **common) as node:
-        pubkey = await _pubkey(node)
+        pubkey = await node_pubkey(node)
         await _on_relay(relay.url, pubkey)
     async with run_nostr_node(*args, announce=False, **common) as node:
         await _on_relay(relay.url, pubkey, present=False)
@@ -151,7 +147,7 @@ async def test_a_node_that_never_announced_publishes_nothing(
         announce=False,
         public_url="https://silent.example.com",
     ) as node:
-        pubkey = await _pubkey(node)
+        pubkey = await node_pubkey(node)
         # a marker listed by the node shows it is up and has run its announcer's first round
         marker = sign(marker_key, created_at=int(time.time()), kind=KIND, tags=(), content="{}")
         await send(relay.url, marker.to_json())
@@ -174,7 +170,7 @@ async def test_a_relay_taken_off_the_list_is_withdrawn_from_that_relay_only(
             public_url="https://c.example.com",
         ) as node,
     ):
-        pubkey = await _pubkey(node)
+        pubkey = await node_pubkey(node)
         await _on_relay(other.url, pubkey)
         [kept] = await _on_relay(relay.url, pubkey)
 
@@ -204,7 +200,7 @@ async def test_a_relay_down_at_the_withdrawal_gets_it_once_back(
             public_url="https://d.example.com",
         ) as node,
     ):
-        pubkey = await _pubkey(node)
+        pubkey = await node_pubkey(node)
         await _on_relay(relay.url, pubkey)
         await relay.stop()
         await admin_patch(node, {"nostr": {"announce": False}})
@@ -231,7 +227,7 @@ async def test_a_new_key_cannot_withdraw_the_old_ones_announcement(
     common: dict[str, Any] = {"relays": [relay.url], "public_url": "https://e.example.com"}
     args = (tmp_path / "e", [mint.url], upstream.url)
     async with run_nostr_node(*args, announce=True, **common) as node:
-        old = await _pubkey(node)
+        old = await node_pubkey(node)
         await _on_relay(relay.url, old)
     (node.data_dir / "nostr.key").write_text("cd" * 32 + "\n")  # the operator changed the key
     async with run_nostr_node(*args, announce=False, **common) as node:
@@ -292,5 +288,5 @@ async def test_a_corrupt_file_does_not_stop_the_node(
         announce=True,
         public_url="https://f.example.com",
     ) as node:
-        await _on_relay(relay.url, await _pubkey(node))
+        await _on_relay(relay.url, await node_pubkey(node))
         await eventually(_async(lambda: _recorded(node) or None), "the file rewritten")

@@ -10,7 +10,9 @@ from typing import Any
 
 import aiohttp
 
+from support.e2e import get
 from support.node import RunningNode, run_node
+from support.nostr_client import hex_of_npub
 
 ADMIN_PASSWORD = "nostr-tests-admin-password"
 
@@ -58,3 +60,8 @@ async def admin_patch(node: RunningNode, patch: dict[str, Any]) -> dict[str, Any
         body = await answer.json()
         assert answer.status == 200, body
         return dict(body)
+
+
+async def node_pubkey(node: RunningNode) -> str:
+    """The node's Nostr key (hex), from its npub in GET /v1/info."""
+    return hex_of_npub((await get(f"{node.url}/v1/info")).body["npub"])
