@@ -200,16 +200,17 @@ def _final_events(
     usage_obj = {**usage_fields(call.path, usage), **state.usage_extra, "cost": cost_json(cost)}
     out = b""
     if upstream_broke:  # before the usage event: that one is the stream's last before [DONE]
-        out += encode_event(
-            {
-                "error": {
-                    "message": f"the upstream stream broke off ({upstream_broke})",
-                    "type": "upstream_error",
-                    "code": "upstream_error",
-                    "param": None,
-                }
-            }
-        )
+        error: dict[str, Any] = {
+            "message": f"the upstream stream broke off ({upstream_broke})",
+            "type": "upstream_error",
+            "code": "upstream_error",
+            "param": None,
+        }
+        if call.change_token:
+            # the SDKs raise on this event and never read the usage event after it: the
+            # same change is in the error too, where the exception's body shows it
+            error["cashu_change"] = call.change_token
+        out += encode_event({"error": error})
     final = state.final_response_event
     if final is not None and isinstance(final.get("response"), dict):
         # the Responses API's own last event is the usage event: an event of a type of its

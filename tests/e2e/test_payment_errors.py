@@ -706,6 +706,34 @@ async def test_stream_cut_midway_delivers_what_came_and_charges_within_the_reser
     await assert_balanced(node)
 
 
+async def test_a_stream_cut_midway_tells_the_sdk_its_change_in_the_error(
+    node: RunningNode, upstream: RunningUpstream, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    upstream.behaviour.cut_after_chunks = 3  # role chunk, "Echo:", " hello", then cut
+    token = await ecash.token(500, mint_url=mint.url)
+    client = openai.AsyncOpenAI(
+        base_url=node.base_url, api_key="unused", default_headers={"X-Cashu": token}
+    )
+    text = ""
+    try:
+        stream = await client.chat.completions.create(
+            model="test-model", messages=[{"role": "user", "content": PROMPT}], stream=True
+        )
+        with pytest.raises(openai.APIError) as caught:
+            async for chunk in stream:
+                text += "".join(c.delta.content or "" for c in chunk.choices)
+    finally:
+        await client.close()
+    assert text == "Echo: hello"
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "upstream_error"
+    ((_, state, charged),) = reservations(node)
+    assert state == "charged" and charged > 0
+    # what was delivered is paid; the rest of the token comes back in the error itself
+    assert await ecash.redeem(body["cashu_change"]) == (500_000 - charged) // 1000
+    await assert_balanced(node)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "cut_after"),
     [
