@@ -8,6 +8,8 @@ from pathlib import Path
 import bech32
 import secp256k1
 
+from mints.curve import ORDER
+
 KEY_FILE = "nostr.key"
 
 
@@ -24,13 +26,20 @@ def secret_from_nsec(nsec: str) -> bytes:
         data = bech32.convertbits(words, 5, 8, False) if words is not None else None
         if prefix != "nsec" or data is None or len(data) != 32:
             raise ValueError("not a valid nsec1… key")
-        return bytes(data)
+        return _usable(bytes(data))
     try:
         secret = bytes.fromhex(nsec)
     except ValueError:
         secret = b""
     if len(secret) != 32:
         raise ValueError("must be an nsec1… key or 64 hex characters")
+    return _usable(secret)
+
+
+def _usable(secret: bytes) -> bytes:
+    """A secp256k1 secret is a number from 1 to n-1: 32 bytes are not all such."""
+    if not 0 < int.from_bytes(secret, "big") < ORDER:
+        raise ValueError("is not a usable secp256k1 key (zero, or not below the curve order)")
     return secret
 
 

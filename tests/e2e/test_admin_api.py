@@ -208,6 +208,7 @@ async def test_invalid_settings_are_refused_naming_the_field(
             ({"node": {"data_dir": "/elsewhere"}}, "node.data_dir"),
             ({"admin": {"password": None}}, "admin.password"),
             ({"nostr": {"nsec": "nsec1notakey"}}, "nostr.nsec"),
+            ({"nostr": {"nsec": "00" * 32}}, "nostr.nsec"),  # 32 bytes, but no key
             ([1, 2], None),
         ]
         for patch, param in cases:

@@ -340,6 +340,12 @@ def test_a_nostr_key_that_does_not_decode_stops_the_node(in_tmp: Path) -> None:
     assert str(from_env) == (
         "ROUTSTR_NSEC (nostr.nsec_env in node.toml): must be an nsec1… key or 64 hex characters"
     )
+    # 32 bytes that are no secp256k1 key: zero, and the curve order itself
+    order = "ffffffffffffffffffffffffffffffffbaaedce6af48a03bbfd25e8cd0364141"
+    for unusable in ("00" * 32, order):
+        error = load_error(MINIMAL + f'[nostr]\nnsec = "{unusable}"\n')
+        assert error.param == "nostr.nsec"
+        assert str(error).startswith("node.toml: nostr.nsec: is not a usable secp256k1 key")
 
 
 def test_a_data_dir_that_is_a_file_stops_the_node(in_tmp: Path) -> None:
