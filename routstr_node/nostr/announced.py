@@ -1,11 +1,13 @@
 """Where this node's announcement is, kept in ``data_dir/nostr-announced.json`` so that
 it can be withdrawn from a relay even after a restart with announcing turned off.
 
-Per relay URL: the key, ``d`` value, id and date of the last announcement that relay
-accepted; and the date of the newest event the node signed, so that an announcement
-made after a restart is still newer than a withdrawal made before it. The file is
-written whole (temp file + rename); one that is missing or unreadable counts as
-empty: a node that never announced has nothing to withdraw.
+Per relay URL: the key, ``d`` value and the ids of the announcements that relay may
+hold (the one it accepted last, and any sent since whose answer has not come: written
+down before they are sent, as a payment is, so that an answer lost on the way still
+leaves the copy to withdraw); and the date of the newest event the node signed, so that
+an announcement made after a restart is still newer than a withdrawal made before it.
+The file is written whole (temp file + rename); one that is missing or unreadable
+counts as empty: a node that never announced has nothing to withdraw.
 """
 
 from __future__ import annotations
@@ -27,35 +29,37 @@ log = logging.getLogger(__name__)
 
 FILE = "nostr-announced.json"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_IDS = 8  # per relay: sends still unanswered while it is down add up to this many
 
 
 @dataclass(frozen=True)
 class Announced:
-    """The announcement one relay accepted last."""
+    """The announcements one relay may hold (a relay keeps the newest it accepted)."""
 
     pubkey: str
     d: str
-    event_id: str
+    event_ids: tuple[str, ...]
     created_at: int
 
 
 def _entry(value: object) -> Announced | None:
     if not isinstance(value, dict):
         return None
-    pubkey, d, event_id, created_at = (
-        value.get(k) for k in ("pubkey", "d", "event_id", "created_at")
+    pubkey, d, event_ids, created_at = (
+        value.get(k) for k in ("pubkey", "d", "event_ids", "created_at")
     )
     if not (
         isinstance(pubkey, str)
         and _HEX64.fullmatch(pubkey)
-        and isinstance(event_id, str)
-        and _HEX64.fullmatch(event_id)
+        and isinstance(event_ids, list)
+        and 0 < len(event_ids) <= MAX_IDS
+        and all(isinstance(i, str) and _HEX64.fullmatch(i) for i in event_ids)
         and isinstance(d, str)
         and isinstance(created_at, int)
         and not isinstance(created_at, bool)
     ):
         return None
-    return Announced(pubkey, d, event_id, created_at)
+    return Announced(pubkey, d, tuple(event_ids), created_at)
 
 
 class AnnouncedFile:
@@ -89,9 +93,20 @@ class AnnouncedFile:
             self.relays[url] = entry
         self.last_created_at = last
 
+    def sending(self, url: str, event: Event) -> None:
+        """``event`` is about to be sent to ``url``: from now on it may hold it, beside
+        what it held before (the same key and ``d``) until it accepts the new one."""
+        known = self.relays.get(url)
+        d = d_tag(event)
+        before = known.event_ids if known and (known.pubkey, known.d) == (event.pubkey, d) else ()
+        ids = tuple(dict.fromkeys((*before, event.id)))[-MAX_IDS:]
+        self.relays[url] = Announced(event.pubkey, d, ids, event.created_at)
+        self.last_created_at = max(self.last_created_at, event.created_at)
+        self._save()
+
     def accepted(self, url: str, event: Event) -> None:
-        """``url`` holds the announcement ``event`` now."""
-        self.relays[url] = Announced(event.pubkey, d_tag(event), event.id, event.created_at)
+        """``url`` accepted ``event``: it holds that one (and no older one) now."""
+        self.relays[url] = Announced(event.pubkey, d_tag(event), (event.id,), event.created_at)
         self.last_created_at = max(self.last_created_at, event.created_at)
         self._save()
 
@@ -106,7 +121,10 @@ class AnnouncedFile:
         """Write the file whole; a failure is logged (the next change writes it again)."""
         data = {
             "last_created_at": self.last_created_at,
-            "relays": {url: asdict(entry) for url, entry in self.relays.items()},
+            "relays": {
+                url: {**asdict(entry), "event_ids": list(entry.event_ids)}
+                for url, entry in self.relays.items()
+            },
         }
         temp: str | None = None
         try:

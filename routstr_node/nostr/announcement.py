@@ -57,10 +57,13 @@ def address(pubkey: str, d: str) -> str:
     return f"{KIND}:{pubkey}:{d}"
 
 
-def withdrawal(pubkey: str, d: str, event_id: str) -> Tags:
-    """Tags of the deletion request for an announcement: by id (what every relay reads)
-    and by address (NIP-09: every version up to the request's date)."""
-    return (("e", event_id), ("a", address(pubkey, d)), ("k", str(KIND)))
+def withdrawal(pubkey: str, d: str, event_ids: tuple[str, ...], *, by_address: bool) -> Tags:
+    """Tags of the deletion request for announcements: by id (what every relay reads)
+    and, when the node is announced nowhere any more, by address (NIP-09: every version
+    up to the request's date, on every relay that honours it)."""
+    by_id = tuple(("e", event_id) for event_id in event_ids)
+    at = (("a", address(pubkey, d)),) if by_address else ()
+    return (*by_id, *at, ("k", str(KIND)))
 
 
 def npub_of(pubkey: str) -> str:

@@ -36,6 +36,7 @@ ANNOUNCE_EVERY_S = 3600.0
 CHECK_EVERY_S = 2.0
 RETRY_FIRST_S = 5.0
 RETRY_MOST_S = 300.0
+MAX_AHEAD_S = 600  # followers refuse events dated more than 15 minutes ahead
 
 Wanted = tuple[str, Tags, str]  # pubkey, tags, content: what the relay should hold
 
@@ -120,16 +121,45 @@ class Announcer:
         due = [url for url, relay in self._relays.items() if wanted and relay.due(wanted, now)]
         if not due and not withdraw:
             return
-        # replaceable: a relay keeps the newest, so each new version is strictly newer;
-        # and newer than any withdrawal, which covers every version up to its date
-        created_at = max(int(time.time()), self._last_created_at + 1)
-        self._last_created_at = created_at
-        jobs = [self._withdraw(record, url, key, created_at) for url in withdraw]
+        jobs = []
+        if withdraw:
+            # announced nowhere now: the address is withdrawn, every version up to now.
+            # Still announced elsewhere: only the copies the dropped relays hold, by id,
+            # and a newer version goes to every relay kept (a follower that saw the
+            # deletion of a copy the kept relays hold too lists the node again from it)
+            everywhere = wanted is None
+            deleted_at = self._next_created_at()
+            jobs += [self._withdraw(record, url, key, deleted_at, everywhere) for url in withdraw]
+            if not everywhere:
+                due = list(self._relays)
         if wanted is not None and due:
+            # replaceable: a relay keeps the newest, so each version is strictly newer than
+            # every event before it, withdrawals included
             _, tags, content = wanted
-            event = sign(key.secret, created_at=created_at, kind=KIND, tags=tags, content=content)
+            event = sign(
+                key.secret,
+                created_at=self._next_created_at(),
+                kind=KIND,
+                tags=tags,
+                content=content,
+            )
             jobs += [self._publish(record, url, event, wanted) for url in due]
         await asyncio.gather(*jobs)
+
+    def _next_created_at(self) -> int:
+        """Strictly newer than every event signed before, in this process or an earlier
+        one; but never far ahead of the clock (a clock that was wrong and is right again):
+        followers refuse events dated ahead, and the node would stay hidden."""
+        now = int(time.time())
+        created_at = self._last_created_at + 1
+        if created_at > now + MAX_AHEAD_S:
+            log.warning(
+                "nostr: the last event was dated %d s ahead of the clock; dating by the clock",
+                created_at - now,
+            )
+            created_at = now
+        self._last_created_at = max(now, created_at)
+        return self._last_created_at
 
     def _announcing(self, settings: Settings) -> bool:
         """Whether the node is to be announced (says once why not, if only the URL lacks)."""
@@ -165,10 +195,10 @@ class Announcer:
                 record.withdrawn(url)
 
     async def _withdraw(
-        self, record: AnnouncedFile, url: str, key: NodeKey, created_at: int
+        self, record: AnnouncedFile, url: str, key: NodeKey, created_at: int, everywhere: bool
     ) -> None:
         entry, retry = record.relays[url], self._withdrawals[url]
-        tags = withdrawal(entry.pubkey, entry.d, entry.event_id)
+        tags = withdrawal(entry.pubkey, entry.d, entry.event_ids, by_address=everywhere)
         event = sign(key.secret, created_at=created_at, kind=DELETION, tags=tags, content=WITHDRAWN)
         if not await self._sent(url, event, retry, "withdrawing the announcement from"):
             return
@@ -178,6 +208,7 @@ class Announcer:
 
     async def _publish(self, record: AnnouncedFile, url: str, event: Event, wanted: Wanted) -> None:
         relay = self._relays[url]
+        record.sending(url, event)  # before it goes: a lost answer still leaves it to withdraw
         if not await self._sent(url, event, relay, "announcing to"):
             return
         relay.accepted, relay.accepted_at = wanted, time.monotonic()

@@ -4,6 +4,7 @@ not to a relay that just failed (no network here: ``publish`` is replaced)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from routstr_node.config import Settings
 from routstr_node.nostr import announcer as announcer_module
+from routstr_node.nostr.announced import FILE
 from routstr_node.nostr.announcer import ANNOUNCE_EVERY_S, Announcer, _Relay
 from routstr_node.nostr.event import Event, verify
 from routstr_node.nostr.keys import KeyCache
@@ -92,3 +94,23 @@ def test_an_unchanged_announcement_is_due_again_after_an_hour() -> None:
     assert relay.due(("pubkey", (), "{}"), 1001.0)  # changed: due at once
     relay.retry_at = 2000.0
     assert not relay.due(("pubkey", (), "{}"), 1999.0)  # but not before its retry
+
+
+async def test_a_clock_that_ran_ahead_once_does_not_date_every_later_announcement(
+    tmp_path: Path, published: list[tuple[str, Event]]
+) -> None:
+    """A record written while the clock was a day ahead: dated by the clock again (else
+    followers, which refuse events dated ahead, would not list the node for a day)."""
+    now = int(time.time())
+    (tmp_path / FILE).write_text(json.dumps({"last_created_at": now + 86_400, "relays": {}}))
+    async with aiohttp.ClientSession() as session:
+        await Announcer(session, _always(_settings(tmp_path)), KeyCache()).check()
+    dates = {event.created_at for _, event in published}
+    assert len(dates) == 1 and now <= dates.pop() <= int(time.time())
+
+    # a few seconds ahead (many changes in one second, before a restart): still newer
+    published.clear()
+    (tmp_path / FILE).write_text(json.dumps({"last_created_at": now + 30, "relays": {}}))
+    async with aiohttp.ClientSession() as session:
+        await Announcer(session, _always(_settings(tmp_path)), KeyCache()).check()
+    assert {event.created_at for _, event in published} == {now + 31}

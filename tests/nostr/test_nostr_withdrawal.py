@@ -176,9 +176,23 @@ async def test_a_relay_taken_off_the_list_is_withdrawn_from_that_relay_only(
 
         await admin_patch(node, {"nostr": {"relays": [relay.url]}})
         await _on_relay(other.url, pubkey, present=False)
-        assert [e["id"] for e in await _held(relay.url, pubkey)] == [kept["id"]]
+        # the copy is withdrawn by id only: an address would cover the same announcement
+        # on the relay kept too, for every follower that reads both
+        [deletion] = await _held(other.url, pubkey, DELETION)
+        assert [t[0] for t in deletion["tags"]] == ["e", "k"]
         assert await _held(relay.url, pubkey, DELETION) == []
+        # and the relay kept has a newer version than that deletion
+        [current] = await _on_relay(relay.url, pubkey)
+        assert current["created_at"] > deletion["created_at"] >= kept["created_at"]
         assert _recorded(node) == [relay.url]
+        async with run_nostr_node(
+            tmp_path / "follower",
+            [mint.url],
+            upstream.url,
+            relays=[relay.url, other.url],
+            announce=False,
+        ) as follower:
+            await _in_nodes(follower, pubkey)  # reads both: still listed
 
 
 async def test_a_relay_down_at_the_withdrawal_gets_it_once_back(
@@ -267,8 +281,15 @@ def test_the_file_missing_or_unreadable_counts_as_empty(
     again = AnnouncedFile(tmp_path)  # a bad entry is dropped, the good one kept
     assert list(again.relays) == ["ws://relay.example"]
     entry = again.relays["ws://relay.example"]
-    assert (entry.pubkey, entry.d, entry.event_id) == (event.pubkey, "x", event.id)
+    assert (entry.pubkey, entry.d, entry.event_ids) == (event.pubkey, "x", (event.id,))
     assert again.last_created_at == event.created_at
+    # a newer one is written down before it is sent: until the relay says it took it,
+    # it may hold either, and a withdrawal names both
+    newer = sign(secret, created_at=1_700_000_001, kind=KIND, tags=(("d", "x"),), content="")
+    again.sending("ws://relay.example", newer)
+    assert AnnouncedFile(tmp_path).relays["ws://relay.example"].event_ids == (event.id, newer.id)
+    again.accepted("ws://relay.example", newer)
+    assert AnnouncedFile(tmp_path).relays["ws://relay.example"].event_ids == (newer.id,)
     again.withdrawn("ws://relay.example")
     assert AnnouncedFile(tmp_path).relays == {}
     assert sorted(p.name for p in tmp_path.iterdir()) == [FILE]  # no temp file left
