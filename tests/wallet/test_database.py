@@ -215,3 +215,33 @@ def test_migration_4_names_each_accounts_latest_journal_entry(tmp_path: Path) ->
     conn.execute("INSERT INTO journal (at, kind, account_id) VALUES (0, 'x', NULL)")
     assert latest() == [(1, 6), (2, 5), (3, 7)]
     conn.close()
+
+
+async def test_the_database_is_private_to_the_nodes_user(tmp_path: Path) -> None:
+    """It holds spendable ecash: no other local user may read it, nor its -wal/-shm."""
+    data_dir = tmp_path / "data"
+    database = Database(data_dir / "wallet.sqlite3")
+    await database.open()
+    try:
+        await database.write(lambda c: c.execute("CREATE TABLE t (x)"))
+        files = sorted(data_dir.iterdir())
+        assert [f.name for f in files] == [
+            "wallet.sqlite3",
+            "wallet.sqlite3-shm",
+            "wallet.sqlite3-wal",
+        ]
+        assert {f.stat().st_mode & 0o777 for f in files} == {0o600}
+        assert data_dir.stat().st_mode & 0o777 == 0o700
+    finally:
+        await database.close()
+
+    # a database made before this rule (readable by all) is tightened at the next open
+    for file in (data_dir / "wallet.sqlite3", data_dir / "wallet.sqlite3-wal"):
+        file.touch()
+        file.chmod(0o644)
+    again = Database(data_dir / "wallet.sqlite3")
+    await again.open()
+    try:
+        assert {f.stat().st_mode & 0o777 for f in data_dir.iterdir()} == {0o600}
+    finally:
+        await again.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -83,7 +84,8 @@ class Database:
         self._writer_busy = False  # a batch or a checkpoint is under way (maybe off the loop)
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private(self.path)
         # used from the loop's thread too: only by the writer task, one batch at a time
         self._writer = await aiosqlite.connect(
             self.path, isolation_level=None, check_same_thread=False
@@ -199,6 +201,19 @@ class Database:
                 await _in_thread(writer, _checkpoint)
             except sqlite3.Error as exc:  # the WAL only grows until the next one
                 log.warning("WAL checkpoint failed: %s", exc)
+
+
+def _private(path: Path) -> None:
+    """The database holds spendable ecash (proofs with their secrets): readable and
+    writable by the node's own user only. SQLite gives the -wal and -shm files it
+    creates the main file's mode; files made before this rule are tightened too."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.exists() and file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
+        except OSError as exc:
+            log.warning("cannot make %s private to the node's user: %s", file.name, exc.strerror)
 
 
 def _set_busy_timeout(conn: sqlite3.Connection, ms: int) -> None:
