@@ -72,7 +72,7 @@ class NodeDirectory:
             removes, dates = self._withdrawal(event)
             if removes:
                 del self._nodes[key]
-            self._deleted.add(key, dates)
+            self._deleted.add(key, dates, removes=removes)
             return True
         if key not in self._nodes and len(self._nodes) >= self._max_nodes:
             del self._nodes[self._oldest()[0]]
@@ -97,7 +97,7 @@ class NodeDirectory:
             dates[known.d] = max(dates.get(known.d, event.created_at), known.announced_at)
         elif known is not None:
             removes = dates.get(known.d, -1) >= known.announced_at
-        return removes, self._deleted.news(event.pubkey, dates)
+        return removes, self._deleted.news(event.pubkey, dates, removes=removes)
 
     def listing(self, own_pubkey: str | None = None) -> list[dict[str, Any]]:
         """Every node, newest announcement first; this node's own marked ``self``."""

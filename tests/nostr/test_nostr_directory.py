@@ -257,7 +257,21 @@ def test_remembered_deletions_are_bounded() -> None:
 
     deletions = Deletions(max_keys=1)  # and one key cannot fill memory with d values
     many = {f"d{i}": NOW + i for i in range(3 * MAX_D_PER_KEY)}
-    deletions.add("k", deletions.news("k", many))
+    deletions.add("k", deletions.news("k", many, removes=False), removes=False)
     assert [d for d in many if deletions.covers("k", d, NOW)] == list(many)[-MAX_D_PER_KEY:]
-    assert deletions.news("k", {"d0": NOW}) == {}  # older than the newest kept
+    assert deletions.news("k", {"d0": NOW}, removes=False) == {}  # older than the newest kept
     assert len(deletions) == 1
+
+
+def test_a_flood_of_deletions_by_made_up_keys_does_not_undo_a_real_withdrawal() -> None:
+    directory = NodeDirectory(max_nodes=3)
+    listed = _announce(A, NOW, name="alpha")
+    directory.offer(listed, now=NOW)
+    assert directory.offer(_withdraw(A, NOW + 1, e=(listed.id,), a=(_at(A),)), now=NOW)
+    # anyone can sign deletions of nothing, with fresh keys, dated as late as allowed
+    for i in range(10):
+        secret = bytes([0x40 + i]) * 32
+        late = NOW + MAX_CLOCK_SKEW_S - 10 + i  # each newer: each pushes out the oldest
+        assert directory.offer(_withdraw(secret, late, a=(_at(secret),)), now=NOW)
+    assert not directory.offer(listed, now=NOW)  # the copy on another relay: still out
+    assert directory.listing() == []
