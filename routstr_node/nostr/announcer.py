@@ -130,8 +130,8 @@ class Announcer:
             everywhere = wanted is None
             deleted_at = self._next_created_at()
             jobs += [self._withdraw(record, url, key, deleted_at, everywhere) for url in withdraw]
-            if not everywhere:
-                due = list(self._relays)
+            if not everywhere:  # except those waiting for a retry after a failure
+                due = [url for url, relay in self._relays.items() if now >= relay.retry_at]
         if wanted is not None and due:
             # replaceable: a relay keeps the newest, so each version is strictly newer than
             # every event before it, withdrawals included
