@@ -8,7 +8,7 @@ from pathlib import Path
 import bech32
 import secp256k1
 
-from mints.curve import ORDER
+from mints.curve import CurveError, scalar
 
 KEY_FILE = "nostr.key"
 
@@ -38,8 +38,12 @@ def secret_from_nsec(nsec: str) -> bytes:
 
 def _usable(secret: bytes) -> bytes:
     """A secp256k1 secret is a number from 1 to n-1: 32 bytes are not all such."""
-    if not 0 < int.from_bytes(secret, "big") < ORDER:
-        raise ValueError("is not a usable secp256k1 key (zero, or not below the curve order)")
+    try:
+        scalar(int.from_bytes(secret, "big"))
+    except CurveError:
+        raise ValueError(
+            "is not a usable secp256k1 key (zero, or not below the curve order)"
+        ) from None
     return secret
 
 

@@ -16,19 +16,17 @@ import contextlib
 import json
 import logging
 import os
-import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from routstr_node.nostr.announcement import d_tag
-from routstr_node.nostr.event import Event
+from routstr_node.nostr.event import Event, is_hex64, nostr_int
 
 log = logging.getLogger(__name__)
 
 FILE = "nostr-announced.json"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_IDS = 8  # per relay: sends still unanswered while it is down add up to this many
 
 
@@ -48,18 +46,18 @@ def _entry(value: object) -> Announced | None:
     pubkey, d, event_ids, created_at = (
         value.get(k) for k in ("pubkey", "d", "event_ids", "created_at")
     )
+    date = nostr_int(created_at)
     if not (
         isinstance(pubkey, str)
-        and _HEX64.fullmatch(pubkey)
+        and is_hex64(pubkey)
         and isinstance(event_ids, list)
         and 0 < len(event_ids) <= MAX_IDS
-        and all(isinstance(i, str) and _HEX64.fullmatch(i) for i in event_ids)
+        and all(is_hex64(i) for i in event_ids)
         and isinstance(d, str)
-        and isinstance(created_at, int)
-        and not isinstance(created_at, bool)
+        and date is not None
     ):
         return None
-    return Announced(pubkey, d, tuple(event_ids), created_at)
+    return Announced(pubkey, d, tuple(event_ids), date)
 
 
 class AnnouncedFile:

@@ -94,7 +94,13 @@ def verify(event: Event) -> bool:
     return expected == event.id and schnorr_valid(event.pubkey, bytes.fromhex(expected), event.sig)
 
 
-def _int(value: object) -> int | None:
+def is_hex64(value: object) -> bool:
+    """An id or x-only public key as NIP-01 writes them: 64 lowercase hex digits."""
+    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
+
+
+def nostr_int(value: object) -> int | None:
+    """A timestamp or kind: a non-negative integer in range (a bool is not one)."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_INT:
         return value
     return None
@@ -122,15 +128,15 @@ def parse(obj: object) -> Event | None:
         obj.get("content"),
     )
     created_at, kind, tags = (
-        _int(obj.get("created_at")),
-        _int(obj.get("kind")),
+        nostr_int(obj.get("created_at")),
+        nostr_int(obj.get("kind")),
         _tags(obj.get("tags")),
     )
     if not (
         isinstance(ident, str)
-        and _HEX64.fullmatch(ident)
+        and is_hex64(ident)
         and isinstance(pubkey, str)
-        and _HEX64.fullmatch(pubkey)
+        and is_hex64(pubkey)
         and isinstance(sig, str)
         and _HEX128.fullmatch(sig)
         and isinstance(content, str)
