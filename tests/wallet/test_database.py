@@ -217,6 +217,38 @@ def test_migration_4_names_each_accounts_latest_journal_entry(tmp_path: Path) ->
     conn.close()
 
 
+def test_migration_6_keeps_every_proof_and_indexes_what_requests_look_up(
+    tmp_path: Path,
+) -> None:
+    """The proofs table is rebuilt: every row comes through unchanged, y stays unique,
+    and an operation's inputs and a token's proofs are found without a scan."""
+    conn = sqlite3.connect(tmp_path / "v5.sqlite", isolation_level=None)
+    for script in MIGRATIONS[:5]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 5")
+    rows = [
+        (i + 1, f"http://mint-{i % 2}", "00ad", 2**i, f"s{i}", f"c{i}", f"y{i}", state, op, out, i)
+        for i, (state, op, out) in enumerate(
+            [("unspent", None, None), ("pending", 7, None), ("spent", 7, None), ("sent", 3, 2)]
+        )
+    ]
+    conn.executemany("INSERT INTO proofs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    migrate(conn)
+
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert conn.execute("SELECT * FROM proofs ORDER BY id").fetchall() == rows
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    indexes = {r[1] for r in conn.execute("PRAGMA index_list(proofs)")}
+    assert {"proofs_by_state", "proofs_pending_by_operation", "proofs_by_outgoing_token"} <= indexes
+    with pytest.raises(sqlite3.IntegrityError):  # the same proof twice
+        conn.execute(
+            "INSERT INTO proofs (mint_url, keyset_id, amount, secret, c, y, state, created_at)"
+            " VALUES ('m', '00ad', 1, 'another', 'c', 'y0', 'unspent', 0)"
+        )
+    conn.close()
+
+
 async def test_the_database_is_private_to_the_nodes_user(tmp_path: Path) -> None:
     """It holds spendable ecash: no other local user may read it, nor its -wal/-shm."""
     data_dir = tmp_path / "data"

@@ -252,8 +252,20 @@ def unspent_coins(conn: sqlite3.Connection, mint_url: str) -> list[Coin]:
 
 
 def held_mint_urls(conn: sqlite3.Connection) -> list[str]:
-    """The mints custody holds spendable ecash at."""
-    rows = conn.execute("SELECT DISTINCT mint_url FROM proofs WHERE state = 'unspent'")
+    """The mints custody holds spendable ecash at.
+
+    Hops from mint to mint on the index (a seek per mint): DISTINCT would read an index
+    entry for every proof the node ever held, spent ones included.
+    """
+    rows = conn.execute(
+        "WITH RECURSIVE mint(url) AS ("
+        " SELECT MIN(mint_url) FROM proofs"
+        " UNION ALL"
+        " SELECT (SELECT MIN(mint_url) FROM proofs WHERE mint_url > mint.url)"
+        " FROM mint WHERE mint.url IS NOT NULL)"
+        " SELECT url FROM mint WHERE url IS NOT NULL AND EXISTS"
+        " (SELECT 1 FROM proofs WHERE mint_url = mint.url AND state = 'unspent')"
+    )
     return sorted(str(r[0]) for r in rows)
 
 
@@ -338,13 +350,3 @@ def operation_token(conn: sqlite3.Connection, op_id: int) -> str:
         (op_id,),
     ).fetchone()
     return str(row[0]) if row else ""
-
-
-def custody_totals(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-    """Sat held per mint and state."""
-    totals: dict[str, dict[str, int]] = {}
-    for mint_url, state, amount in conn.execute(
-        "SELECT mint_url, state, SUM(amount) FROM proofs GROUP BY mint_url, state"
-    ):
-        totals.setdefault(mint_url, {})[state] = int(amount)
-    return totals

@@ -169,13 +169,14 @@ def account_of_token(
     account = find_account(conn, "token_id", token_id)
     if account is None:
         return None
+    # "state != 'failed'" as the unique index on a token's live operation says it
     row = conn.execute(
-        "SELECT foreign_inputs FROM operations WHERE token_id = ? AND state = 'done'",
+        "SELECT state, foreign_inputs FROM operations WHERE token_id = ? AND state != 'failed'",
         (token_id,),
     ).fetchone()
-    if row is None or row[0] is None:
+    if row is None or row[0] != "done" or row[1] is None:
         return None
-    redeemed = frozenset((p["secret"], str(p["C"]).lower()) for p in json.loads(row[0]))
+    redeemed = frozenset((p["secret"], str(p["C"]).lower()) for p in json.loads(row[1]))
     return account if redeemed == signatures else None
 
 
