@@ -7,6 +7,8 @@ Prints, for 1000-sat tokens:
     mint's bare swap round trip for the same work (MintClient.swap alone, 6 proofs in and
     6 outputs out), so the node's own added time is visible;
   * reserve+settle pairs per second on the ledger, sequential and with N concurrent tasks;
+  * withdrawals (a send with change) once the database holds a long history of spent
+    proofs, so that a statement that scans history shows;
   * a short cProfile of redeems: where the node's own time goes.
 
 Tokens are made directly with mints.client (mint quote, seed-derived outputs, mint), not
@@ -35,12 +37,12 @@ QUOTE_TIMEOUT_S = 10.0
 def _isolated_imports() -> None:
     """nutshell loads ./.env on import: import it from an empty directory."""
     here = os.getcwd()
-    empty = tempfile.mkdtemp(prefix="bench-nutshell-")
-    os.chdir(empty)
-    try:
-        import cashu.core.settings  # noqa: F401
-    finally:
-        os.chdir(here)
+    with tempfile.TemporaryDirectory(prefix="bench-nutshell-") as empty:
+        os.chdir(empty)
+        try:
+            import cashu.core.settings  # noqa: F401
+        finally:
+            os.chdir(here)
 
 
 _isolated_imports()
@@ -170,6 +172,42 @@ async def bench_ledger(
     return pairs / (time.perf_counter() - start)
 
 
+async def add_spent_history(service: WalletService, mint_url: str, proofs: int) -> None:
+    """Proofs the node held and spent long ago, as a node that has served for months has:
+    spent, so custody and the audit are untouched, but every table scan reads them."""
+    keyset = await service.mints.primary.active_keyset()
+    made = 0
+    while made < proofs:
+        rows = [
+            (mint_url, keyset.id, 1, f"history-{i}", "02" + "00" * 32, f"y-history-{i}")
+            for i in range(made, min(proofs, made + 50_000))
+        ]
+        await service.db.write(
+            lambda c, rows=rows: c.executemany(
+                "INSERT INTO proofs (mint_url, keyset_id, amount, secret, c, y, state,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, 'spent', 0)",
+                rows,
+            )
+        )
+        made += len(rows)
+
+
+async def bench_withdraw(service: WalletService, account_id: int, count: int) -> RedeemTimes:
+    """Withdrawals of 3 sat as tokens (a swap with change, unless custody holds the exact
+    proofs): total time and the mint's part."""
+    timer = SwapTimer(service.mints.primary)
+    times = RedeemTimes()
+    for i in range(count + 5):
+        timer.last = 0.0  # a withdrawal paid with exact proofs asks the mint nothing
+        start = time.perf_counter()
+        await service.withdraw(account_id, 3)
+        total = time.perf_counter() - start
+        if i >= 5:
+            times.redeem.append(total)
+            times.inside_swap.append(timer.last)
+    return times
+
+
 _AREAS = [
     ("node: mints/", "/mints/"),
     ("node: wallet/", "/wallet/"),
@@ -272,6 +310,16 @@ async def main(args: argparse.Namespace) -> None:
                 print("ledger reserve+settle pairs (one account, one SQLite file, WAL):")
                 print(f"  sequential ({args.seq_pairs} pairs):  {seq:>9,.0f} pairs/s")
                 print(f"  {args.concurrency} tasks ({args.pairs} pairs):  {conc:>9,.0f} pairs/s")
+                if args.history > 0:
+                    await add_spent_history(service, mint.url, args.history)
+                    sends = await bench_withdraw(service, account, args.withdrawals)
+                    print(
+                        f"withdraw 3 sat as a token ({args.withdrawals} sequential), with"
+                        f" {args.history:,} spent proofs of history in the database:"
+                    )
+                    print(summary("node: withdraw", sends.redeem))
+                    print(summary("  of which the mint's swap call", sends.inside_swap))
+                    print(summary("  node's own time (withdraw - swap)", sends.own))
                 report = await service.audit()
                 print(f"audit after the benchmark: balanced={report.balanced}")
 
@@ -290,6 +338,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seq-pairs", type=int, default=5_000, help="sequential ledger pairs")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--profile-redeems", type=int, default=50)
+    parser.add_argument(
+        "--history", type=int, default=200_000, help="spent proofs added before withdrawals"
+    )
+    parser.add_argument("--withdrawals", type=int, default=100)
     return parser.parse_args()
 
 
