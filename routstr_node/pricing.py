@@ -144,11 +144,13 @@ def pricing_fields(price: ModelPrice) -> dict[str, dict[str, Any]]:
     """The `pricing` and `sats_pricing` objects of a GET /v1/models entry (display only).
 
     `max_cost` is the cost, in whole sat rounded up, of a request that fills the
-    context with input and also produces the model's maximum output.
+    context with input and also produces the model's maximum output. `request` is the
+    flat fee in whole sat, rounded up too (the contract's `sat` fields are integers; a
+    markup makes the fee fractional): what a client budgets is never short.
     """
     per_token_sat_in = price.input_msat_per_token / MSAT_PER_SAT
     per_token_sat_out = price.output_msat_per_token / MSAT_PER_SAT
-    request_sat = _display(Fraction(price.request_msat, MSAT_PER_SAT))
+    request_sat = -(-price.request_msat // MSAT_PER_SAT)
     max_cost = max_cost_msat(price, price.context_length, price.max_output_tokens)
     return {
         "pricing": {

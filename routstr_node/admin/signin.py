@@ -9,7 +9,7 @@ import asyncio
 import logging
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from routstr_node.admin.state import ADMIN
 from routstr_node.errors import ApiError, unauthorized
@@ -29,10 +29,29 @@ async def signed_in(request: web.Request) -> bool:
     session = request.cookies.get(SESSION_COOKIE)
     if session and admin.sessions.valid(session):
         return True
-    legacy = request.cookies.get(LEGACY_COOKIE)
+    legacy = _legacy_password(request)
     if not legacy:
         return False
-    return await password_matches(request, unquote(legacy))
+    return await password_matches(request, legacy)
+
+
+def _legacy_password(request: web.Request) -> str | None:
+    """The legacy cookie's password, as the operator typed it.
+
+    Browsers and curl send a value with spaces as it is (``document.cookie`` allows it),
+    and Python's cookie parser stops at the first space: the raw header is read instead.
+    A quoted value follows the parser's rules; %-escapes are decoded either way.
+    """
+    for header in request.headers.getall(hdrs.COOKIE, ()):
+        for piece in header.split(";"):
+            name, equals, value = piece.strip().partition("=")
+            if not equals or name != LEGACY_COOKIE:
+                continue
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = request.cookies.get(LEGACY_COOKIE, "")
+            return unquote(value)
+    return None
 
 
 async def password_matches(request: web.Request, password: str) -> bool:

@@ -281,7 +281,7 @@ async def test_models_and_prices_change_without_a_restart(
         assert answer.body["pricing"]["markup_percent"] == 2.5
         listed = (await get(f"{node.url}/v1/models")).body["data"]
         assert [m["id"] for m in listed] == ["renamed-model"]
-        assert listed[0]["sats_pricing"]["request"] == pytest.approx(3 * 1.025)
+        assert listed[0]["sats_pricing"]["request"] == 4  # 3.075 sat, shown whole, rounded up
         gone = await post(f"{node.url}/v1/chat/completions", chat_body("hi"))
         assert_error(gone, 404, "model_not_available")
 
@@ -309,8 +309,13 @@ async def test_logout_and_legacy_cookie(
     tmp_path: Path, mint: LocalMint, upstream: RunningUpstream
 ) -> None:
     async with admin_node(tmp_path, mint, upstream) as node:
-        legacy = {"Cookie": f"admin_password={PASSWORD.replace(' ', '%20')}"}
-        assert (await get(f"{node.url}/admin/api/settings", legacy)).status == 200
+        # the password as typed (spaces and all, as a browser sends it), %-encoded, quoted
+        for value in (PASSWORD, PASSWORD.replace(" ", "%20"), f'"{PASSWORD}"'):
+            legacy = {"Cookie": f"theme=dark; admin_password={value}; lang=en"}
+            answer = await get(f"{node.url}/admin/api/settings", legacy)
+            assert answer.status == 200, (value, answer.raw)
+        prefix = {"Cookie": f"admin_password={PASSWORD.split()[0]}"}
+        assert_error(await get(f"{node.url}/admin/api/settings", prefix), 401, "admin_required")
         wrong = {"Cookie": "admin_password=guess"}
         assert_error(await get(f"{node.url}/admin/api/settings", wrong), 401, "admin_required")
 

@@ -202,7 +202,8 @@ def test_display_numbers_are_rounded_to_nine_decimals() -> None:
     fields = pricing_fields(price)
     assert fields["sats_pricing"]["prompt"] == 0.000333333
     assert fields["pricing"]["prompt"] == 0.333333333
-    assert fields["pricing"]["request"] == 1.5
+    assert fields["pricing"]["request"] == 2  # 1.5 sat: sat fields are whole, rounded up
+    assert fields["sats_pricing"]["request"] == 2
     assert fields["sats_pricing"]["max_cost"] == 2  # ceil((ceil(100/3) + 1500) / 1000)
 
 
