@@ -86,12 +86,20 @@ class Database:
     async def open(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _private(self.path)
+        # migrations on a connection of their own: what they leave in a connection's caches
+        # (compiled statements, pages of rebuilt tables) is freed with it, not carried for
+        # the node's life (measured: 150 kB, 0.4 MB of RSS)
+        migrating = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await _in_thread(migrating, _configure)
+            await _in_thread(migrating, migrate)
+        finally:
+            await migrating.close()
         # used from the loop's thread too: only by the writer task, one batch at a time
         self._writer = await aiosqlite.connect(
             self.path, isolation_level=None, check_same_thread=False
         )
         await _in_thread(self._writer, _configure)
-        await _in_thread(self._writer, migrate)
         await _in_thread(self._writer, _set_busy_timeout, 0)  # see _WriterBusy
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
         await _in_thread(self._reader, _configure)
