@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
 
 from mints.errors import (
+    KeysetInactive,
+    MintError,
     MintRateLimited,
     MintRefused,
     MintUnreachable,
@@ -29,19 +32,30 @@ from mints.models import BlindedMessage, BlindSignature, Keyset, MeltQuote, Mint
 log = logging.getLogger(__name__)
 
 _SAFE_ATTEMPTS = 3
+# how long a listing of the mint's keysets is trusted to name the active one: a mint that
+# rotates its keys signs no more on the old keyset (NUT-02 asks wallets to look again)
+KEYSETS_MAX_AGE_S = 600.0
 
 
 class MintClient:
     """The node's connection to one mint."""
 
     def __init__(
-        self, url: str, *, timeout_s: float = 30.0, connect_timeout_s: float = 5.0
+        self,
+        url: str,
+        *,
+        timeout_s: float = 30.0,
+        connect_timeout_s: float = 5.0,
+        keysets_max_age_s: float = KEYSETS_MAX_AGE_S,
     ) -> None:
         self.url = url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._keysets: dict[str, Keyset] = {}
         self._keysets_lock = asyncio.Lock()
+        self._keysets_max_age_s = keysets_max_age_s
+        self._keysets_read_at = 0.0  # monotonic
+        self._keysets_stale = False  # the mint refused outputs on a keyset it had listed
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -86,7 +100,10 @@ class MintClient:
         if status >= 500 and not (isinstance(data, dict) and "code" in data):
             raise MintUnreachable(f"mint {self.url} answered {status}")
         if status >= 400:
-            raise _mint_error(status, data)
+            error = _mint_error(status, data)
+            if isinstance(error, KeysetInactive):
+                self._keysets_stale = True
+            raise error
         if data is None:
             raise ProtocolError(f"mint {self.url} answered {status} without JSON")
         return data
@@ -100,26 +117,28 @@ class MintClient:
         async with self._keysets_lock:
             if self._keysets and not refresh:
                 return self._keysets
-            listing = await self._request("GET", "/v1/keysets", safe=True)
-            fresh: dict[str, Keyset] = {}
-            for entry in _list(listing, "keysets"):
-                if entry.get("unit") != "sat":
-                    continue
-                kid = str(entry["id"])
-                known = self._keysets.get(kid)
-                if known is None:
-                    keys = await self._keys(kid)
-                else:
-                    keys = known.keys
-                fresh[kid] = Keyset(
-                    id=kid,
-                    unit="sat",
-                    active=bool(entry.get("active", True)),
-                    input_fee_ppk=int(entry.get("input_fee_ppk") or 0),
-                    keys=keys,
-                )
-            self._keysets = fresh
-            return fresh
+            return await self._read_keysets()
+
+    async def _read_keysets(self) -> dict[str, Keyset]:
+        """The listing read afresh (keys fetched for new ids only); under the lock."""
+        listing = await self._request("GET", "/v1/keysets", safe=True)
+        fresh: dict[str, Keyset] = {}
+        for entry in _list(listing, "keysets"):
+            if entry.get("unit") != "sat":
+                continue
+            kid = str(entry["id"])
+            known = self._keysets.get(kid)
+            fresh[kid] = Keyset(
+                id=kid,
+                unit="sat",
+                active=bool(entry.get("active", True)),
+                input_fee_ppk=int(entry.get("input_fee_ppk") or 0),
+                keys=known.keys if known is not None else await self._keys(kid),
+            )
+        self._keysets = fresh
+        self._keysets_read_at = time.monotonic()
+        self._keysets_stale = False
+        return fresh
 
     async def _keys(self, keyset_id: str) -> dict[int, str]:
         data = await self._request("GET", f"/v1/keys/{keyset_id}", safe=True)
@@ -138,12 +157,28 @@ class MintClient:
             raise ProtocolError(f"unknown keyset {keyset_id} at {self.url}") from None
 
     async def active_keyset(self) -> Keyset:
-        """The keyset new outputs go to: the active sat keyset with the lowest fee."""
+        """The keyset new outputs go to: the active sat keyset with the lowest fee.
+
+        The listing is read again once it is older than ``keysets_max_age_s`` or the mint
+        refused outputs on a keyset (it rotated its keys); when that read fails, the last
+        listing is used: the mint call that follows says whether it still holds.
+        """
+        if self._keysets and self._keysets_outdated():
+            async with self._keysets_lock:
+                if self._keysets_outdated():
+                    try:
+                        await self._read_keysets()
+                    except MintError as exc:
+                        log.info("keysets of %s not re-read: %s", self.url, exc.message)
         for refresh in (False, True):
             active = _cheapest_active(await self.keysets(refresh=refresh))
             if active is not None:
                 return active
         raise ProtocolError(f"mint {self.url} has no active sat keyset")
+
+    def _keysets_outdated(self) -> bool:
+        age = time.monotonic() - self._keysets_read_at
+        return self._keysets_stale or age > self._keysets_max_age_s
 
     def known_active_keyset(self) -> Keyset | None:
         """The active keyset as last fetched, without asking the mint (None: not yet)."""
@@ -265,6 +300,13 @@ def _mint_error(status: int, data: Any) -> Exception:
         return ProofsSpent(detail or "proofs already spent")
     if code == 11002 or ("pending" in detail and "proofs" in detail):
         return ProofsPending(detail or "proofs are pending")
+    if code in (12001, 12002) or detail.startswith(("keyset id inactive", "keyset id unknown")):
+        # nutshell says it with the generic 11000 and these words
+        return KeysetInactive(
+            f"mint refused the request ({status}, code {code}): {detail}",
+            code=code if isinstance(code, int) else None,
+            detail=detail,
+        )
     return MintRefused(
         f"mint refused the request ({status}, code {code}): {detail}",
         code=code if isinstance(code, int) else None,

@@ -44,6 +44,11 @@ class ProofsPending(MintRefused):
     """The mint says the proofs are in a pending operation (NUT code 11002)."""
 
 
+class KeysetInactive(MintRefused):
+    """The mint signs no more with the outputs' keyset (NUT codes 12001/12002): it rotated
+    its keys. Nothing happened there; the same operation on its new keyset goes through."""
+
+
 class MintUnreachable(MintError):
     """The mint did not answer, timed out or answered with a server error."""
 

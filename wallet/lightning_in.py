@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mints.client import MintClient
-from mints.errors import MintError, MintRefused
+from mints.errors import KeysetInactive, MintError, MintRefused
 from mints.keysets import amount_split
 from mints.models import BlindSignature
 from wallet import blinding
@@ -341,6 +341,11 @@ async def recover_mint(custody: Custody, op: sql.Operation) -> str:
     if quote.state == "PAID":
         try:
             signatures = await client.mint(op.quote_id, messages)
+        except KeysetInactive:
+            # the mint rotated its keys: it signs these outputs never, and signed nothing;
+            # the invoice goes back to be minted afresh on the new keyset
+            await custody.db.write(lambda c: _fail_mint(c, op, "unpaid", "the keyset rotated"))
+            return "failed"
         except MintRefused:
             # signed meanwhile (a lost answer racing this one): the restore below finds it
             quote = await client.get_mint_quote(op.quote_id)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from mints.client import MintClient
 from mints.curve import Point
 from mints.directory import MintDirectory
-from mints.errors import MintRefused
+from mints.errors import KeysetInactive, MintRefused
 from mints.models import BlindSignature, Keyset, Proof
 from mints.outputs import PreparedOutput
 from wallet import blinding
@@ -23,6 +24,9 @@ from wallet.selection import Coin
 from wallet.sqlite import custody as sql
 from wallet.sqlite import ledger as ledger_sql
 from wallet.sqlite.database import Database
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SELECTION_ATTEMPTS = 5
 CUSTODY_WAITS_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.5)
@@ -55,6 +59,21 @@ class CustodyBase:
         if not amounts:
             return []
         return await self.outputs.take(keyset.id, amounts)
+
+    async def _on_current_keyset(
+        self, client: MintClient, attempt: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``attempt`` once more when the mint refused its outputs because it rotated its
+        keys: the refusal proves nothing happened, and the client has read the new keyset."""
+        used = client.known_active_keyset()
+        try:
+            return await attempt()
+        except KeysetInactive:
+            current = await client.active_keyset()
+            if used is not None and current.id == used.id:
+                raise
+            log.info("mint %s rotated its keyset: once more on %s", client.url, current.id)
+            return await attempt()
 
     async def _fee_ppk(self, client: MintClient) -> dict[str, int]:
         """Each keyset's input fee at the mint (NUT-02: parts per thousand per proof)."""

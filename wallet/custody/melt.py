@@ -34,6 +34,9 @@ class Melting(CustodyBase):
     async def melt(self, account_id: int, mint_url: str, quote: MeltQuote) -> MeltResult:
         """Pay a melt quote; the account pays amount + actual fee, the unused reserve returns."""
         client = self.client_for(mint_url)
+        return await self._on_current_keyset(client, lambda: self._melt(account_id, client, quote))
+
+    async def _melt(self, account_id: int, client: MintClient, quote: MeltQuote) -> MeltResult:
         fee_ppk = await self._fee_ppk(client)
         needed = quote.amount + quote.fee_reserve
         waits = iter(CUSTODY_WAITS_S)

@@ -38,6 +38,14 @@ class Receiving(CustodyBase):
         With ``reserve_msat`` the credit comes with a reservation of that much, in the same
         transaction, when the credit covers it: no moment in between shows the balance free.
         """
+        client = self.mints.client(checked.token.mint)
+        return await self._on_current_keyset(
+            client, lambda: self._receive(checked, intent, reserve_msat)
+        )
+
+    async def _receive(
+        self, checked: CheckedToken, intent: dict[str, Any], reserve_msat: int | None
+    ) -> Received:
         token = checked.token
         client = self.mints.client(token.mint)
         keyset = await client.active_keyset()

@@ -51,6 +51,18 @@ class Sending(CustodyBase):
         The account pays the token's value plus the mint's input fee for the swap.
         """
         client = self.client_for(mint_url)
+        return await self._on_current_keyset(
+            client, lambda: self._send(account_id, client, amount_sat, purpose, legacy)
+        )
+
+    async def _send(
+        self,
+        account_id: int,
+        client: MintClient,
+        amount_sat: int | None,
+        purpose: str,
+        legacy: bool,
+    ) -> SentToken:
         fee_ppk = await self._fee_ppk(client)
         waits = iter(CUSTODY_WAITS_S)
         for _ in range(SELECTION_ATTEMPTS + len(CUSTODY_WAITS_S)):
