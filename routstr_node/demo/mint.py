@@ -105,17 +105,9 @@ def mint_private_key(directory: Path) -> str:
     return key_file.read_text().strip()
 
 
-def mint_settings(
-    directory: Path, port: int, input_fee_ppk: int, keyset_path: str | None = None
-) -> dict[str, str]:
-    """The nutshell settings that make a self-contained FakeWallet mint on loopback.
-
-    ``keyset_path`` is the derivation path of the keyset it signs with (nutshell's
-    default: m/0'/0'/0'); a new one is a new keyset, as when a mint rotates its keys.
-    """
-    path = {"MINT_DERIVATION_PATH": keyset_path} if keyset_path else {}
+def mint_settings(directory: Path, port: int, input_fee_ppk: int) -> dict[str, str]:
+    """The nutshell settings that make a self-contained FakeWallet mint on loopback."""
     return {
-        **path,
         "MINT_BACKEND_BOLT11_SAT": "FakeWallet",
         "MINT_PRIVATE_KEY": mint_private_key(directory),
         "MINT_LISTEN_HOST": LOOPBACK,
@@ -220,12 +212,12 @@ class _Launch:
 
 
 def _prepare(
-    directory: Path, input_fee_ppk: int, port: int | None, keyset_path: str | None
+    directory: Path, input_fee_ppk: int, port: int | None, extra: Mapping[str, str]
 ) -> _Launch:
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     chosen_port = port if port is not None else free_port()
-    settings = mint_settings(directory, chosen_port, input_fee_ppk, keyset_path)
+    settings = {**mint_settings(directory, chosen_port, input_fee_ppk), **extra}
     write_env_file(directory, settings)
     return _Launch(
         directory=directory,
@@ -253,12 +245,12 @@ async def _start(
     input_fee_ppk: int,
     port: int | None,
     ready_timeout_s: float,
-    keyset_path: str | None,
+    extra: Mapping[str, str],
 ) -> tuple[_Launch, asyncio.subprocess.Process]:
     """Start the mint; with a port we picked, retry if someone took it meanwhile."""
     attempts = 1 if port is not None else PORT_ATTEMPTS
     for attempt in range(1, attempts + 1):
-        launch = _prepare(directory, input_fee_ppk, port, keyset_path)
+        launch = _prepare(directory, input_fee_ppk, port, extra)
         process = await _spawn(launch)
         try:
             await wait_until_ready(process, launch.url, launch.log_path, ready_timeout_s)
@@ -279,14 +271,15 @@ async def run_local_mint(
     input_fee_ppk: int = 0,
     port: int | None = None,
     ready_timeout_s: float = READY_TIMEOUT_S,
-    keyset_path: str | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> AsyncIterator[LocalMint]:
     """Start a FakeWallet mint in `directory` (which it owns) and stop it on exit.
 
     The input fee is stored with the keyset in the mint's database, so a directory
-    keeps the fee it was first started with.
+    keeps the fee it was first started with. ``settings`` are more nutshell settings,
+    over ours: FakeWallet's knobs, or a new MINT_DERIVATION_PATH (a new keyset).
     """
-    launch, process = await _start(directory, input_fee_ppk, port, ready_timeout_s, keyset_path)
+    launch, process = await _start(directory, input_fee_ppk, port, ready_timeout_s, settings or {})
     try:
         yield LocalMint(
             url=launch.url, port=launch.port, directory=launch.directory, process=process

@@ -8,11 +8,10 @@ failure paths.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import aiohttp
 from support.ecash import EcashFactory
@@ -54,23 +53,11 @@ async def balance_msat(http: aiohttp.ClientSession, node: RunningNode, key: str)
     return int(body["balance_msat"])
 
 
-@contextmanager
-def _fakewallet(settings: dict[str, str]) -> Iterator[None]:
-    real = demo_mint.mint_settings
-
-    def patched(directory: Path, port: int, input_fee_ppk: int) -> dict[str, str]:
-        return {**real(directory, port, input_fee_ppk), **settings}
-
-    with mock.patch.object(demo_mint, "mint_settings", patched):
-        yield
-
-
 @asynccontextmanager
 async def odd_mint(directory: Path, **settings: str) -> AsyncIterator[LocalMint]:
     """A FakeWallet mint with some of its FAKEWALLET_* knobs turned."""
-    with _fakewallet(settings):
-        async with demo_mint.run_local_mint(directory) as running:
-            yield running
+    async with demo_mint.run_local_mint(directory, settings=settings) as running:
+        yield running
 
 
 async def test_lightning_in_creates_an_account_for_the_secret_holder_only(

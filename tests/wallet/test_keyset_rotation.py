@@ -51,7 +51,9 @@ class Rotation:
             conn.execute("UPDATE keysets SET active = 0")
         port = int(self.url.rsplit(":", 1)[1])
         await self.running.enter_async_context(
-            run_local_mint(self.mint_dir, port=port, keyset_path="m/0'/0'/1'")
+            run_local_mint(
+                self.mint_dir, port=port, settings={"MINT_DERIVATION_PATH": "m/0'/0'/1'"}
+            )
         )
         return await active_keyset_id(self.url)
 
