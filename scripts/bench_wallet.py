@@ -8,7 +8,7 @@ Prints, for 1000-sat tokens:
     6 outputs out), so the node's own added time is visible;
   * reserve+settle pairs per second on the ledger, sequential and with N concurrent tasks;
   * withdrawals (a send with change) once the database holds a long history of spent
-    proofs, so that a statement that scans history shows;
+    proofs and a large custody, so that a statement that reads either whole shows;
   * a short cProfile of redeems: where the node's own time goes.
 
 Tokens are made directly with mints.client (mint quote, seed-derived outputs, mint), not
@@ -172,24 +172,39 @@ async def bench_ledger(
     return pairs / (time.perf_counter() - start)
 
 
-async def add_spent_history(service: WalletService, mint_url: str, proofs: int) -> None:
-    """Proofs the node held and spent long ago, as a node that has served for months has:
-    spent, so custody and the audit are untouched, but every table scan reads them."""
+PLACEHOLDER_SAT = 2**40  # no selection of a few sat ever takes one of these
+
+
+async def add_placeholder_proofs(
+    service: WalletService, mint_url: str, proofs: int, state: str
+) -> None:
+    """Rows a node that has served for months holds: ``spent`` history (custody and the
+    audit untouched, but every scan reads them), or ``unspent`` custody of other amounts
+    (coin selection must not read them all). Made up, so never sent to the mint: the
+    unspent ones are worth more than any selection here takes, and deleted before the
+    audit."""
     keyset = await service.mints.primary.active_keyset()
+    amount = 1 if state == "spent" else PLACEHOLDER_SAT
     made = 0
     while made < proofs:
         rows = [
-            (mint_url, keyset.id, 1, f"history-{i}", "02" + "00" * 32, f"y-history-{i}")
+            (mint_url, keyset.id, amount, f"{state}-{i}", "02" + "00" * 32, f"y-{state}-{i}")
             for i in range(made, min(proofs, made + 50_000))
         ]
         await service.db.write(
             lambda c, rows=rows: c.executemany(
                 "INSERT INTO proofs (mint_url, keyset_id, amount, secret, c, y, state,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, 'spent', 0)",
+                f" created_at) VALUES (?, ?, ?, ?, ?, ?, '{state}', 0)",
                 rows,
             )
         )
         made += len(rows)
+
+
+async def remove_unspent_placeholders(service: WalletService) -> None:
+    await service.db.write(
+        lambda c: c.execute("DELETE FROM proofs WHERE amount = ?", (PLACEHOLDER_SAT,))
+    )
 
 
 async def bench_withdraw(service: WalletService, account_id: int, count: int) -> RedeemTimes:
@@ -310,12 +325,15 @@ async def main(args: argparse.Namespace) -> None:
                 print("ledger reserve+settle pairs (one account, one SQLite file, WAL):")
                 print(f"  sequential ({args.seq_pairs} pairs):  {seq:>9,.0f} pairs/s")
                 print(f"  {args.concurrency} tasks ({args.pairs} pairs):  {conc:>9,.0f} pairs/s")
-                if args.history > 0:
-                    await add_spent_history(service, mint.url, args.history)
+                if args.history > 0 or args.custody > 0:
+                    await add_placeholder_proofs(service, mint.url, args.history, "spent")
+                    await add_placeholder_proofs(service, mint.url, args.custody, "unspent")
                     sends = await bench_withdraw(service, account, args.withdrawals)
+                    await remove_unspent_placeholders(service)
                     print(
                         f"withdraw 3 sat as a token ({args.withdrawals} sequential), with"
-                        f" {args.history:,} spent proofs of history in the database:"
+                        f" {args.history:,} spent proofs of history and {args.custody:,}"
+                        " more unspent ones in custody:"
                     )
                     print(summary("node: withdraw", sends.redeem))
                     print(summary("  of which the mint's swap call", sends.inside_swap))
@@ -340,6 +358,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile-redeems", type=int, default=50)
     parser.add_argument(
         "--history", type=int, default=200_000, help="spent proofs added before withdrawals"
+    )
+    parser.add_argument(
+        "--custody", type=int, default=50_000, help="unspent proofs added before withdrawals"
     )
     parser.add_argument("--withdrawals", type=int, default=100)
     return parser.parse_args()

@@ -26,6 +26,7 @@ from wallet.errors import (
     TokenBeingRedeemed,
 )
 from wallet.service import NewAccount, WalletService
+from wallet.sqlite.custody import COINS_PER_AMOUNT
 
 
 async def assert_balanced(node: WalletService) -> None:
@@ -263,6 +264,25 @@ async def test_a_custody_of_small_proofs_sends_a_token_of_few(
     assert (sent.amount_sat, sent.fee_sat) == (24, 0)
     assert await balance(node, account.account_id) == (0, 0)
     assert await ecash.redeem(sent.token) == 24
+    await assert_balanced(node)
+
+
+async def test_a_send_that_needs_more_proofs_of_one_amount_than_selection_reads(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    """Selection reads a few proofs of each amount (custody only grows); when those
+    cannot pay, it reads every one: 67 one-sat proofs pay 67 sat."""
+    account = await fund(node, ecash, mint.url, 1)
+    for _ in range(COINS_PER_AMOUNT + 2):
+        await node.topup(account.account_id, await node.mints.check_token(
+            await ecash.token(1, mint_url=mint.url)
+        ))  # fmt: skip
+
+    sent = await node.withdraw_token(account.account_id, COINS_PER_AMOUNT + 3)
+
+    assert len(parse_token(sent.token).proofs) == len(amount_split(67)) == 3
+    assert await balance(node, account.account_id) == (0, 0)
+    assert await ecash.redeem(sent.token) == 67
     await assert_balanced(node)
 
 

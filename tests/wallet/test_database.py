@@ -240,7 +240,7 @@ def test_migration_6_keeps_every_proof_and_indexes_what_requests_look_up(
     assert conn.execute("SELECT * FROM proofs ORDER BY id").fetchall() == rows
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     indexes = {r[1] for r in conn.execute("PRAGMA index_list(proofs)")}
-    assert {"proofs_by_state", "proofs_pending_by_operation", "proofs_by_outgoing_token"} <= indexes
+    assert {"proofs_unspent", "proofs_pending_by_operation", "proofs_by_outgoing_token"} <= indexes
     with pytest.raises(sqlite3.IntegrityError):  # the same proof twice
         conn.execute(
             "INSERT INTO proofs (mint_url, keyset_id, amount, secret, c, y, state, created_at)"

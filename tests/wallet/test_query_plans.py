@@ -168,3 +168,27 @@ def test_held_mints_are_the_ones_with_unspent_proofs(conn: sqlite3.Connection) -
         assert held_mint_urls(conn) == ["a", "c"]
     finally:
         conn.execute("ROLLBACK")
+
+
+def test_selection_reads_the_oldest_few_of_each_amount(conn: sqlite3.Connection) -> None:
+    from wallet.sqlite.custody import selectable_coins
+
+    conn.execute("BEGIN")
+    try:
+        rows = [("a", 1, "unspent")] * 5 + [("a", 4, "unspent")] * 2 + [("a", 8, "spent")]
+        rows += [("a", 2, "pending"), ("b", 1, "unspent"), ("a", 64, "unspent")]
+        for i, (mint, amount, state) in enumerate(rows):
+            conn.execute(
+                "INSERT INTO proofs (id, mint_url, keyset_id, amount, secret, c, y, state,"
+                " created_at) VALUES (?, ?, 'k', ?, ?, 'c', ?, ?, 0)",
+                (i + 1, mint, amount, f"s{i}", f"y{i}", state),
+            )
+        few, left_out = selectable_coins(conn, "a", per_amount=3)
+        assert [(c.id, c.amount) for c in few] == [(1, 1), (2, 1), (3, 1), (6, 4), (7, 4), (11, 64)]
+        assert left_out
+        every, left_out = selectable_coins(conn, "a", per_amount=None)
+        assert sorted(c.id for c in every) == [1, 2, 3, 4, 5, 6, 7, 11] and not left_out
+        assert selectable_coins(conn, "a", per_amount=5) == (every, False)
+        assert selectable_coins(conn, "c") == ([], False)
+    finally:
+        conn.execute("ROLLBACK")

@@ -80,12 +80,15 @@ class CustodyBase:
         keysets = await client.keysets()
         return {k.id: k.input_fee_ppk for k in keysets.values()}
 
-    async def _coins_and_balance(self, mint_url: str, account_id: int) -> tuple[list[Coin], int]:
-        """The node's unspent proofs at the mint and the account's balance (msat), read
-        together."""
+    async def _coins_and_balance(
+        self, mint_url: str, account_id: int, *, every_coin: bool
+    ) -> tuple[list[Coin], bool, int]:
+        """Proofs at the mint to select from, whether some were left out (``every_coin``:
+        none), and the account's balance (msat), read together."""
+        per_amount = None if every_coin else sql.COINS_PER_AMOUNT
         return await self.db.read(
             lambda c: (
-                sql.unspent_coins(c, mint_url),
+                *sql.selectable_coins(c, mint_url, per_amount),
                 ledger_sql.get_account(c, account_id).balance_msat,
             )
         )
@@ -97,7 +100,7 @@ class CustodyBase:
         """Custody is short at a mint while other operations there are in flight: their
         change comes back within milliseconds, so wait a moment; otherwise it is short."""
         delay = next(waits, None)
-        pending = await self.db.read(lambda c: sql.has_pending_proofs(c, mint_url))
+        pending = await self.db.read(lambda c: sql.has_operations_in_flight(c, mint_url))
         if delay is None or not pending:
             raise InsufficientCustody(f"the node holds too little at {mint_url} for this")
         await asyncio.sleep(delay)

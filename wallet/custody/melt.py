@@ -40,10 +40,13 @@ class Melting(CustodyBase):
         fee_ppk = await self._fee_ppk(client)
         needed = quote.amount + quote.fee_reserve
         waits = iter(CUSTODY_WAITS_S)
-        for _ in range(SELECTION_ATTEMPTS + len(CUSTODY_WAITS_S)):
+        every_coin = False
+        for _ in range(SELECTION_ATTEMPTS + len(CUSTODY_WAITS_S) + 1):
             try:
                 async with self._selection_lock(client.url):
-                    coins, available = await self._coins_and_balance(client.url, account_id)
+                    coins, left_out, available = await self._coins_and_balance(
+                        client.url, account_id, every_coin=every_coin
+                    )
                     if needed * 1000 > available:
                         raise InsufficientBalance(
                             f"paying needs {quote.amount} sat plus a fee reserve of"
@@ -53,6 +56,9 @@ class Melting(CustodyBase):
                             available_msat=available,
                         )
                     selection = select_covering(coins, needed, fee_ppk)
+                    if selection is None and left_out:
+                        every_coin = True  # a few of each amount were not enough: all of them
+                        continue
                     if selection is None:
                         raise InsufficientCustody("the node holds too little at this mint")
                     written = await self._write_melt(account_id, client, quote, selection)

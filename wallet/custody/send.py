@@ -65,13 +65,22 @@ class Sending(CustodyBase):
     ) -> SentToken:
         fee_ppk = await self._fee_ppk(client)
         waits = iter(CUSTODY_WAITS_S)
-        for _ in range(SELECTION_ATTEMPTS + len(CUSTODY_WAITS_S)):
+        every_coin = False
+        for _ in range(SELECTION_ATTEMPTS + len(CUSTODY_WAITS_S) + 1):
             try:
                 # selecting proofs and locking them is one step per mint, never across a
                 # mint call
                 async with self._selection_lock(client.url):
-                    coins, available = await self._coins_and_balance(client.url, account_id)
-                    amount, plan = _plan_send(coins, fee_ppk, amount_sat, available // 1000)
+                    coins, left_out, available = await self._coins_and_balance(
+                        client.url, account_id, every_coin=every_coin
+                    )
+                    try:
+                        amount, plan = _plan_send(coins, fee_ppk, amount_sat, available // 1000)
+                    except InsufficientCustody:
+                        if not left_out:
+                            raise
+                        every_coin = True  # a few of each amount were not enough: all of them
+                        continue
                     if isinstance(plan, tuple):
                         sent = await self._send_exact(
                             account_id, client.url, amount, plan, purpose, legacy

@@ -183,9 +183,11 @@ MIGRATIONS: list[str] = [
     # - secret loses its UNIQUE index: y = hash_to_curve(secret) stays unique, so a secret
     #   stored twice is still refused, and a random index page per proof is not written
     #   (six per redeem, measured with the WAL's frames).
-    # - proofs_by_state orders a state's proofs by id instead of amount: a redeem's new
-    #   proofs land on the section's last page, not on one page per amount, and coin
-    #   selection still reads only the index.
+    # - proofs_by_state (every proof by mint, state and amount) becomes proofs_unspent,
+    #   only what custody can spend: coin selection reads a few proofs of each amount
+    #   from it instead of every proof at the mint, and spent proofs leave it. Its
+    #   entries are kept small (no keyset id): a redeem's six proofs go to six places
+    #   in it, and wide entries split pages twice as often (9 WAL frames, now 4.7).
     # - an operation's inputs and a token's proofs are found by index: before, every send
     #   and every refund scanned all proofs the node ever held, spent ones included.
     """
@@ -208,7 +210,7 @@ MIGRATIONS: list[str] = [
                operation_id, outgoing_token_id, created_at FROM proofs;
     DROP TABLE proofs;
     ALTER TABLE proofs_v6 RENAME TO proofs;
-    CREATE INDEX proofs_by_state ON proofs (mint_url, state, id, amount, keyset_id);
+    CREATE INDEX proofs_unspent ON proofs (mint_url, amount, id) WHERE state = 'unspent';
     CREATE INDEX proofs_pending_by_operation ON proofs (operation_id) WHERE state = 'pending';
     CREATE INDEX proofs_by_outgoing_token ON proofs (outgoing_token_id)
         WHERE outgoing_token_id IS NOT NULL;
