@@ -85,6 +85,15 @@ def from_domain(exc: Exception) -> ApiError | None:
             )
         case mint_errors.MintUnreachable() | mint_errors.MintRateLimited():
             return ApiError(503, "api_error", "cashu_mint_unreachable", exc.message)
+        case mint_errors.KeysetInactive():
+            # the mint's fault, not the token's: nothing was spent, the same call can work later
+            return ApiError(
+                503,
+                "api_error",
+                "cashu_mint_unreachable",
+                "the mint would not sign with the keyset it names as active; nothing was"
+                f" spent, try again later ({exc.detail})",
+            )
         case mint_errors.MintRefused():
             return invalid_request(
                 "cashu_token_invalid", f"the mint refused the token: {exc.detail}"

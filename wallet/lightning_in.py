@@ -342,8 +342,12 @@ async def recover_mint(custody: Custody, op: sql.Operation) -> str:
         try:
             signatures = await client.mint(op.quote_id, messages)
         except KeysetInactive:
-            # the mint rotated its keys: it signs these outputs never, and signed nothing;
-            # the invoice goes back to be minted afresh on the new keyset
+            # nothing was signed; when the mint now names another keyset active (it rotated
+            # its keys), these outputs are never signed: the invoice goes back to be minted
+            # afresh on the new keyset. Else the mint contradicts itself: ask again later.
+            active = await client.active_keyset()
+            if not rows or active.id == rows[0].output.keyset_id:
+                return "pending"
             await custody.db.write(lambda c: _fail_mint(c, op, "unpaid", "the keyset rotated"))
             return "failed"
         except MintRefused:
