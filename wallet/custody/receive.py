@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mints.client import MintClient
 from mints.curve import Point
 from mints.directory import CheckedToken
 from mints.keysets import amount_split
@@ -40,14 +41,17 @@ class Receiving(CustodyBase):
         """
         client = self.mints.client(checked.token.mint)
         return await self._on_current_keyset(
-            client, lambda: self._receive(checked, intent, reserve_msat)
+            client, lambda: self._receive(client, checked, intent, reserve_msat)
         )
 
     async def _receive(
-        self, checked: CheckedToken, intent: dict[str, Any], reserve_msat: int | None
+        self,
+        client: MintClient,
+        checked: CheckedToken,
+        intent: dict[str, Any],
+        reserve_msat: int | None,
     ) -> Received:
         token = checked.token
-        client = self.mints.client(token.mint)
         keyset = await client.active_keyset()
         outputs = await self.prepare(keyset, amount_split(checked.value_after_fee))
         rows = [sql.OutputRow("keep", o) for o in outputs]
