@@ -24,7 +24,7 @@ from routstr_node.identity import load_secret, npub
 from routstr_node.metrics import Metrics
 from routstr_node.nostr.service import nostr_context
 from routstr_node.payment import key_account, presented_key
-from routstr_node.pricing import BtcUsdRate, is_unpriced
+from routstr_node.pricing import BtcUsdRate
 from routstr_node.proxy import PROXIED_PATHS, handle_proxy
 from routstr_node.ratelimit import RateLimiter
 from routstr_node.state import COUNTED_STREAM, NODE, REQUEST_ID, RESPONSE_HEADERS, NodeState
@@ -102,8 +102,13 @@ def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterat
         upstreams = Upstreams()
         price_session = aiohttp.ClientSession()
         for model in settings.models:
-            if is_unpriced(model):
-                log.warning("model '%s' has no price at all: it is served for free", model.id)
+            for offer in model.offers:
+                if offer.is_unpriced:
+                    log.warning(
+                        "model '%s' has no price at all at '%s': it is served for free",
+                        model.id,
+                        offer.upstream,
+                    )
         learning = asyncio.create_task(mints.learn_keysets(), name="mint-keysets")
         try:
             await wallet.open()

@@ -76,7 +76,7 @@ def _provider_summary(node: NodeState, name: str) -> dict[str, object]:
     upstream = node.upstreams.get(name)
     return {
         "name": name,
-        "models": [m.id for m in node.settings.models if m.upstream == name],
+        "models": [m.id for m in node.settings.models if m.offer(name) is not None],
         "endpoints": list(PROXIED_PATHS),
         "status": upstream.status if upstream is not None else "down",
     }
@@ -115,7 +115,7 @@ async def provider(request: web.Request) -> web.Response:
                     "pricing": listed.get(m.id, {}).get("pricing"),
                 }
                 for m in node.settings.models
-                if m.upstream == name
+                if m.offer(name) is not None
             ],
             "features": ["streaming"] if set(STREAMING_PATHS) else [],
         }

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from routstr_node.config import ModelConfig, PricingSection, Settings
+from routstr_node.config import ModelConfig, PricingSection, ProviderConfig, Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,40 +46,30 @@ class ModelPrice:
 
     @classmethod
     def from_config(
-        cls, model: ModelConfig, pricing: PricingSection, btc_usd: Decimal | None
+        cls,
+        model: ModelConfig,
+        pricing: PricingSection,
+        btc_usd: Decimal | None,
+        offer: ProviderConfig | None = None,
     ) -> ModelPrice:
-        """Price `model` at `btc_usd` (needed only when the model is priced in USD).
+        """Price `model` through `offer` (one of its providers; default the first) at
+        `btc_usd` (needed only when that provider's prices are in USD).
 
         The markup multiplies the token prices and the request fee; the request fee
         is then rounded up to the msat (it is a price, not a sum of token costs).
         """
+        offer = model.offers[0] if offer is None else offer
         markup = (100 + Fraction(pricing.markup_percent)) / 100
-        input_price = _msat_per_token(model.input_usd_per_1m, model.input_sat_per_1m, btc_usd)
-        output_price = _msat_per_token(model.output_usd_per_1m, model.output_sat_per_1m, btc_usd)
+        input_price = _msat_per_token(offer.input_usd_per_1m, offer.input_sat_per_1m, btc_usd)
+        output_price = _msat_per_token(offer.output_usd_per_1m, offer.output_sat_per_1m, btc_usd)
         return cls(
             input_msat_per_token=input_price * markup,
             output_msat_per_token=output_price * markup,
-            request_msat=math.ceil(model.request_sat * MSAT_PER_SAT * markup),
-            max_output_tokens=model.max_output_tokens,
-            context_length=model.context_length,
+            request_msat=math.ceil(offer.request_sat * MSAT_PER_SAT * markup),
+            max_output_tokens=model.max_output_tokens or 0,
+            context_length=model.context_length or 0,
             min_request_msat=pricing.min_request_msat,
         )
-
-
-def is_unpriced(model: ModelConfig) -> bool:
-    """No price of any kind: served for nothing, most likely by mistake."""
-    prices = (
-        model.input_usd_per_1m,
-        model.input_sat_per_1m,
-        model.output_usd_per_1m,
-        model.output_sat_per_1m,
-    )
-    return all(p is None for p in prices) and not model.request_sat
-
-
-def uses_usd(model: ModelConfig) -> bool:
-    """Whether pricing this model needs the BTC/USD rate."""
-    return model.input_usd_per_1m is not None or model.output_usd_per_1m is not None
 
 
 def _msat_per_token(
@@ -179,15 +169,16 @@ def models_listing(
     """
     entries = []
     for model in settings.models:
-        if btc_usd is None and uses_usd(model):
+        if not model.category.priced_by_tokens or (btc_usd is None and model.uses_usd):
             continue
-        price = ModelPrice.from_config(model, settings.pricing, btc_usd)
+        offer = model.offers[0]
+        price = ModelPrice.from_config(model, settings.pricing, btc_usd, offer)
         entries.append(
             {
                 "id": model.id,
                 "object": "model",
                 "created": created,
-                "owned_by": model.upstream,
+                "owned_by": offer.upstream,
                 "context_length": model.context_length,
                 **pricing_fields(price),
             }

@@ -83,9 +83,17 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
             code, f"the request must carry '{field_name}' (see the API reference)", param=field_name
         )
     model = node.settings.model(model_id)
-    upstream = node.upstreams.get(model.upstream) if model is not None else None
-    if model is None or upstream is None:
+    offer = model.offers[0] if model is not None else None
+    upstream = node.upstreams.get(offer.upstream) if offer is not None else None
+    if model is None or offer is None or upstream is None:
         raise not_found("model_not_available", f"the model '{model_id}' is not available here")
+    if not model.category.priced_by_tokens:
+        raise invalid_request(
+            "model_wrong_category",
+            f"'{model_id}' is a {model.category} model, not served on {path}",
+            param="model",
+        )
+    assert model.context_length is not None  # required of the token categories
     try:
         price = await node.price(model_id)
     except PriceUnavailable as exc:
@@ -122,7 +130,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         _payload,
         raw,
         body,
-        model.upstream_model or model.id,
+        offer.upstream_model,
         path,
         stream,
         max_output,

@@ -13,7 +13,7 @@ from mints.directory import MintDirectory
 from routstr_node.config import Settings
 from routstr_node.identity import load_secret, npub
 from routstr_node.metrics import Metrics
-from routstr_node.pricing import BtcUsdRate, ModelPrice, PriceUnavailable, uses_usd
+from routstr_node.pricing import BtcUsdRate, ModelPrice, PriceUnavailable
 from routstr_node.ratelimit import RateLimiter
 from routstr_node.upstream import Upstreams
 from wallet.service import WalletService
@@ -77,7 +77,7 @@ class NodeState:
         if model is None:
             return None
         btc_usd: Decimal | None = None
-        if uses_usd(model):
+        if model.uses_usd:
             btc_usd = await self.rate.get()
         if self._prices_for is not self.settings or len(self._prices) > 1024:
             self._prices.clear()

@@ -141,7 +141,20 @@ async def restore_at_start(app: web.Application, admin: AdminState) -> None:
 
 
 # dependencies first: models name upstreams
-_SECTION_ORDER = ("node", "mints", "pricing", "upstreams", "models", "admin", "limits", "nostr")
+_SECTION_ORDER = (
+    "node",
+    "mints",
+    "pricing",
+    "upstreams",
+    "models",
+    "admin",
+    "limits",
+    "logs",
+    "sessions",
+    "database",
+    "nostr",
+    "payout",
+)
 
 
 def _rank(section: str) -> int:

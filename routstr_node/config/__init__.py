@@ -1,16 +1,25 @@
 """The node's configuration: node.toml, environment overrides and admin changes."""
 
+from routstr_node.config.catalog import (
+    DataCollection,
+    ModelCategory,
+    ModelConfig,
+    ProviderConfig,
+)
 from routstr_node.config.errors import ConfigError
 from routstr_node.config.loader import DEFAULT_PATH, load_settings
 from routstr_node.config.models import (
     KNOWN_PRICE_SOURCES,
     AdminSection,
+    DatabaseSection,
     LimitsSection,
+    LogsSection,
     MintsSection,
-    ModelConfig,
     NodeSection,
     NostrSection,
+    PayoutSection,
     PricingSection,
+    SessionsSection,
     Settings,
     UpstreamConfig,
 )
@@ -22,12 +31,19 @@ __all__ = [
     "REDACTED",
     "AdminSection",
     "ConfigError",
+    "DataCollection",
+    "DatabaseSection",
     "LimitsSection",
+    "LogsSection",
     "MintsSection",
+    "ModelCategory",
     "ModelConfig",
     "NodeSection",
     "NostrSection",
+    "PayoutSection",
     "PricingSection",
+    "ProviderConfig",
+    "SessionsSection",
     "Settings",
     "UpstreamConfig",
     "json_default",

@@ -58,6 +58,10 @@ def _check_at_start(
                 else f"{settings.nostr.nsec_env} (nostr.nsec_env in {source})"
             )
             raise ConfigError(f"{where}: {exc}", "nostr.nsec") from None
+    if settings.database.url:  # set directly, validation refused it already
+        where = f"{settings.database.url_env} (database.url_env in {source})"
+        message = "not supported by this version yet (PostgreSQL databases come in a later version)"
+        raise ConfigError(f"{where}: database.url: {message}", "database.url")
     data_dir = settings.node.data_dir
     if data_dir.exists() and not data_dir.is_dir():
         where = env_sources.get("node.data_dir", source)

@@ -7,6 +7,7 @@ Prices are Decimal (TOML floats are parsed as Decimal), amounts are integers.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -14,62 +15,37 @@ from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_serializer,
     field_validator,
     model_validator,
 )
 
+from routstr_node.config.catalog import ModelConfig
 from routstr_node.config.errors import FieldError, from_validation_error
+from routstr_node.config.fields import (
+    DIGITS,
+    MOST,
+    Count,
+    Flag,
+    HttpUrl,
+    Name,
+    NonNegative,
+    Price,
+    Secret,
+    Section,
+    WsUrl,
+    http_url,
+)
 from routstr_node.config.patch import merge_patch, redact, restore_redacted
 
 #: Price sources the node knows how to read (see routstr_node.pricing).
 KNOWN_PRICE_SOURCES = ("kraken", "coinbase")
 
 
-def _http_url(value: str) -> str:
-    return _checked_url(value, ("http", "https"))
-
-
-def _ws_url(value: str) -> str:
-    return _checked_url(value, ("ws", "wss"))
-
-
-def _checked_url(value: str, schemes: tuple[str, ...]) -> str:
-    """Accept only absolute URLs of the given schemes; drop the trailing slash."""
-    parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.netloc:
-        raise ValueError(f"'{value}' is not a {'/'.join(schemes)} URL")
-    return value.rstrip("/")
-
-
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
-WsUrl = Annotated[str, AfterValidator(_ws_url)]
-Name = Annotated[str, Field(min_length=1)]
-Secret = Annotated[str, Field(min_length=1)]
-# bounded so that a price computed from them stays inside the ledger's range (2^62 msat)
-Count = Annotated[int, Field(strict=True, gt=0, le=10**9)]
-NonNegative = Annotated[int, Field(strict=True, ge=0, le=10**12)]
-# bounded so that every price stays an exact number the node can print and compute with
-# quickly (a price of 1e-10000000 would be ten million digits of work on each request)
-_MOST = Decimal(10**12)
-_DIGITS = 18  # decimal places: a millionth of a msat per token is far below any price
-Price = Annotated[Decimal, Field(ge=0, le=_MOST, decimal_places=_DIGITS)]
-# USD prices turn into sat at btc_usd (at least 1): at most 1e14 sat per 1M tokens
-UsdPrice = Annotated[Decimal, Field(ge=0, le=10**6, decimal_places=_DIGITS)]
-
-
-class _Section(BaseModel):
-    """Frozen, so settings can be shared by concurrent requests; an admin change builds new ones."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NodeSection(_Section):
+class NodeSection(Section):
     """Who the node is and where it listens; `data_dir` is used as given (relative to cwd)."""
 
     # both go into every payment request and the Nostr announcement: kept short
@@ -83,14 +59,14 @@ class NodeSection(_Section):
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str) -> str:
-        return _http_url(value) if value else value
+        return http_url(value) if value else value
 
     @field_serializer("data_dir")
     def _dump_data_dir(self, value: Path) -> str:
         return str(value)
 
 
-class MintsSection(_Section):
+class MintsSection(Section):
     trusted: Annotated[list[HttpUrl], Field(min_length=1)]
 
     @field_validator("trusted")
@@ -107,10 +83,10 @@ class MintsSection(_Section):
         return self.trusted[0]
 
 
-class PricingSection(_Section):
+class PricingSection(Section):
     """`btc_usd` unset means the live rate from `price_sources`."""
 
-    btc_usd: Annotated[Decimal, Field(ge=1, le=_MOST, decimal_places=_DIGITS)] | None = None
+    btc_usd: Annotated[Decimal, Field(ge=1, le=MOST, decimal_places=DIGITS)] | None = None
     price_sources: list[str] = Field(default_factory=lambda: list(KNOWN_PRICE_SOURCES))
     markup_percent: Price = Decimal(0)
     min_request_msat: NonNegative = 0
@@ -133,7 +109,7 @@ class PricingSection(_Section):
         return self
 
 
-class UpstreamConfig(_Section):
+class UpstreamConfig(Section):
     """An OpenAI-compatible API the node forwards to. `timeout_s` is a duration, not money."""
 
     name: Name
@@ -143,62 +119,105 @@ class UpstreamConfig(_Section):
     timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 300
 
 
-class ModelConfig(_Section):
-    """A model the node sells. Each direction is priced in USD or sat per 1M tokens, not both."""
-
-    id: Name
-    upstream: Name
-    upstream_model: Name | None = None
-    input_usd_per_1m: UsdPrice | None = None
-    input_sat_per_1m: Price | None = None
-    output_usd_per_1m: UsdPrice | None = None
-    output_sat_per_1m: Price | None = None
-    request_sat: NonNegative = 0
-    context_length: Count
-    max_output_tokens: Count
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_upstream_model(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("upstream_model") is None and "id" in data:
-            return {**data, "upstream_model": data["id"]}
-        return data
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        for direction in ("input", "output"):
-            usd, sat = f"{direction}_usd_per_1m", f"{direction}_sat_per_1m"
-            if getattr(self, usd) is not None and getattr(self, sat) is not None:
-                raise FieldError((sat,), f"give {usd} or {sat}, not both")
-        if self.max_output_tokens > self.context_length:
-            raise FieldError(("max_output_tokens",), "is larger than context_length")
-        return self
-
-
-class AdminSection(_Section):
+class AdminSection(Section):
     """Unset password (also after `password_env`): the node generates one at first start."""
 
     password: Secret | None = None
     password_env: Name | None = "ROUTSTR_ADMIN_PASSWORD"
 
 
-class LimitsSection(_Section):
+class LimitsSection(Section):
     requests_per_minute: Count = 60
     requests_per_hour: Count = 1000
     requests_per_day: Count = 10000
     max_body_bytes: Count = 10485760
 
 
-class NostrSection(_Section):
+class NostrSection(Section):
     """Unset key (also after `nsec_env`): the node generates one and keeps it in data_dir."""
 
     relays: list[WsUrl] = Field(default_factory=list)
     nsec: Secret | None = None
     nsec_env: Name | None = "ROUTSTR_NSEC"
-    announce: Annotated[bool, Field(strict=True)] = False
+    announce: Flag = False
 
 
-class Settings(_Section):
+def _not_built(what: str) -> str:
+    return f"not supported by this version yet ({what} come in a later version)"
+
+
+class LogsSection(Section):
+    retention_days: Count = 30  # usage records (per request) are kept this long
+
+
+class SessionsSection(Section):
+    """Conversation sessions (contract section 11), off by default."""
+
+    enabled: Flag = False
+    ttl_hours: Count = 24
+    max_messages: Count = 50
+
+    @field_validator("enabled")
+    @classmethod
+    def _built(cls, value: bool) -> bool:
+        if value:  # never accepted and then ignored: a client would count on it
+            raise ValueError(_not_built("sessions"))
+        return value
+
+
+class DatabaseSection(Section):
+    """Empty `url`: the SQLite file in data_dir. A PostgreSQL URL may hold a password:
+    it is a secret (also as `url_env`)."""
+
+    url: str = ""
+    url_env: Name | None = None
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _unset(cls, value: Any) -> Any:
+        return "" if value is None else value  # a secret cleared in the admin panel
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value:
+            return value
+        if urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be empty (SQLite in data_dir) or a postgresql:// URL")
+        raise ValueError(_not_built("PostgreSQL databases"))
+
+
+class PayoutSection(Section):
+    """Earnings paid out to a Lightning address (contract section 13)."""
+
+    lightning_address: str = ""
+    min_sat: NonNegative = 1000
+    interval_minutes: Count = 60
+
+    @field_validator("lightning_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not value:
+            return value
+        if not (_LIGHTNING_ADDRESS.fullmatch(value) or _lnurl_url(value)):
+            raise ValueError(
+                f"'{value}' is not a Lightning address (name@domain) or an LNURL-pay https URL"
+            )
+        raise ValueError(_not_built("payouts"))
+
+
+_LIGHTNING_ADDRESS = re.compile(r"[a-z0-9._+-]+@[a-z0-9-]+(\.[a-z0-9-]+)+", re.IGNORECASE)
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _lnurl_url(value: str) -> bool:
+    parts = urlsplit(value)
+    if not parts.netloc:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS)
+
+
+class Settings(Section):
     """All of node.toml. Secrets named by `*_env` are filled in by `with_env_secrets`."""
 
     node: NodeSection = Field(default_factory=NodeSection)
@@ -208,7 +227,13 @@ class Settings(_Section):
     models: list[ModelConfig] = Field(default_factory=list)
     admin: AdminSection = Field(default_factory=AdminSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
+    logs: LogsSection = Field(default_factory=LogsSection)
+    sessions: SessionsSection = Field(default_factory=SessionsSection)
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
     nostr: NostrSection = Field(default_factory=NostrSection)
+    payout: PayoutSection = Field(default_factory=PayoutSection)
+
+    _models_by_id: dict[str, ModelConfig] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _cross_check(self) -> Self:
@@ -217,13 +242,16 @@ class Settings(_Section):
             if upstream.name in names:
                 raise FieldError(("upstreams", i, "name"), f"duplicate upstream '{upstream.name}'")
             names.add(upstream.name)
-        ids: set[str] = set()
+        by_id: dict[str, ModelConfig] = {}
         for i, model in enumerate(self.models):
-            if model.id in ids:
+            if model.id in by_id:
                 raise FieldError(("models", i, "id"), f"duplicate model '{model.id}'")
-            ids.add(model.id)
-            if model.upstream not in names:
-                raise FieldError(("models", i, "upstream"), f"no upstream named '{model.upstream}'")
+            by_id[model.id] = model
+            for j, offer in enumerate(model.offers):
+                if offer.upstream not in names:
+                    where = ("models", i, *model.offer_loc(j))
+                    raise FieldError(where, f"no upstream named '{offer.upstream}'")
+        self._models_by_id = by_id
         return self
 
     def upstream(self, name: str) -> UpstreamConfig:
@@ -234,7 +262,7 @@ class Settings(_Section):
         raise KeyError(name)
 
     def model(self, model_id: str) -> ModelConfig | None:
-        return next((m for m in self.models if m.id == model_id), None)
+        return self._models_by_id.get(model_id)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings in the shape of node.toml, secrets included, Decimals kept."""
@@ -268,6 +296,9 @@ class Settings(_Section):
                 ),
                 "nostr": self.nostr.model_copy(
                     update={"nsec": pick(self.nostr.nsec, self.nostr.nsec_env)}
+                ),
+                "database": self.database.model_copy(
+                    update={"url": pick(self.database.url or None, self.database.url_env) or ""}
                 ),
             }
         )

@@ -13,8 +13,9 @@ from routstr_node.config.errors import ConfigError
 
 REDACTED = "[REDACTED]"
 
-#: Secret keys of the table sections; upstreams carry theirs in `api_key`.
-SECTION_SECRETS = {"admin": "password", "nostr": "nsec"}
+#: Secret keys of the table sections; upstreams carry theirs in `api_key`. A database
+#: URL may hold the database's password.
+SECTION_SECRETS = {"admin": "password", "nostr": "nsec", "database": "url"}
 LIST_SECTIONS = ("upstreams", "models")
 
 
@@ -39,7 +40,7 @@ def redact(data: dict[str, Any]) -> dict[str, Any]:
     """Replace every secret that is set by "[REDACTED]" (in place; returns `data`)."""
     for section, key in SECTION_SECRETS.items():
         table = data.get(section)
-        if isinstance(table, dict) and table.get(key) is not None:
+        if isinstance(table, dict) and table.get(key):  # unset: None, or "" (database.url)
             table[key] = REDACTED
     for upstream in data.get("upstreams") or []:
         if isinstance(upstream, dict) and upstream.get("api_key") is not None:

@@ -24,7 +24,20 @@ from routstr_node.demo.upstream import RunningUpstream
 PASSWORD = "correct horse battery staple"
 ADMIN_TOML = f'[admin]\npassword = "{PASSWORD}"\n'
 _MODEL = {"id": "m", "upstream": "fake", "context_length": 1000, "max_output_tokens": 10}
-SECTIONS = {"node", "mints", "pricing", "upstreams", "models", "admin", "limits", "nostr"}
+SECTIONS = {
+    "node",
+    "mints",
+    "pricing",
+    "upstreams",
+    "models",
+    "admin",
+    "limits",
+    "logs",
+    "sessions",
+    "database",
+    "nostr",
+    "payout",
+}
 
 
 @asynccontextmanager

@@ -1,5 +1,7 @@
 """node.toml loading, environment overrides, secrets, errors and the admin PATCH merge."""
 
+# ruff: noqa: E501 (EXAMPLE_TOML is the contract's example as it is, comments included)
+
 from __future__ import annotations
 
 import json
@@ -12,6 +14,8 @@ import pytest
 from routstr_node.config import (
     REDACTED,
     ConfigError,
+    DataCollection,
+    ModelCategory,
     Settings,
     json_default,
     load_settings,
@@ -24,6 +28,9 @@ SHARED_EXAMPLE = Path("/work/shared/node.example.toml")
 
 # A copy of the contract's node.example.toml, so the test stands without /work/shared.
 EXAMPLE_TOML = """\
+# routstr-node configuration: every key the node understands, with its default.
+# Environment variables override the file: ROUTSTR_<SECTION>__<KEY>, e.g. ROUTSTR_NODE__PORT=9000.
+
 [node]
 name = "Example Node"
 description = "Pay-per-request AI with Cashu ecash"
@@ -33,7 +40,7 @@ data_dir = "./data"            # SQLite database and the wallet seed live here: 
 public_url = ""                # announced on Nostr and shown in /v1/info
 
 [mints]
-trusted = ["https://mint.example.com"]   # the first one is primary
+trusted = ["https://mint.example.com"]   # the first one is primary: change and withdrawals come from it
 
 [pricing]
 btc_usd = 100000.0             # fixed exchange rate; remove it to follow live price sources
@@ -47,6 +54,17 @@ base_url = "https://api.openai.com/v1"
 api_key_env = "OPENAI_API_KEY" # or api_key = "..."
 timeout_s = 300
 
+[[upstreams]]
+name = "openrouter"
+base_url = "https://openrouter.ai/api/v1"
+api_key_env = "OPENROUTER_API_KEY"
+
+[[upstreams]]
+name = "videos"                # an upstream with OpenAI's asynchronous video jobs (/videos)
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY"
+timeout_s = 600
+
 [[models]]
 id = "gpt-4o-mini"
 upstream = "openai"
@@ -57,8 +75,62 @@ request_sat = 0                # optional flat price per request
 context_length = 128000
 max_output_tokens = 16384
 
+# A model sold through several providers (CONTRACT.md section 9): list them instead of
+# `upstream` and the prices. The first is the default; failover goes down the list.
+[[models]]
+id = "openai/gpt-4o"
+display_name = "GPT-4o"
+category = "chat"
+capabilities = ["chat", "vision", "tools"]
+context_length = 128000
+max_output_tokens = 16384
+
+  [[models.providers]]
+  upstream = "openai"
+  upstream_model = "gpt-4o"
+  input_usd_per_1m = 2.5
+  output_usd_per_1m = 10.0
+  data_collection = "deny"
+  zdr = false
+
+  [[models.providers]]
+  upstream = "openrouter"
+  upstream_model = "openai/gpt-4o"
+  input_usd_per_1m = 2.75
+  output_usd_per_1m = 11.0
+  thinking = false
+  online = true
+
+# Media models (section 10)
+[[models]]
+id = "gpt-image-1"
+category = "image"
+upstream = "openai"
+image_usd = 0.04
+image_usd_by_size = {"1024x1024" = 0.04, "1536x1024" = 0.06, "1024x1024/high" = 0.17}
+
+[[models]]
+id = "tts-1"
+category = "speech"
+upstream = "openai"
+input_usd_per_1m_chars = 15.0
+
+[[models]]
+id = "whisper-1"
+category = "transcription"
+upstream = "openai"
+audio_usd_per_minute = 0.006
+max_audio_seconds = 1500
+
+[[models]]
+id = "veo-3.1-fast"
+category = "video"
+upstream = "videos"
+video_usd_per_second_by_resolution = {"720p" = 0.15, "1080p" = 0.18}
+default_video_seconds = 4
+
 [admin]
-password_env = "ROUTSTR_ADMIN_PASSWORD"  # unset: a password is generated at first start
+password_env = "ROUTSTR_ADMIN_PASSWORD"  # unset: a password is generated at first start and printed once
 
 [limits]
 requests_per_minute = 60
@@ -66,10 +138,26 @@ requests_per_hour = 1000
 requests_per_day = 10000
 max_body_bytes = 10485760
 
+[logs]
+retention_days = 30            # usage records (per request) kept this long
+
+[sessions]
+enabled = false                # conversation sessions (session_id); the node then stores chats
+ttl_hours = 24
+max_messages = 50
+
+[database]
+url = ""                       # empty: SQLite in data_dir; "postgresql://user@host/db" for several processes
+
 [nostr]
 relays = []                    # e.g. ["wss://relay.damus.io"]
 nsec_env = "ROUTSTR_NSEC"      # unset: a key is generated and kept in data_dir
 announce = false
+
+[payout]
+lightning_address = ""         # e.g. "operator@wallet.example": earnings above min_sat are paid there
+min_sat = 1000
+interval_minutes = 60
 """
 
 MINIMAL = '[mints]\ntrusted = ["https://mint.example.com"]\n'
@@ -120,30 +208,99 @@ def check_example(settings: Settings) -> None:
     assert settings.pricing.markup_percent == 0
     assert isinstance(settings.pricing.markup_percent, Decimal)
     assert settings.pricing.min_request_msat == 0
-    (upstream,) = settings.upstreams
-    assert upstream.name == "openai"
+    assert [u.name for u in settings.upstreams] == ["openai", "openrouter", "videos"]
+    upstream = settings.upstream("openai")
     assert upstream.base_url == "https://api.openai.com/v1"
     assert upstream.api_key_env == "OPENAI_API_KEY"
     assert upstream.api_key == "sk-from-env"
     assert upstream.timeout_s == 300
-    (model,) = settings.models
+    assert settings.upstream("openrouter").api_key is None  # OPENROUTER_API_KEY is unset
+    assert settings.upstream("openrouter").timeout_s == 300
+    assert settings.upstream("videos").timeout_s == 600
+    ids = [m.id for m in settings.models]
+    assert ids == [
+        "gpt-4o-mini",
+        "openai/gpt-4o",
+        "gpt-image-1",
+        "tts-1",
+        "whisper-1",
+        "veo-3.1-fast",
+    ]
+    model = settings.model("gpt-4o-mini")
+    assert model is not None
     assert (model.id, model.upstream, model.upstream_model) == ("gpt-4o-mini", "openai", model.id)
+    assert (model.display_name, model.category, model.capabilities) == (model.id, "chat", [])
     assert model.input_usd_per_1m == Decimal("0.15")
     assert model.output_usd_per_1m == Decimal("0.60")
     assert isinstance(model.input_usd_per_1m, Decimal)
     assert model.input_sat_per_1m is None and model.output_sat_per_1m is None
     assert model.request_sat == 0
     assert (model.context_length, model.max_output_tokens) == (128000, 16384)
+    (offer,) = model.offers  # the one-provider form: one implicit provider
+    assert (offer.upstream, offer.upstream_model) == ("openai", "gpt-4o-mini")
+    assert offer.input_usd_per_1m == Decimal("0.15") and offer.request_sat == 0
+    assert (offer.data_collection, offer.zdr, offer.online, offer.thinking) == (
+        DataCollection.ALLOW,
+        False,
+        False,
+        False,
+    )
+    assert offer.supported_parameters is None and offer.thinking_params == {}
+    routed = settings.model("openai/gpt-4o")
+    assert routed is not None
+    assert (routed.display_name, routed.category) == ("GPT-4o", ModelCategory.CHAT)
+    assert routed.capabilities == ["chat", "vision", "tools"]
+    assert routed.upstream is None and routed.providers is not None
+    first, second = routed.offers
+    assert (first.upstream, first.upstream_model) == ("openai", "gpt-4o")
+    assert (first.input_usd_per_1m, first.output_usd_per_1m) == (Decimal("2.5"), Decimal("10.0"))
+    assert (first.data_collection, first.zdr, first.online) == ("deny", False, False)
+    assert (second.upstream, second.upstream_model) == ("openrouter", "openai/gpt-4o")
+    assert (second.input_usd_per_1m, second.output_usd_per_1m) == (
+        Decimal("2.75"),
+        Decimal("11.0"),
+    )
+    assert (second.data_collection, second.thinking, second.online) == ("allow", False, True)
+    image = settings.model("gpt-image-1")
+    assert image is not None and image.category == ModelCategory.IMAGE
+    assert image.context_length is None and image.max_output_tokens is None
+    assert image.image_usd == Decimal("0.04")
+    assert image.image_usd_by_size == {
+        "1024x1024": Decimal("0.04"),
+        "1536x1024": Decimal("0.06"),
+        "1024x1024/high": Decimal("0.17"),
+    }
+    speech = settings.model("tts-1")
+    assert speech is not None and speech.category == ModelCategory.SPEECH
+    assert speech.input_usd_per_1m_chars == Decimal("15.0")
+    transcription = settings.model("whisper-1")
+    assert transcription is not None and transcription.category == "transcription"
+    assert transcription.audio_usd_per_minute == Decimal("0.006")
+    assert transcription.max_audio_seconds == 1500
+    video = settings.model("veo-3.1-fast")
+    assert video is not None and video.category == ModelCategory.VIDEO
+    assert video.upstream == "videos"
+    assert video.video_usd_per_second_by_resolution == {
+        "720p": Decimal("0.15"),
+        "1080p": Decimal("0.18"),
+    }
+    assert video.default_video_seconds == 4
     assert settings.admin.password is None
     assert settings.admin.password_env == "ROUTSTR_ADMIN_PASSWORD"
     assert settings.limits.requests_per_minute == 60
     assert settings.limits.requests_per_hour == 1000
     assert settings.limits.requests_per_day == 10000
     assert settings.limits.max_body_bytes == 10485760
+    assert settings.logs.retention_days == 30
+    assert (settings.sessions.enabled, settings.sessions.ttl_hours) == (False, 24)
+    assert settings.sessions.max_messages == 50
+    assert settings.database.url == ""
     assert settings.nostr.relays == []
     assert settings.nostr.nsec is None
     assert settings.nostr.nsec_env == "ROUTSTR_NSEC"
     assert settings.nostr.announce is False
+    assert settings.payout.lightning_address == ""
+    assert (settings.payout.min_sat, settings.payout.interval_minutes) == (1000, 60)
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -162,7 +319,7 @@ def test_shared_example_file_loads_exactly() -> None:
 def test_defaults_are_the_example_values(in_tmp: Path) -> None:
     example = load_text(EXAMPLE_TOML)
     settings = load_text(MINIMAL)
-    for section in ("node", "limits", "admin", "nostr"):
+    for section in ("node", "limits", "admin", "logs", "sessions", "database", "nostr", "payout"):
         assert getattr(settings, section) == getattr(example, section)
     assert settings.pricing.btc_usd is None  # removed: live price sources
     assert settings.pricing.price_sources == ["kraken", "coinbase"]
@@ -441,13 +598,149 @@ ERROR_CASES: list[tuple[str, str, str]] = [
     ),
     (
         MINIMAL + UPSTREAM_AND_MODEL.replace("context_length = 1000\n", ""),
-        "node.toml: models[0].context_length: Field required",
+        "node.toml: models[0].context_length: Field required (a chat model)",
         "models[0].context_length",
     ),
     (
         MINIMAL + UPSTREAM_AND_MODEL + "request_sat = 1.5\n",
         "node.toml: models[0].request_sat: Input should be a valid integer",
         "models[0].request_sat",
+    ),
+    *[
+        (
+            MINIMAL
+            + UPSTREAM_AND_MODEL.replace('upstream = "up"\n', "").replace(
+                "input_sat_per_1m = 100\n", ""
+            )
+            + tail,
+            expected,
+            param,
+        )
+        for tail, expected, param in [
+            (
+                '[[models.providers]]\nupstream = "up"\n[[models.providers]]\nupstream = "x"\n',
+                "node.toml: models[0].providers[1].upstream: no upstream named 'x'",
+                "models[0].providers[1].upstream",
+            ),
+            (
+                '[[models.providers]]\nupstream = "up"\n[[models.providers]]\nupstream = "up"\n',
+                "node.toml: models[0].providers[1].upstream: upstream 'up' is listed twice",
+                "models[0].providers[1].upstream",
+            ),
+            (
+                # a price on the model itself: the two forms mixed
+                'input_sat_per_1m = 1\n[[models.providers]]\nupstream = "up"\n',
+                "node.toml: models[0].input_sat_per_1m: belongs in each [[models.providers]]"
+                " table of a model that lists them",
+                "models[0].input_sat_per_1m",
+            ),
+            (
+                "providers = []\n",
+                "node.toml: models[0].providers: lists no provider",
+                "models[0].providers",
+            ),
+            (
+                "",
+                "node.toml: models[0].upstream: Field required (or list [[models.providers]])",
+                "models[0].upstream",
+            ),
+            (
+                '[[models.providers]]\nupstream = "up"\nzdr = "yes"\n',
+                "node.toml: models[0].providers[0].zdr: Input should be a valid boolean",
+                "models[0].providers[0].zdr",
+            ),
+            (
+                '[[models.providers]]\nupstream = "up"\ndata_collection = "never"\n',
+                "node.toml: models[0].providers[0].data_collection: Input should be 'allow' or"
+                " 'deny'",
+                "models[0].providers[0].data_collection",
+            ),
+            (
+                '[[models.providers]]\nupstream = "up"\nquantization = "fp8"\n',
+                "node.toml: unknown key 'models[0].providers[0].quantization'",
+                "models[0].providers[0].quantization",
+            ),
+        ]
+    ],
+    (
+        MINIMAL + UPSTREAM_AND_MODEL + 'category = "music"\n',
+        "node.toml: models[0].category: Input should be 'chat', 'embedding', 'image', 'speech',"
+        " 'transcription' or 'video'",
+        "models[0].category",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL + "thinking_params = {stream = false}\n",
+        "node.toml: models[0].thinking_params.stream: 'stream' is the request's own, not a"
+        " thinking parameter",
+        "models[0].thinking_params.stream",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL + "image_sat = 1\nimage_usd = 0.01\n",
+        "node.toml: models[0].image_sat: give image_usd or image_sat, not both",
+        "models[0].image_sat",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL + 'image_sat_by_size = {"big" = 3}\n',
+        "node.toml: models[0].image_sat_by_size.big: 'big' is not a key like \"1024x1024\" or"
+        ' "1024x1024/hd"',
+        "models[0].image_sat_by_size.big",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL + 'video_usd_per_second_by_resolution = {"720" = 0.1}\n',
+        "node.toml: models[0].video_usd_per_second_by_resolution.720: '720' is not a key like"
+        ' "720p" or "4K"',
+        "models[0].video_usd_per_second_by_resolution.720",
+    ),
+    (
+        MINIMAL + UPSTREAM_AND_MODEL + "audio_sat_per_minute = -1\n",
+        "node.toml: models[0].audio_sat_per_minute: Input should be greater than or equal to 0",
+        "models[0].audio_sat_per_minute",
+    ),
+    (
+        MINIMAL
+        + UPSTREAM_AND_MODEL.replace("context_length = 1000\n", "")
+        + 'category = "embedding"\n',
+        "node.toml: models[0].context_length: Field required (a embedding model)",
+        "models[0].context_length",
+    ),
+    (
+        MINIMAL + "[sessions]\nenabled = true\n",
+        "node.toml: sessions.enabled: not supported by this version yet (sessions come in a"
+        " later version)",
+        "sessions.enabled",
+    ),
+    (
+        MINIMAL + '[database]\nurl = "postgresql://u@h/db"\n',
+        "node.toml: database.url: not supported by this version yet (PostgreSQL databases come"
+        " in a later version)",
+        "database.url",
+    ),
+    (
+        MINIMAL + '[database]\nurl = "mysql://u@h/db"\n',
+        "node.toml: database.url: must be empty (SQLite in data_dir) or a postgresql:// URL",
+        "database.url",
+    ),
+    (
+        MINIMAL + '[payout]\nlightning_address = "op@wallet.example"\n',
+        "node.toml: payout.lightning_address: not supported by this version yet (payouts come"
+        " in a later version)",
+        "payout.lightning_address",
+    ),
+    (
+        MINIMAL + '[payout]\nlightning_address = "http://wallet.example/lnurl"\n',
+        "node.toml: payout.lightning_address: 'http://wallet.example/lnurl' is not a Lightning"
+        " address (name@domain) or an LNURL-pay https URL",
+        "payout.lightning_address",
+    ),
+    (
+        MINIMAL + "[logs]\nretention_days = 0\n",
+        "node.toml: logs.retention_days: Input should be greater than 0",
+        "logs.retention_days",
+    ),
+    (
+        MINIMAL + "[sessions]\nttl = 1\n",
+        "node.toml: unknown key 'sessions.ttl'",
+        "sessions.ttl",
     ),
     ("[node]\nport = 1\n", "node.toml: mints: Field required", "mints"),
     (
@@ -560,7 +853,11 @@ def test_redacted_hides_every_secret(secret_settings: Settings) -> None:
         "models",
         "admin",
         "limits",
+        "logs",
+        "sessions",
+        "database",
         "nostr",
+        "payout",
     ]
     assert shown["upstreams"][0]["api_key"] == REDACTED
     assert shown["upstreams"][1]["api_key"] is None  # unset stays visible as unset
@@ -597,13 +894,13 @@ def test_patch_replaces_lists_whole(secret_settings: Settings) -> None:
     assert new.mints.trusted == ["http://b"]
     assert new.models == []
     assert new.nostr.relays == ["wss://r"]
-    assert len(new.upstreams) == 2
+    assert len(new.upstreams) == 4
 
 
 def test_patch_redacted_keeps_secrets(secret_settings: Settings) -> None:
     shown = secret_settings.redacted()
     upstreams = list(reversed(shown["upstreams"]))  # matched by name, not position
-    upstreams[1]["timeout_s"] = 12
+    upstreams[-1]["timeout_s"] = 12
     new = secret_settings.merged(
         {
             "upstreams": upstreams,
@@ -612,7 +909,7 @@ def test_patch_redacted_keeps_secrets(secret_settings: Settings) -> None:
         },
         {},
     )
-    assert [u.name for u in new.upstreams] == ["local", "openai"]
+    assert [u.name for u in new.upstreams] == ["local", "videos", "openrouter", "openai"]
     assert new.upstream("openai").api_key == "sk-openai"
     assert new.upstream("openai").timeout_s == 12
     assert new.upstream("local").api_key is None
@@ -705,3 +1002,122 @@ def test_the_demo_writes_the_config_it_runs_on(tmp_path: Path) -> None:
     path = tmp_path / "node.toml"
     path.write_text(config_toml(config))
     assert load_settings(path, environ={}) == Settings.model_validate(config)
+
+
+# --- models sold through several providers, media prices, features not built yet -----------
+
+ROUTED = """
+[[upstreams]]
+name = "a"
+base_url = "http://127.0.0.1:8001/v1"
+[[upstreams]]
+name = "b"
+base_url = "http://127.0.0.1:8002/v1"
+
+[[models]]
+id = "m"
+context_length = 1000
+max_output_tokens = 100
+  [[models.providers]]
+  upstream = "a"
+  input_sat_per_1m = 100
+  supported_parameters = ["temperature"]
+  [[models.providers]]
+  upstream = "b"
+  upstream_model = "b-name"
+  output_usd_per_1m = 1.25
+  zdr = true
+  thinking = true
+  thinking_params = {reasoning_effort = "high", temperature = 0.7, top_k = 40.0, x = {on = true}}
+"""
+
+
+def test_providers_default_to_the_model_id_and_keep_their_own_keys(in_tmp: Path) -> None:
+    settings = load_text(MINIMAL + ROUTED)
+    model = settings.model("m")
+    assert model is not None and model.display_name == "m"
+    a, b = model.offers
+    assert (a.upstream, a.upstream_model, a.input_sat_per_1m) == ("a", "m", Decimal(100))
+    assert a.supported_parameters == ["temperature"] and not a.uses_usd
+    assert (b.upstream_model, b.zdr, b.thinking, b.uses_usd) == ("b-name", True, True, True)
+    assert model.uses_usd
+    # request parameters, not amounts: forwarded as JSON numbers
+    assert b.thinking_params == {
+        "reasoning_effort": "high",
+        "temperature": 0.7,
+        "top_k": 40,
+        "x": {"on": True},
+    }
+    assert type(b.thinking_params["top_k"]) is int
+    assert model.offer("b") is b and model.offer("c") is None
+
+
+def test_a_routed_model_round_trips_through_the_admin_view(in_tmp: Path) -> None:
+    settings = load_text(MINIMAL + ROUTED)
+    shown = json.loads(json.dumps(settings.redacted(), default=str), parse_float=Decimal)
+    assert shown["models"][0]["upstream"] is None
+    assert [p["upstream"] for p in shown["models"][0]["providers"]] == ["a", "b"]
+    assert settings.merged(shown, {}) == settings
+    swapped = {**shown["models"][0], "providers": shown["models"][0]["providers"][::-1]}
+    assert [o.upstream for o in settings.merged({"models": [swapped]}, {}).models[0].offers] == [
+        "b",
+        "a",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("patch", "param"),
+    [
+        (
+            {
+                "models": [
+                    {"id": "x", "category": "embedding", "context_length": 9, "providers": []}
+                ]
+            },
+            "models[0].providers",
+        ),
+        (
+            {
+                "models": [
+                    {
+                        "id": "x",
+                        "category": "embedding",
+                        "context_length": 9,
+                        "providers": [{"upstream": "nope"}],
+                    }
+                ]
+            },
+            "models[0].providers[0].upstream",
+        ),
+        ({"sessions": {"enabled": True}}, "sessions.enabled"),
+        ({"database": {"url": "postgresql://u:pw@db/x"}}, "database.url"),
+        ({"payout": {"lightning_address": "me@example.com"}}, "payout.lightning_address"),
+    ],
+)
+def test_patch_errors_of_the_new_keys_name_the_field(
+    secret_settings: Settings, patch: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        secret_settings.merged(patch, {})
+    assert caught.value.param == param
+
+
+def test_a_database_url_from_its_variable_stops_the_node(in_tmp: Path) -> None:
+    text = MINIMAL + '[database]\nurl_env = "DB_URL"\n'
+    assert load_text(text, {}).database.url == ""
+    error = load_error(text, {"DB_URL": "postgresql://u:pw@db/x"})
+    assert str(error) == (
+        "DB_URL (database.url_env in node.toml): database.url: not supported by this version"
+        " yet (PostgreSQL databases come in a later version)"
+    )
+    assert error.param == "database.url"
+    overridden = load_error(MINIMAL, {"ROUTSTR_SESSIONS__ENABLED": "true"})
+    assert str(overridden).startswith("ROUTSTR_SESSIONS__ENABLED: sessions.enabled: not supported")
+
+
+def test_a_database_url_is_a_secret() -> None:
+    from routstr_node.config.patch import redact
+
+    shown = redact({"database": {"url": "postgresql://u:pw@db/x"}})
+    assert shown["database"]["url"] == REDACTED
+    assert redact({"database": {"url": ""}})["database"]["url"] == ""

@@ -34,11 +34,9 @@ from routstr_node.pricing import (
     ModelPrice,
     PriceUnavailable,
     cost_msat,
-    is_unpriced,
     max_cost_msat,
     models_listing,
     pricing_fields,
-    uses_usd,
 )
 
 BTC_USD = Decimal(100000)
@@ -95,14 +93,14 @@ def test_sat_prices() -> None:
 
 def test_sat_prices_need_no_rate() -> None:
     config = model(input_sat_per_1m=100)
-    assert not uses_usd(config)
+    assert not config.uses_usd
     assert ModelPrice.from_config(config, PricingSection(), None).input_msat_per_token == Fraction(
         1, 10
     )
 
 
 def test_usd_prices_need_a_rate() -> None:
-    assert uses_usd(GPT_4O_MINI)
+    assert GPT_4O_MINI.uses_usd
     with pytest.raises(PriceUnavailable):
         ModelPrice.from_config(GPT_4O_MINI, PricingSection(), None)
 
@@ -114,13 +112,13 @@ def test_unpriced_direction_is_free() -> None:
 
 
 def test_a_model_without_any_price_is_told_apart() -> None:
-    assert is_unpriced(model())
+    assert model().offers[0].is_unpriced
     for priced in (
         model(input_sat_per_1m=0),  # free on purpose: said so
         model(output_usd_per_1m=1),
         model(request_sat=1),
     ):
-        assert not is_unpriced(priced)
+        assert not priced.offers[0].is_unpriced
 
 
 def test_odd_exchange_rate_is_exact() -> None:
