@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 _TAIL_BYTES = 64 * 1024
+_HEAD_BYTES = 4 * 1024
 _USAGE_KEY = b'"usage"'
 _COLON = re.compile(rb"\s*:\s*")
 _ROOT_CLOSES = re.compile(rb"\s*}\s*\Z")  # the rest of the document: the root's last brace
@@ -25,10 +27,33 @@ class TailUsage:
     start: int  # the usage object's bytes in the answer: raw[start:end]
     end: int
 
-    def with_usage(self, raw: bytes, usage: dict[str, Any]) -> bytes:
-        """The answer with ``usage`` in place of the one it carried."""
+    def with_usage(
+        self,
+        raw: bytes,
+        usage: dict[str, Any],
+        after: Mapping[str, Any] | None = None,
+        edit: Callable[[bytes], bytes] | None = None,
+    ) -> bytes:
+        """The answer with ``usage`` in place of the one it carried, the members ``after``
+        added behind it (the root's last), and ``edit`` applied to the answer's head and
+        to what comes just before its usage (where its other top-level members are)."""
         whole = memoryview(raw)  # one copy of a large answer, not three
-        return b"".join((whole[: self.start], json.dumps(usage).encode(), whole[self.end :]))
+        members = json.dumps(usage).encode()
+        if after:
+            members += b"," + json.dumps(after).encode()[1:-1]
+        if edit is None:
+            return b"".join((whole[: self.start], members, whole[self.end :]))
+        head = min(_HEAD_BYTES, self.start)
+        near = max(head, self.start - _TAIL_BYTES)
+        return b"".join(
+            (
+                edit(bytes(whole[:head])),
+                whole[head:near],
+                edit(bytes(whole[near : self.start])),
+                members,
+                whole[self.end :],
+            )
+        )
 
 
 def usage_at_the_end(raw: bytes) -> TailUsage | None:

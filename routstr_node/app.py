@@ -15,7 +15,6 @@ import aiohttp
 from aiohttp import web
 
 from mints.directory import MintDirectory
-from mints.token import looks_like_token
 from routstr_node import admin, discovery, wallet_api
 from routstr_node.background import every
 from routstr_node.config import Settings
@@ -23,7 +22,7 @@ from routstr_node.errors import ApiError, from_domain
 from routstr_node.identity import load_secret, npub
 from routstr_node.metrics import Metrics
 from routstr_node.nostr.service import nostr_context
-from routstr_node.payment import key_account, presented_key
+from routstr_node.payment import presented_credential
 from routstr_node.pricing import BtcUsdRate
 from routstr_node.proxy import PROXIED_PATHS, handle_proxy
 from routstr_node.ratelimit import RateLimiter
@@ -243,17 +242,16 @@ async def _payer_bucket(node: NodeState, request: web.Request) -> str:
 
     A key that opens no account (made up) counts against the client's address: else a
     new made-up key on every request would be a fresh allowance. Finding out is the
-    account lookup the payment makes next anyway (kept in memory for real keys).
+    account lookup the payment uses next (kept with the request, and in memory for
+    real keys).
     """
-    credential = request.headers.get("X-Cashu", "").strip() or presented_key(request)
-    if not credential:
+    credential = await presented_credential(request, node)
+    if credential.text is None:
         return ""
-    digest = key_hash(credential)
-    if looks_like_token(credential):
+    digest = key_hash(credential.text)
+    if credential.is_token:
         return _TOKEN_BUCKET + digest
-    if node.wallet.ledger.knows_key_hash(digest):
-        return "payer:" + digest
-    return "" if await key_account(node, credential) is None else "payer:" + digest
+    return "" if credential.account_id is None else "payer:" + digest
 
 
 @web.middleware

@@ -6,8 +6,8 @@ from aiohttp import web
 
 import routstr_node
 from routstr_node.errors import not_found
+from routstr_node.listing import models_listing, provider_models, served_models
 from routstr_node.nostr.service import NOSTR
-from routstr_node.pricing import models_listing
 from routstr_node.proxy import PROXIED_PATHS, STREAMING_PATHS
 from routstr_node.state import NODE, NodeState
 
@@ -41,7 +41,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def models(request: web.Request) -> web.Response:
     node = request.app[NODE]
     btc_usd = await node.btc_usd_or_none()
-    data = models_listing(node.settings, btc_usd, int(node.started_at))
+    data = models_listing(node.settings, btc_usd, int(node.started_at), node.board)
     return web.json_response({"object": "list", "data": data})
 
 
@@ -50,7 +50,7 @@ async def model(request: web.Request) -> web.Response:
     node = request.app[NODE]
     model_id = request.match_info["model_id"]
     btc_usd = await node.btc_usd_or_none()
-    for entry in models_listing(node.settings, btc_usd, int(node.started_at)):
+    for entry in models_listing(node.settings, btc_usd, int(node.started_at), node.board):
         if entry["id"] == model_id:
             return web.json_response(entry)
     raise not_found("model_not_available", f"the model '{model_id}' is not available here")
@@ -67,18 +67,17 @@ async def info(request: web.Request) -> web.Response:
             "npub": node.npub,
             "mints": list(node.mints.urls),
             "http_url": settings.node.public_url or f"http://{request.host}",
-            "models": [m.id for m in settings.models],
+            "models": [m.id for m in served_models(settings)],
         }
     )
 
 
 def _provider_summary(node: NodeState, name: str) -> dict[str, object]:
-    upstream = node.upstreams.get(name)
     return {
         "name": name,
-        "models": [m.id for m in node.settings.models if m.offer(name) is not None],
+        "models": [m.id for m in served_models(node.settings) if m.offer(name) is not None],
         "endpoints": list(PROXIED_PATHS),
-        "status": upstream.status if upstream is not None else "down",
+        "status": str(node.board.status(name)),
     }
 
 
@@ -95,28 +94,23 @@ async def providers(request: web.Request) -> web.Response:
 
 
 async def provider(request: web.Request) -> web.Response:
+    """One provider, with its measured latency (median time to the first byte) and
+    throughput (output tokens per second) over recent paid calls."""
     node = request.app[NODE]
     name = request.match_info["name"]
     if all(u.name != name for u in node.settings.upstreams):
         raise not_found("not_found", f"no provider named '{name}'")
     btc_usd = await node.btc_usd_or_none()
-    listed = {m["id"]: m for m in models_listing(node.settings, btc_usd, int(node.started_at))}
-    summary = _provider_summary(node, name)
+    latency = node.board.latency_s(name)
+    throughput = node.board.throughput(name)
     return web.json_response(
         {
-            **summary,
+            **_provider_summary(node, name),
             "display_name": name,
             "description": f"{node.settings.node.name} via {name}",
-            "models": [
-                {
-                    "id": m.id,
-                    "name": m.id,
-                    "context_window": m.context_length,
-                    "pricing": listed.get(m.id, {}).get("pricing"),
-                }
-                for m in node.settings.models
-                if m.offer(name) is not None
-            ],
+            "models": provider_models(node.settings, btc_usd, name),
             "features": ["streaming"] if set(STREAMING_PATHS) else [],
+            "latency_ms": None if latency is None else round(latency * 1000),
+            "throughput_tps": None if throughput is None else round(throughput, 1),
         }
     )

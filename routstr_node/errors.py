@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from mints import errors as mint_errors
+from routstr_node.routing import errors as routing_errors
 from wallet import errors as wallet_errors
 
 
@@ -64,8 +65,14 @@ def unauthorized(code: str, message: str) -> ApiError:
 
 
 def from_domain(exc: Exception) -> ApiError | None:
-    """The contract's answer for a mint or wallet failure (None: not one of ours)."""
+    """The contract's answer for a mint, wallet or routing failure (None: not one of ours)."""
     match exc:
+        case routing_errors.ModelUnavailable():
+            return not_found("model_not_available", exc.message)
+        case routing_errors.InvalidProvider():
+            return invalid_request("invalid_provider", exc.message, param=exc.param)
+        case routing_errors.NoProviderAvailable():
+            return not_found("no_provider_available", exc.message)
         case mint_errors.TokenInvalid():
             return invalid_request("cashu_token_invalid", exc.message)
         case mint_errors.UnitUnsupported():
@@ -116,3 +123,76 @@ def from_domain(exc: Exception) -> ApiError | None:
         case mint_errors.ProtocolError() | wallet_errors.InsufficientCustody():
             return ApiError(502, "upstream_error", "cashu_mint_error", exc.message)
     return None
+
+
+# -- an upstream's failure, as the client sees it ------------------------------------------
+
+
+def upstream_timeout(provider: str) -> ApiError:
+    return ApiError(
+        504,
+        "upstream_error",
+        "upstream_timeout",
+        f"the upstream '{provider}' did not answer in time",
+    )
+
+
+def upstream_failed(provider: str, why: str) -> ApiError:
+    return ApiError(
+        502, "upstream_error", "upstream_error", f"the upstream '{provider}' failed: {why}"
+    )
+
+
+_CLIENT_ERRORS = {
+    400: (400, "invalid_request_error"),
+    404: (404, "not_found_error"),
+    409: (409, "invalid_request_error"),
+    413: (413, "invalid_request_error"),
+    422: (400, "invalid_request_error"),
+}
+
+
+def upstream_status_error(
+    provider: str, status: int, raw: bytes, retry_after: str | None = None
+) -> ApiError:
+    """Client errors the upstream found are the client's to see; the rest is a 502.
+
+    An upstream's 429 keeps its ``Retry-After`` (in seconds) when it gave one.
+    """
+    message = ""
+    upstream_code = None
+    param = None
+    try:
+        err = json.loads(raw).get("error")
+        if isinstance(err, dict):
+            message = str(err.get("message") or "")
+            upstream_code = err.get("code")
+            param = err.get("param") if isinstance(err.get("param"), str) else None
+        elif isinstance(err, str):
+            message = err
+    except (ValueError, AttributeError, RecursionError):
+        pass
+    if status in _CLIENT_ERRORS:
+        # in the contract's own pairs of status and type (it has no 422: that is a 400)
+        answered, type_ = _CLIENT_ERRORS[status]
+        return ApiError(
+            answered,
+            type_,
+            str(upstream_code or "upstream_rejected"),
+            message or f"the upstream rejected the request ({status})",
+            param=param,
+        )
+    if status == 429:
+        return ApiError(
+            429,
+            "rate_limit_error",
+            "rate_limited",
+            message or "the upstream is rate limiting",
+            headers={"Retry-After": retry_after if retry_after and retry_after.isdigit() else "1"},
+        )
+    return ApiError(
+        502,
+        "upstream_error",
+        "upstream_error",
+        f"the upstream '{provider}' answered {status}" + (f": {message}" if message else ""),
+    )

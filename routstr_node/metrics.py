@@ -34,12 +34,16 @@ class Histogram:
 
 
 class Metrics:
-    """Requests by route and status, latencies, msat charged, open streams."""
+    """Requests by route and status, latencies, msat charged, open streams, and per
+    provider: attempts, failed attempts, failovers away from it, its latency."""
 
     def __init__(self) -> None:
         self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.latency = Histogram()
         self.upstream_latency: defaultdict[str, Histogram] = defaultdict(Histogram)
+        self.provider_attempts: defaultdict[str, int] = defaultdict(int)
+        self.provider_failures: defaultdict[str, int] = defaultdict(int)
+        self.provider_failovers: defaultdict[str, int] = defaultdict(int)
         self.charged_msat = 0
         self.open_streams = 0
 
@@ -63,6 +67,17 @@ class Metrics:
         ]
         for name, hist in sorted(self.upstream_latency.items()):
             lines += hist.lines("routstr_upstream_duration_seconds", f'upstream="{name}"')
+        for metric, counts, what in (
+            ("routstr_provider_attempts_total", self.provider_attempts, "Attempts sent"),
+            ("routstr_provider_failures_total", self.provider_failures, "Attempts that failed"),
+            (
+                "routstr_provider_failovers_total",
+                self.provider_failovers,
+                "Requests moved on to the next provider after this one failed",
+            ),
+        ):
+            lines += [f"# HELP {metric} {what}, by provider.", f"# TYPE {metric} counter"]
+            lines += [f'{metric}{{provider="{name}"}} {n}' for name, n in sorted(counts.items())]
         lines += [
             "# HELP routstr_charged_msat_total Millisatoshi charged for requests.",
             "# TYPE routstr_charged_msat_total counter",

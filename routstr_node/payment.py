@@ -8,6 +8,7 @@ refuses stays unspent.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from aiohttp import web
 from cashu.core.nuts.nut18 import PaymentRequest
@@ -20,10 +21,16 @@ from wallet.errors import TokenAlreadyRedeemed
 from wallet.keys import ADMIN_KEY_PREFIX, API_KEY_PREFIX
 
 
+class PaymentMode(StrEnum):
+    ACCOUNT = "account"  # an sk- key
+    TOKEN = "token"  # a Cashu token used as the key
+    XCASHU = "xcashu"  # the X-Cashu header: this request only, the rest is change
+
+
 @dataclass(frozen=True, slots=True)
 class Payer:
     account_id: int
-    mode: str  # "account" | "token" | "xcashu"
+    mode: PaymentMode
     legacy: bool = False  # the X-Cashu token was cashuA: change comes back as cashuA
     reservation_id: int | None = None  # X-Cashu: held with the token's credit
 
@@ -89,20 +96,53 @@ async def account_for_key(node: NodeState, key: str) -> int:
     return account_id
 
 
-async def resolve_payer(request: web.Request, node: NodeState, max_cost_msat: int) -> Payer:
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a paid request presents, read once: by the rate limit first, then to pay."""
+
+    text: str | None  # the X-Cashu token, or the key (None: nothing presented)
+    x_cashu: bool = False
+    is_token: bool = False  # a Cashu token (as X-Cashu or as the key)
+    account_id: int | None = None  # an sk-/radmin_ key's account (None: no such key)
+
+
+_CREDENTIAL: web.RequestKey[Credential] = web.RequestKey("credential")
+
+
+async def presented_credential(request: web.Request, node: NodeState) -> Credential:
+    """The request's credential, an sk- key's account looked up (once per request)."""
+    if _CREDENTIAL in request:
+        return request[_CREDENTIAL]
     x_cashu = request.headers.get("X-Cashu", "").strip()
-    if x_cashu:
-        return await _pay_per_request(node, x_cashu, max_cost_msat)
-    key = presented_key(request)
+    text = x_cashu or presented_key(request)
+    if text is None:
+        credential = Credential(None)
+    elif x_cashu or looks_like_token(text):
+        credential = Credential(text, x_cashu=bool(x_cashu), is_token=True)
+    else:
+        credential = Credential(text, account_id=await key_account(node, text))
+    request[_CREDENTIAL] = credential
+    return credential
+
+
+async def resolve_payer(request: web.Request, node: NodeState, max_cost_msat: int) -> Payer:
+    credential = await presented_credential(request, node)
+    key = credential.text
+    if credential.x_cashu:
+        assert key is not None
+        return await _pay_per_request(node, key, max_cost_msat)
     if key is None:
         raise payment_required(
             node,
             max_cost_msat,
             "this request needs payment: an sk- key, a Cashu token as the key, or X-Cashu",
         )
-    if looks_like_token(key):
-        return Payer(await _token_as_key(node, key, max_cost_msat), "token")
-    return Payer(await account_for_key(node, key), "account")
+    if credential.is_token:
+        return Payer(await _token_as_key(node, key, max_cost_msat), PaymentMode.TOKEN)
+    if credential.account_id is None:
+        await account_for_key(node, key)  # raises: the contract's answer for a bad key
+    assert credential.account_id is not None
+    return Payer(credential.account_id, PaymentMode.ACCOUNT)
 
 
 async def _checked_for(node: NodeState, text: str, max_cost_msat: int) -> CheckedToken:
@@ -137,7 +177,7 @@ async def _pay_per_request(node: NodeState, text: str, max_cost_msat: int) -> Pa
         ) from None
     return Payer(
         received.account_id,
-        "xcashu",
+        PaymentMode.XCASHU,
         legacy=text.lstrip().startswith(("cashuA", "cashu:cashuA")),
         reservation_id=received.reservation_id,
     )

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from routstr_node.config import ModelConfig, PricingSection, ProviderConfig, Settings
+from routstr_node.config import ModelConfig, PricingSection, ProviderConfig
 
 log = logging.getLogger(__name__)
 
@@ -130,18 +130,25 @@ def max_cost_msat(
     return cost_msat(price, prompt_tokens_estimate, output).total_msat
 
 
-def pricing_fields(price: ModelPrice) -> dict[str, dict[str, Any]]:
+def max_listed_cost_msat(price: ModelPrice) -> int:
+    """The most one request can cost: the context filled with input, the model's most
+    output (what `sats_pricing.max_cost` shows, in sat)."""
+    return max_cost_msat(price, price.context_length, price.max_output_tokens)
+
+
+def pricing_fields(price: ModelPrice, *, most_msat: int | None = None) -> dict[str, dict[str, Any]]:
     """The `pricing` and `sats_pricing` objects of a GET /v1/models entry (display only).
 
     `max_cost` is the cost, in whole sat rounded up, of a request that fills the
-    context with input and also produces the model's maximum output. `request` is the
+    context with input and also produces the model's maximum output (``most_msat``
+    when given: a model's is the largest over its providers). `request` is the
     flat fee in whole sat, rounded up too (the contract's `sat` fields are integers; a
     markup makes the fee fractional): what a client budgets is never short.
     """
     per_token_sat_in = price.input_msat_per_token / MSAT_PER_SAT
     per_token_sat_out = price.output_msat_per_token / MSAT_PER_SAT
     request_sat = -(-price.request_msat // MSAT_PER_SAT)
-    max_cost = max_cost_msat(price, price.context_length, price.max_output_tokens)
+    max_cost = max_listed_cost_msat(price) if most_msat is None else most_msat
     return {
         "pricing": {
             "prompt": _display(per_token_sat_in * 1000),
@@ -157,33 +164,6 @@ def pricing_fields(price: ModelPrice) -> dict[str, dict[str, Any]]:
             "max_cost": -(-max_cost // MSAT_PER_SAT),
         },
     }
-
-
-def models_listing(
-    settings: Settings, btc_usd: Decimal | None, created: int
-) -> list[dict[str, Any]]:
-    """The `data` list of GET /v1/models.
-
-    Without a BTC/USD rate, USD-priced models are left out: they cannot be paid for
-    until a rate is known, and a listing must not show a wrong price.
-    """
-    entries = []
-    for model in settings.models:
-        if not model.category.priced_by_tokens or (btc_usd is None and model.uses_usd):
-            continue
-        offer = model.offers[0]
-        price = ModelPrice.from_config(model, settings.pricing, btc_usd, offer)
-        entries.append(
-            {
-                "id": model.id,
-                "object": "model",
-                "created": created,
-                "owned_by": offer.upstream,
-                "context_length": model.context_length,
-                **pricing_fields(price),
-            }
-        )
-    return entries
 
 
 def _display(value: Fraction) -> int | float:

@@ -1,12 +1,13 @@
 """Relaying a stream as it arrives, then the usage event with the cost (and change).
 
-Events are passed on one by one the moment they are complete. The upstream's own
-usage event and ``[DONE]`` are held back: the node settles first, then ends the
-stream with one usage event (``choices: []``) carrying ``usage.cost`` and, for
-X-Cashu, ``cashu_change``; on /v1/responses that is the API's own final event
-(``response.completed``), with those keys added. Nothing is sent to the client
-before the first upstream event, so an upstream that fails early costs nothing and
-becomes a plain error.
+Events are passed on one by one the moment they are complete, each naming the model
+as the node sells it. The upstream's own usage event and ``[DONE]`` are held back:
+the node settles first, then ends the stream with one usage event (``choices: []``)
+carrying ``usage.cost``, the provider and, for X-Cashu, ``cashu_change``; on
+/v1/responses that is the API's own final event (``response.completed``), with those
+keys added. Nothing is sent to the client before the first upstream event, so a
+provider that fails before it is failed over (or, the last, becomes a plain error);
+once a byte went out, the stream is this provider's to the end.
 """
 
 from __future__ import annotations
@@ -20,17 +21,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from routstr_node.call import (
-    PaidCall,
-    cost_json,
-    upstream_failed,
-    upstream_status_error,
-    upstream_timeout,
-    usage_fields,
-)
+from routstr_node.errors import upstream_failed, upstream_status_error, upstream_timeout
+from routstr_node.failover import UpstreamFailure, open_answer
+from routstr_node.paid_call import PaidCall
 from routstr_node.pricing import Cost
+from routstr_node.routing import Candidate
 from routstr_node.sse import DONE, EventSplitter, encode_event, event_data, event_json
 from routstr_node.state import COUNTED_STREAM, RESPONSE_HEADERS
+from routstr_node.token_answer import ModelRenamer, TokenRequest, cost_at, cost_json
 from routstr_node.upstream import Payload, Upstream
 from routstr_node.usage import TokenUsage, delta_text, reported_usage
 
@@ -40,6 +38,9 @@ _FINAL_RESPONSE_EVENTS = ("response.completed", "response.incomplete", "response
 
 @dataclass
 class _StreamState:
+    request: TokenRequest
+    candidate: Candidate
+    rename: ModelRenamer
     usage: tuple[int, int] | None = None
     usage_extra: dict[str, Any] = field(default_factory=dict)
     unparsed: list[str] = field(default_factory=list)  # relayed, parsed only if usage never came
@@ -52,8 +53,8 @@ class _StreamState:
         """What of this event to pass on now (b"" to hold it back).
 
         Only events that may carry usage, the stream's metadata or its final response
-        are parsed here; the rest is relayed untouched and parsed only when the own
-        count is needed at the end.
+        are parsed here; the rest is relayed with the model renamed in its bytes and
+        parsed only when the own count is needed at the end.
         """
         data = event_data(event)
         if data is None:
@@ -63,7 +64,7 @@ class _StreamState:
             return b""
         if self.meta and '"usage"' not in data and '"response.' not in data:
             self.unparsed.append(data)
-            return event
+            return self.rename(event)
         obj = event_json(data)
         if obj is None:
             return event
@@ -83,7 +84,7 @@ class _StreamState:
         text = delta_text(obj)
         if text:
             self.delivered.append(text)
-        return event
+        return self.rename(event)
 
     def delivered_text(self) -> str:
         """The generated text relayed so far (for the own count when usage is missing)."""
@@ -94,6 +95,19 @@ class _StreamState:
         self.unparsed.clear()
         return "".join(self.delivered)
 
+    def token_usage(self) -> TokenUsage | None:
+        """The upstream's usage, else the own count of what was relayed (None: nothing)."""
+        if self.usage:
+            return TokenUsage(self.usage[0], self.usage[1], True)
+        if delivered := self.delivered_text():
+            return self.request.own_count(delivered)
+        return None
+
+    def cost(self) -> Cost:
+        """What the stream relayed so far costs at its provider (PaidCall's Output)."""
+        usage = self.token_usage()
+        return cost_at(self.candidate, usage) if usage is not None else Cost(0, 0, 0)
+
     def _take_usage(self, usage: Any) -> None:
         counts = reported_usage(usage)
         if counts is not None and isinstance(usage, dict):
@@ -102,29 +116,28 @@ class _StreamState:
 
 
 async def relay_stream(
-    request: web.Request, call: PaidCall, upstream: Upstream, payload: Payload
+    request: web.Request,
+    call: PaidCall,
+    token_request: TokenRequest,
+    candidate: Candidate,
+    upstream: Upstream,
+    payload: Payload,
 ) -> web.StreamResponse:
-    node = call.node
-    started = time.perf_counter()
-    try:
-        upstream_resp = await upstream.post(call.path, payload, stream=True)
-    except TimeoutError:
-        upstream.answered(None)
-        raise upstream_timeout(upstream) from None
-    except aiohttp.ClientError as exc:
-        upstream.answered(None)
-        raise upstream_failed(upstream, type(exc).__name__) from None
-    upstream.answered(upstream_resp.status)
-    node.metrics.upstream_latency[upstream.name].observe(time.perf_counter() - started)
+    node, name = call.node, candidate.name
+    opened = await open_answer(
+        node, token_request.model_id, upstream, token_request.path, payload, stream=True
+    )
+    upstream_resp = opened.response
     response: web.StreamResponse | None = None
-    state = _StreamState()
+    state = _StreamState(token_request, candidate, token_request.renamer())
     splitter = EventSplitter()
     upstream_broke: str | None = None
     client_gone = False
+    first_byte: float | None = None
     try:
         if upstream_resp.status >= 400:
             raise upstream_status_error(
-                upstream,
+                name,
                 upstream_resp.status,
                 await upstream_resp.read(),
                 upstream_resp.headers.get("Retry-After"),
@@ -135,7 +148,12 @@ async def relay_stream(
                 chunk = await chunks.__anext__()
             except StopAsyncIteration:
                 break
-            except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            except TimeoutError:
+                if response is None:
+                    raise UpstreamFailure(upstream_timeout(name)) from None
+                upstream_broke = "TimeoutError"
+                break
+            except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
                 upstream_broke = type(exc).__name__
                 break
             out = b"".join(state.process(e) for e in splitter.feed(chunk))
@@ -143,6 +161,8 @@ async def relay_stream(
                 continue
             try:
                 if response is None:
+                    first_byte = time.perf_counter()
+                    call.relayed(state)
                     response = await _start(request, call)
                 await response.write(out)
             except _CLIENT_GONE:
@@ -150,24 +170,21 @@ async def relay_stream(
                 break
         nothing_came = state.usage is None and state.final_response_event is None and not state.done
         if response is None and (upstream_broke or nothing_came):
-            raise upstream_failed(upstream, upstream_broke or "the stream ended empty")
-    except asyncio.CancelledError:
-        if text := state.delivered_text():
-            await asyncio.shield(call.settle(call.own_count(text)))
-        raise
+            why = upstream_broke or "the stream ended empty"
+            raise UpstreamFailure(upstream_failed(name, why))
     finally:
         upstream_resp.release()
 
-    usage: TokenUsage | None
-    if state.usage:
-        usage = TokenUsage(state.usage[0], state.usage[1], True)
-    elif delivered := state.delivered_text():
-        usage = call.own_count(delivered)
-    else:
-        usage = None  # no output reached the client: an upstream failure or a client gone early
-    cost = await asyncio.shield(call.settle(usage))
+    usage = state.token_usage()
+    # no output reached the client: nothing is charged (a client gone early)
+    cost = await asyncio.shield(
+        call.settle(cost_at(candidate, usage) if usage is not None else Cost(0, 0, 0))
+    )
     if usage is None:
         usage = TokenUsage(0, 0, False)
+    elif first_byte is not None and not upstream_broke and not client_gone:
+        seconds = time.perf_counter() - first_byte
+        node.board.generated(name, token_request.model_id, usage.output_tokens, seconds)
     if client_gone:
         return response if response is not None else web.Response(status=499)
     if response is None:
@@ -186,6 +203,7 @@ async def _start(request: web.Request, call: PaidCall) -> web.StreamResponse:
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
             **request.get(RESPONSE_HEADERS, {}),
+            **call.answer_headers(),
         },
     )
     await response.prepare(request)
@@ -197,7 +215,9 @@ async def _start(request: web.Request, call: PaidCall) -> web.StreamResponse:
 def _final_events(
     call: PaidCall, state: _StreamState, usage: TokenUsage, cost: Cost, upstream_broke: str | None
 ) -> bytes:
-    usage_obj = {**usage_fields(call.path, usage), **state.usage_extra, "cost": cost_json(cost)}
+    request = state.request
+    usage_obj = {**request.usage_fields(usage), **state.usage_extra, "cost": cost_json(cost)}
+    provider = state.candidate.name
     out = b""
     if upstream_broke:  # before the usage event: that one is the stream's last before [DONE]
         error: dict[str, Any] = {
@@ -216,7 +236,8 @@ def _final_events(
         # the Responses API's own last event is the usage event: an event of a type of its
         # own would break the SDKs' stream helpers (the JavaScript one throws on it)
         final["response"]["usage"] = usage_obj
-        final.update({"choices": [], "usage": usage_obj})
+        final["response"]["model"] = request.model_id
+        final.update({"choices": [], "usage": usage_obj, "provider": provider})
         if call.change_token:
             final["cashu_change"] = call.change_token
         return out + encode_event(final, event=str(final.get("type"))) + DONE
@@ -224,7 +245,8 @@ def _final_events(
         "id": state.meta.get("id", ""),
         "object": state.meta.get("object", "chat.completion.chunk"),
         "created": state.meta.get("created", int(time.time())),
-        "model": state.meta.get("model", call.body.get("model")),
+        "model": request.model_id,
+        "provider": provider,
         "choices": [],
         "usage": usage_obj,
     }

@@ -25,10 +25,11 @@ def upstream_body(
     *,
     asks_usage: bool,
     added: dict[str, Any] | None = None,
+    removed: tuple[str, ...] = (),
 ) -> bytes:
     """What the upstream gets: the client's bytes when nothing needs changing, else the
-    body with the upstream's model name, for streams a request for usage, and the
-    ``added`` members (ones the client's body does not have).
+    body with the upstream's model name, for streams a request for usage, the ``added``
+    members (ones the client's body does not have), without the ``removed`` ones.
 
     When only new members are needed (same model, no stream_options to merge) they are
     appended to the client's bytes instead of encoding the whole body again: a long
@@ -38,7 +39,9 @@ def upstream_body(
     if asks_usage and "stream_options" not in body:
         new["stream_options"] = {"include_usage": True}
         asks_usage = False  # answered by the new member
-    if body.get("model") == upstream_model and not asks_usage and new.keys().isdisjoint(body):
+    dropped = [key for key in removed if key in body]
+    same = body.get("model") == upstream_model and not dropped
+    if same and not asks_usage and new.keys().isdisjoint(body):
         if not new:
             return raw
         end = raw.rstrip()
@@ -47,6 +50,8 @@ def upstream_body(
             return end[:-1] + b"," + members[1:]
     forwarded = {**body, **new}
     forwarded["model"] = upstream_model
+    for key in dropped:
+        del forwarded[key]
     if asks_usage:
         options = forwarded.get("stream_options")
         forwarded["stream_options"] = {

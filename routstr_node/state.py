@@ -10,11 +10,12 @@ from decimal import Decimal
 from aiohttp import web
 
 from mints.directory import MintDirectory
-from routstr_node.config import Settings
+from routstr_node.config import ModelConfig, Settings
 from routstr_node.identity import load_secret, npub
 from routstr_node.metrics import Metrics
 from routstr_node.pricing import BtcUsdRate, ModelPrice, PriceUnavailable
 from routstr_node.ratelimit import RateLimiter
+from routstr_node.routing import ProviderBoard
 from routstr_node.upstream import Upstreams
 from wallet.service import WalletService
 
@@ -64,30 +65,30 @@ class NodeState:
     npub: str
     started_at: float = field(default_factory=time.time)
     unsettled: Unsettled = field(default_factory=Unsettled)
+    board: ProviderBoard = field(default_factory=ProviderBoard)
 
-    _prices: dict[tuple[str, Decimal | None], ModelPrice] = field(default_factory=dict)
+    _prices: dict[tuple[str, Decimal | None], tuple[ModelPrice, ...]] = field(default_factory=dict)
     _prices_for: Settings | None = None
 
-    async def price(self, model_id: str) -> ModelPrice | None:
-        """The model's price now (None: not offered); USD prices at the current rate.
+    async def prices(self, model: ModelConfig) -> tuple[ModelPrice, ...]:
+        """The price now through each of the model's providers (``model.offers``' order);
+        USD prices at the current rate (PriceUnavailable without one).
 
         Prices are exact Fractions, worth computing once per settings and rate.
         """
-        model = self.settings.model(model_id)
-        if model is None:
-            return None
-        btc_usd: Decimal | None = None
-        if model.uses_usd:
-            btc_usd = await self.rate.get()
+        btc_usd = await self.rate.get() if model.uses_usd else None
         if self._prices_for is not self.settings or len(self._prices) > 1024:
             self._prices.clear()
             self._prices_for = self.settings
-        key = (model_id, btc_usd)
-        price = self._prices.get(key)
-        if price is None:
-            price = ModelPrice.from_config(model, self.settings.pricing, btc_usd)
-            self._prices[key] = price
-        return price
+        key = (model.id, btc_usd)
+        prices = self._prices.get(key)
+        if prices is None:
+            pricing = self.settings.pricing
+            prices = tuple(
+                ModelPrice.from_config(model, pricing, btc_usd, offer) for offer in model.offers
+            )
+            self._prices[key] = prices
+        return prices
 
     async def apply(self, new: Settings) -> None:
         """Run on new settings from now on (an admin change). What cannot change while

@@ -15,10 +15,6 @@ from routstr_node.config import UpstreamConfig
 
 log = logging.getLogger(__name__)
 
-# failed calls in a row (no answer, or a 5xx) after which a provider is listed as down:
-# one failure may be the request's, three in a row are the provider's
-DOWN_AFTER_FAILURES = 3
-
 
 @dataclass(frozen=True, slots=True)
 class Payload:
@@ -48,7 +44,6 @@ class Upstream:
     api_key: str | None
     timeout_s: float
     session: aiohttp.ClientSession
-    failures_in_a_row: int = 0
     calls: int = 0  # calls under way on this session
     retired: bool = False  # replaced by a settings change: closed once its calls are done
     _closing: asyncio.Task[None] | None = None
@@ -63,18 +58,6 @@ class Upstream:
             self.calls -= 1
             if self.retired and self.calls == 0 and self._closing is None:
                 self._closing = asyncio.create_task(self.session.close())
-
-    @property
-    def status(self) -> str:
-        """What /v1/providers shows: "down" until a call works again (calls still go)."""
-        return "down" if self.failures_in_a_row >= DOWN_AFTER_FAILURES else "active"
-
-    def answered(self, status: int | None) -> None:
-        """Count a call's outcome; ``status`` None: no answer (unreachable, timed out)."""
-        if status is None or status >= 500:
-            self.failures_in_a_row += 1
-        else:
-            self.failures_in_a_row = 0
 
     async def post(
         self, node_path: str, payload: Payload, *, stream: bool
@@ -117,6 +100,10 @@ class Upstreams:
 
     def get(self, name: str) -> Upstream | None:
         return self._by_name.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        """Whether an upstream of that name is open now."""
+        return name in self._by_name
 
     def names(self) -> list[str]:
         return list(self._by_name)

@@ -201,6 +201,7 @@ class ModelConfig(_Offer, _ModelHead):
     providers: list[ProviderConfig] | None = None
 
     _offers: tuple[ProviderConfig, ...] = PrivateAttr(default=())
+    _uses_usd: bool = PrivateAttr(default=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -227,6 +228,7 @@ class ModelConfig(_Offer, _ModelHead):
     @model_validator(mode="after")
     def _check(self) -> Self:
         self._offers = self._offers_in_order()
+        self._uses_usd = any(offer.uses_usd for offer in self._offers)
         if self.category.priced_by_tokens and self.context_length is None:
             raise FieldError(("context_length",), f"Field required (a {self.category} model)")
         if self.category is ModelCategory.CHAT and self.max_output_tokens is None:
@@ -270,7 +272,8 @@ class ModelConfig(_Offer, _ModelHead):
 
     @property
     def uses_usd(self) -> bool:
-        return any(offer.uses_usd for offer in self._offers)
+        """Whether pricing any of its providers needs the BTC/USD rate."""
+        return self._uses_usd
 
     def offer(self, upstream: str) -> ProviderConfig | None:
         return next((o for o in self._offers if o.upstream == upstream), None)

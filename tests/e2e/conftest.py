@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import openai
 import pytest
 from support.e2e import SdkFactory, new_sdk_client
-from support.node import RunningNode
+from support.node import RunningNode, run_node
+from support.routing import Providers, refused_url, routing_toml
+
+from routstr_node.demo.mint import LocalMint
+from routstr_node.demo.upstream import RunningUpstream, run_upstream
 
 
 @pytest.fixture
@@ -25,3 +30,41 @@ async def openai_sdk() -> AsyncIterator[SdkFactory]:
     yield make
     for client in clients:
         await client.close()
+
+
+@pytest.fixture(scope="session")
+async def _provider_servers() -> AsyncIterator[Providers]:
+    async with run_upstream() as a, run_upstream() as b, run_upstream() as c:
+        yield Providers(a, b, c)
+
+
+@pytest.fixture
+async def providers(_provider_servers: Providers) -> Providers:
+    """Three fake providers (a, b, c), well-behaved and with no requests at each test start."""
+    _provider_servers.reset()
+    return _provider_servers
+
+
+@pytest.fixture
+async def routing_node(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream, providers: Providers
+) -> AsyncIterator[RunningNode]:
+    """A fresh node selling `routed` and `chain` through the three providers: for tests
+    that change what the node measures (failures, speed)."""
+    extra = routing_toml(providers, refused_url())
+    async with run_node(tmp_path / "node", [mint.url], upstream.url, extra_toml=extra) as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+async def shared_routing_node(
+    tmp_path_factory: pytest.TempPathFactory,
+    mint: LocalMint,
+    _upstream_server: RunningUpstream,
+    _provider_servers: Providers,
+) -> AsyncIterator[RunningNode]:
+    """One such node for a module's tests in which no provider fails."""
+    directory = tmp_path_factory.mktemp("routing-node")
+    extra = routing_toml(_provider_servers, refused_url())
+    async with run_node(directory, [mint.url], _upstream_server.url, extra_toml=extra) as node:
+        yield node

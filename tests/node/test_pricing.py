@@ -26,6 +26,7 @@ from routstr_node.config import (
     Settings,
     UpstreamConfig,
 )
+from routstr_node.listing import models_listing
 from routstr_node.pricing import (
     SOURCE_PARSERS,
     SOURCE_URLS,
@@ -35,7 +36,6 @@ from routstr_node.pricing import (
     PriceUnavailable,
     cost_msat,
     max_cost_msat,
-    models_listing,
     pricing_fields,
 )
 
