@@ -24,6 +24,7 @@ from routstr_node.demo.upstream import RunningUpstream
 PASSWORD = "correct horse battery staple"
 ADMIN_TOML = f'[admin]\npassword = "{PASSWORD}"\n'
 _MODEL = {"id": "m", "upstream": "fake", "context_length": 1000, "max_output_tokens": 10}
+_ROUTED = {"id": "r", "context_length": 1000, "max_output_tokens": 10}
 SECTIONS = {
     "node",
     "mints",
@@ -222,6 +223,19 @@ async def test_invalid_settings_are_refused_naming_the_field(
             ({"admin": {"password": None}}, "admin.password"),
             ({"nostr": {"nsec": "nsec1notakey"}}, "nostr.nsec"),
             ({"nostr": {"nsec": "00" * 32}}, "nostr.nsec"),  # 32 bytes, but no key
+            (
+                {"models": [{**_ROUTED, "providers": [{"upstream": "nowhere"}]}]},
+                "models[0].providers[0].upstream",
+            ),
+            ({"models": [{**_ROUTED, "providers": []}]}, "models[0].providers"),
+            (
+                {"models": [{**_ROUTED, "upstream": "fake", "providers": [{"upstream": "fake"}]}]},
+                "models[0].upstream",
+            ),
+            ({"models": [{**_MODEL, "category": "music"}]}, "models[0].category"),
+            ({"sessions": {"enabled": True}}, "sessions.enabled"),  # not built yet
+            ({"database": {"url": "postgresql://db/x"}}, "database.url"),
+            ({"payout": {"lightning_address": "me@example.com"}}, "payout.lightning_address"),
             ([1, 2], None),
         ]
         for patch, param in cases:
@@ -297,6 +311,54 @@ async def test_models_and_prices_change_without_a_restart(
         assert listed[0]["sats_pricing"]["request"] == 4  # 3.075 sat, shown whole, rounded up
         gone = await post(f"{node.url}/v1/chat/completions", chat_body("hi"))
         assert_error(gone, 404, "model_not_available")
+
+
+async def test_a_model_with_several_providers_is_added_sold_and_kept(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream, ecash: EcashFactory
+) -> None:
+    second = {"name": "second", "base_url": upstream.url, "api_key": "sk-second"}
+    routed = {
+        **_ROUTED,
+        "display_name": "Routed",
+        "providers": [
+            {"upstream": "fake", "input_sat_per_1m": 9000, "zdr": False},
+            {
+                "upstream": "second",
+                "upstream_model": "other",
+                "input_sat_per_1m": 1000,
+                "zdr": True,
+            },
+        ],
+    }
+    async with admin_node(tmp_path, mint, upstream) as node, admin_client(node) as admin:
+        await admin.login()
+        shown = await admin.settings()
+        answer = await admin.patch(
+            {"upstreams": [*shown["upstreams"], second], "models": [*shown["models"], routed]}
+        )
+        assert answer.status == 200, answer.raw
+        assert answer.body["upstreams"][-1]["api_key"] == "[REDACTED]"
+        kept = answer.body["models"][-1]
+        assert kept["upstream"] is None and kept["display_name"] == "Routed"
+        assert [p["upstream_model"] for p in kept["providers"]] == ["r", "other"]
+        body = {"model": "r", "messages": [{"role": "user", "content": "hi"}]}
+        key = {"Authorization": f"Bearer {await ecash.token(100, mint_url=mint.url)}"}
+        paid = await post(
+            f"{node.url}/v1/chat/completions", {**body, "provider": {"zdr": True}}, key
+        )
+        assert paid.status == 200, paid.raw
+        assert paid.headers["X-Routstr-Provider"] == "second"
+        assert upstream.requests[-1].json["model"] == "other"
+        assert upstream.requests[-1].headers["Authorization"] == "Bearer sk-second"
+        # the view round-trips: sent back as shown, nothing changes
+        again = await admin.patch({"models": answer.body["models"]})
+        assert again.status == 200 and again.body == answer.body
+    async with admin_node(tmp_path, mint, upstream) as node, admin_client(node) as admin:
+        await admin.login()
+        assert (await admin.settings())["models"][-1] == kept
+        listed = (await get(f"{node.url}/v1/models")).body["data"]
+        providers = next(m for m in listed if m["id"] == "r")["providers"]
+        assert [(p["name"], p["zdr"]) for p in providers] == [("fake", False), ("second", True)]
 
 
 async def test_a_newly_trusted_mint_pays_at_once(

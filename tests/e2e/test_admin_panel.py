@@ -214,7 +214,10 @@ async def test_the_right_password_shows_every_section(panel: Panel, mint: LocalM
     page = panel.page
     await expect(page.locator("#login")).to_be_hidden()
     await expect(page.locator("#logout")).to_be_visible()
-    for section in ("Node", "Mints", "Pricing", "Upstreams", "Models", "Admin", "Limits", "Nostr"):
+    for section in (
+        *("Node", "Mints", "Pricing", "Upstreams", "Models", "Admin", "Limits"),
+        *("Logs", "Sessions", "Database", "Nostr", "Payouts"),
+    ):
         await expect(page.get_by_role("heading", name=section, exact=True)).to_be_visible()
 
     await expect(panel.field("node.name")).to_have_value("Test Node")
@@ -379,6 +382,37 @@ async def test_a_model_added_in_the_panel_is_sold(panel: Panel) -> None:
     sent = await panel.save()
     assert [m["id"] for m in sent["models"]] == [MODEL, "usd-model"]
     await expect(panel.page.locator("#status")).to_have_text("Saved")
+
+
+async def test_a_model_moved_to_a_providers_list_is_sold_through_it(
+    panel: Panel, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    await panel.log_in()
+    model = "models[0]"
+    await expect(panel.field(f"{model}.providers")).to_have_value("null")
+    await expect(panel.field(f"{model}.zdr")).not_to_be_checked()
+    for key in ("upstream", "upstream_model", "input_sat_per_1m", "output_sat_per_1m"):
+        await panel.field(f"{model}.{key}").fill("")
+    provider = {
+        "upstream": "fake",
+        "upstream_model": "fake-upstream-model",
+        "input_sat_per_1m": 1000000,
+        "output_sat_per_1m": 2000000,
+        "zdr": True,
+    }
+    await panel.field(f"{model}.providers").fill(json.dumps([provider]))
+    sent = await panel.save()
+    assert sent["models"][0]["upstream"] is None
+    assert sent["models"][0]["providers"] == [provider]
+    await expect(panel.page.locator("#status")).to_have_text("Saved")
+    _, settings = await panel.api_settings()
+    assert settings["models"][0]["upstream"] is None
+    assert settings["models"][0]["providers"][0]["zdr"] is True
+    token = await ecash.token(500, mint_url=mint.url)
+    body = json.loads(chat_body("hello", max_tokens=5)) | {"provider": {"zdr": True}}
+    paid = await post(panel.node.url + "/v1/chat/completions", body, headers={"X-Cashu": token})
+    assert paid.status == 200, paid.body
+    assert paid.headers["X-Routstr-Provider"] == "fake"
 
 
 async def test_an_upstream_key_is_kept_or_replaced(
