@@ -51,7 +51,7 @@ async def first_answer(
     metrics = node.metrics
     for index, candidate in enumerate(route.candidates):
         name = candidate.name
-        call.answered_by(name)
+        call.answered_by(candidate)
         metrics.provider_attempts[name] += 1
         try:
             return await attempt(candidate)
@@ -61,7 +61,7 @@ async def first_answer(
             if index == last:
                 raise failure.error from None
             metrics.provider_failovers[name] += 1
-            log.info(
+            log.debug(
                 "provider '%s' failed for '%s' (%s): trying '%s'",
                 name,
                 route.model.id,

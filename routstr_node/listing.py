@@ -49,7 +49,7 @@ def models_listing(
                 "object": "model",
                 "created": created,
                 "owned_by": offers[0].upstream,
-                "display_name": model.display_name,
+                "display_name": model.listed_name,
                 "category": str(model.category),
                 "capabilities": list(model.capabilities),
                 "context_length": model.context_length,
@@ -82,7 +82,7 @@ def provider_models(settings: Settings, btc_usd: Decimal | None, name: str) -> l
         listed.append(
             {
                 "id": model.id,
-                "name": model.display_name,
+                "name": model.listed_name,
                 "context_window": model.context_length,
                 "pricing": pricing_fields(price)["pricing"] if price is not None else None,
             }

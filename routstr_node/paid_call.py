@@ -1,7 +1,7 @@
 """A paid request's money, from its reservation to its settlement and change, on every route.
 
     async with PaidCall(request, node, most_msat) as call:
-        call.answered_by(provider)     # whose price is charged, named in the answer
+        call.answered_by(candidate)    # whose price is charged, named in the answer
         call.relayed(output)           # a stream's progress: what reached the client
         cost = await call.settle(cost) # once, with what the answer cost (capped)
         headers = call.answer_headers()
@@ -26,6 +26,7 @@ from aiohttp import web
 from routstr_node.errors import ApiError
 from routstr_node.payment import Payer, PaymentMode, payment_required, resolve_payer
 from routstr_node.pricing import Cost
+from routstr_node.routing import Candidate
 from routstr_node.state import NodeState
 from wallet.errors import InsufficientBalance
 
@@ -57,6 +58,7 @@ class PaidCall:
         self._reservation_id: int | None = None
         self._output: Output | None = None
         self._tracked = False  # counted among the node's unsettled calls
+        self._most_msat = most_msat  # the cap of the charge: at the provider, once known
 
     async def __aenter__(self) -> PaidCall:
         node, most = self.node, self.reserved_msat
@@ -64,8 +66,10 @@ class PaidCall:
         self.payer = payer
         try:
             # X-Cashu: held with the token's credit, unless that fell short
-            self._reservation_id = payer.reservation_id or await node.wallet.ledger.reserve(
-                payer.account_id, most
+            self._reservation_id = (
+                payer.reservation_id
+                if payer.reservation_id is not None
+                else await node.wallet.ledger.reserve(payer.account_id, most)
             )
         except InsufficientBalance as exc:
             # the NUT-18 request asks for the whole request: paid as X-Cashu, a token pays
@@ -99,13 +103,14 @@ class PaidCall:
         if isinstance(exc, ApiError):
             exc.headers.update(self.failure_headers())
 
-    def answered_by(self, provider: str) -> None:
+    def answered_by(self, candidate: Candidate) -> None:
         """The provider whose answer this is (or whose failure, if it is the last)."""
-        self.provider = provider
+        self.provider = candidate.name
+        self._most_msat = min(candidate.most_msat, self.reserved_msat)
 
     def relayed(self, output: Output) -> None:
-        """Progress of a stream: what reached the client so far (charged if the call
-        ends before its settlement, say the client leaves)."""
+        """Progress of a stream, told on each write: ``output`` is what reached the
+        client so far (charged if the call ends before its settlement: the client left)."""
         self._output = output
 
     def delivered_cost(self) -> Cost:
@@ -117,13 +122,14 @@ class PaidCall:
         return self.charged is not None
 
     async def settle(self, cost: Cost) -> Cost:
-        """Charge ``cost`` (never more than the reservation) and release the rest, once;
-        an X-Cashu payment's remainder becomes its change."""
+        """Charge ``cost`` and release the rest, once; an X-Cashu payment's remainder
+        becomes its change. The charge is never more than the most the request could
+        cost at the provider that answered (nor than the reservation)."""
         if self.charged is not None:
             return self.charged
         assert self.payer is not None and self._reservation_id is not None
         try:
-            charge = min(cost.total_msat, self.reserved_msat)
+            charge = min(cost.total_msat, self._most_msat)
             settlement = await self.node.wallet.ledger.settle(self._reservation_id, charge)
             charged = settlement.charged_msat
             if charged != cost.total_msat:

@@ -159,10 +159,10 @@ async def relay_stream(
             out = b"".join(state.process(e) for e in splitter.feed(chunk))
             if not out:
                 continue
+            call.relayed(state)
             try:
                 if response is None:
                     first_byte = time.perf_counter()
-                    call.relayed(state)
                     response = await _start(request, call)
                 await response.write(out)
             except _CLIENT_GONE:

@@ -8,6 +8,7 @@ the provider that answered.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ class TokenRequest:
         }
 
     def renamer(self) -> ModelRenamer:
-        return ModelRenamer(self.model_id)
+        return _renamer(self.model_id)
 
 
 def cost_at(candidate: Candidate, usage: TokenUsage) -> Cost:
@@ -63,17 +64,23 @@ def cost_json(cost: Cost) -> dict[str, int]:
     }
 
 
+@functools.lru_cache(maxsize=1024)
+def _renamer(model_id: str) -> ModelRenamer:
+    return ModelRenamer(model_id)
+
+
 class ModelRenamer:
     """Writes the node's model id over every "model" member of a JSON text: a stream's
     events are renamed without being parsed."""
 
-    __slots__ = ("_member",)
+    __slots__ = ("_member", "_replacement")
 
     def __init__(self, model_id: str) -> None:
-        member = b'"model":' + json.dumps(model_id).encode()
-        self._member = member.replace(b"\\", b"\\\\")  # a literal replacement for re.sub
+        self._member = b'"model":' + json.dumps(model_id).encode()
+        self._replacement = self._member.replace(b"\\", b"\\\\")  # literal, for re.sub
 
     def __call__(self, data: bytes) -> bytes:
-        if b'"model"' not in data:
-            return data
-        return _MODEL_MEMBER.sub(self._member, data)
+        found = data.count(b'"model"')
+        if not found or (found == 1 and self._member in data):
+            return data  # no model, or only the node's own already
+        return _MODEL_MEMBER.sub(self._replacement, data)

@@ -13,11 +13,14 @@ Figures (targets from the brief):
   streaming first-byte overhead at concurrency 1:  <= 1 ms (p50)
   paid requests/s through one node process at concurrency 64:  >= 2,000
   node RSS idle <= 80 MB; with 1,000 open streams <= 250 MB
+Routing (a model with three providers, and a failover), from scripts/proxybench/routing.py:
+  choosing among three providers adds at most 50 us per request
+  a failover adds nothing beyond the failed attempt's own time
 Then variant runs under cProfile and py-spy (if installed: pip install py-spy) print
 where the node's time goes.
 
     .venv/bin/python scripts/bench_proxy.py [--requests 2000] [--rounds 5] [--streams 1000]
-        [--profile cprofile|py-spy|both|none]
+        [--profile cprofile|py-spy|both|none] [--only all|routing]
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from proxybench.processes import (
     wait_healthy,
 )
 from proxybench.report import Row, ms, print_table, profile_run, verdict
+from proxybench.routing import measure_routing, report_routing, time_choice
 
 
 @dataclass
@@ -123,11 +127,20 @@ async def bench(args: argparse.Namespace) -> None:
                 ]
                 print(f"payer: {payer}; {args.requests} requests per measurement")
                 print(f"{os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}")
-                measured = await measure(
-                    args, targets, node, upstream, bare, rss_idle_start, flush=True
+                measured = None
+                if args.only == "all":
+                    measured = await measure(
+                        args, targets, node, upstream, bare, rss_idle_start, flush=True
+                    )
+                print("routing: latency, concurrency 1, non-streaming …", flush=True)
+                routing = await measure_routing(
+                    node.url, upstream.url, key, args.requests, warmup=200
                 )
                 node.stop()
-                report(measured, args.streams, args.concurrency)
+                if measured is not None:
+                    report(measured, args.streams, args.concurrency)
+                print()
+                report_routing(time_choice(config), routing)
                 print(f"load average after: {os.getloadavg()[0]:.2f}")
                 for profiler in ("cprofile", "py-spy"):
                     if args.profile in (profiler, "both"):
@@ -295,6 +308,12 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=64, help="for the throughput runs")
     parser.add_argument("--rounds", type=int, default=5, help="throughput rounds (medians)")
+    parser.add_argument(
+        "--only",
+        choices=("all", "routing"),
+        default="all",
+        help="routing: only the routing figures (no throughput, streams or RSS)",
+    )
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "URL"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-relay", nargs=2, type=int, help=argparse.SUPPRESS)

@@ -206,12 +206,10 @@ class ModelConfig(_Offer, _ModelHead):
     @model_validator(mode="before")
     @classmethod
     def _defaults_from_id(cls, data: Any) -> Any:
-        """`display_name` and each provider's `upstream_model` default to the id."""
+        """Each provider's `upstream_model` defaults to the id."""
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             return data
         data = {**data}
-        if data.get("display_name") is None:
-            data["display_name"] = data["id"]
         providers = data.get("providers")
         if providers is None:
             if data.get("upstream_model") is None:
@@ -264,6 +262,11 @@ class ModelConfig(_Offer, _ModelHead):
                 )
             seen.add(provider.upstream)
         return tuple(self.providers)
+
+    @property
+    def listed_name(self) -> str:
+        """The name people see: `display_name`, else the id."""
+        return self.display_name or self.id
 
     @property
     def offers(self) -> tuple[ProviderConfig, ...]:

@@ -6,18 +6,22 @@ last, except that once every RETRY_DOWN_AFTER_S one request tries it in its norm
 place (a trial), so a provider that came back is found again.
 
 Speed is measured on paid calls: time to the first byte (latency) and output tokens
-per second (throughput), the median of the last WINDOW calls, per provider and per
-provider and model (:nitro and `sort` compare the same model across providers).
+per second (throughput), the median of the last WINDOW calls of each model at each
+provider (:nitro and `sort` compare the same model across providers; a provider's
+listing takes all its models' calls together).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from statistics import median
+
+log = logging.getLogger(__name__)
 
 DOWN_AFTER_FAILURES = 3  # one failure may be the request's; three in a row are the provider's
 RETRY_DOWN_AFTER_S = 30.0
@@ -29,16 +33,29 @@ class ProviderStatus(StrEnum):
     DOWN = "down"
 
 
-@dataclass
 class _Samples:
-    """The last WINDOW values and their median, kept up to date on each new value."""
+    """The last WINDOW values; their median is computed when asked, once per change
+    (every paid call adds a value, few requests read one)."""
 
-    values: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
-    median: float | None = None
+    __slots__ = ("_median", "_values")
+
+    def __init__(self) -> None:
+        self._values: deque[float] = deque(maxlen=WINDOW)
+        self._median: float | None = None
 
     def add(self, value: float) -> None:
-        self.values.append(value)
-        self.median = median(self.values)
+        self._values.append(value)
+        self._median = None
+
+    @property
+    def values(self) -> deque[float]:
+        return self._values
+
+    @property
+    def median(self) -> float | None:
+        if self._median is None and self._values:
+            self._median = median(self._values)
+        return self._median
 
 
 @dataclass
@@ -59,7 +76,7 @@ class ProviderBoard:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._health: dict[str, _Health] = {}
-        self._speed: dict[tuple[str, str | None], _Speed] = {}
+        self._speed: dict[tuple[str, str], _Speed] = {}  # by provider and model
 
     # -- health --------------------------------------------------------------------
 
@@ -91,37 +108,55 @@ class ProviderBoard:
         health.failures_in_a_row += 1
         if health.failures_in_a_row >= DOWN_AFTER_FAILURES:
             health.trial_at = self._clock() + RETRY_DOWN_AFTER_S
+            if health.failures_in_a_row == DOWN_AFTER_FAILURES:
+                log.warning(
+                    "provider '%s' is down: %d attempts in a row failed; tried last from now",
+                    name,
+                    DOWN_AFTER_FAILURES,
+                )
 
     def answered(self, name: str, model_id: str, latency_s: float) -> None:
         """The provider answered (its first byte after ``latency_s``): it is up."""
-        health = self._health.get(name)
-        if health is not None:
-            health.failures_in_a_row = 0
-        for key in ((name, None), (name, model_id)):
-            self._speed.setdefault(key, _Speed()).latency_s.add(latency_s)
+        self.up(name)
+        self._speed_of(name, model_id).latency_s.add(latency_s)
 
     def up(self, name: str) -> None:
-        """The provider answered, refusing the request (a client error): it is up."""
+        """The provider answered (a client error too): it is up."""
         health = self._health.get(name)
-        if health is not None:
+        if health is not None and health.failures_in_a_row:
+            if health.failures_in_a_row >= DOWN_AFTER_FAILURES:
+                log.info("provider '%s' answers again: active", name)
             health.failures_in_a_row = 0
 
     # -- speed ---------------------------------------------------------------------
 
     def generated(self, name: str, model_id: str, output_tokens: int, seconds: float) -> None:
         """A paid call's output: ``output_tokens`` written in ``seconds``."""
-        if output_tokens <= 0 or seconds <= 0:
-            return
-        rate = output_tokens / seconds
-        for key in ((name, None), (name, model_id)):
-            self._speed.setdefault(key, _Speed()).tokens_per_s.add(rate)
+        if output_tokens > 0 and seconds > 0:
+            self._speed_of(name, model_id).tokens_per_s.add(output_tokens / seconds)
 
     def latency_s(self, name: str, model_id: str | None = None) -> float | None:
-        """Median time to the first byte over recent calls (None: not measured yet)."""
-        speed = self._speed.get((name, model_id))
-        return speed.latency_s.median if speed is not None else None
+        """Median time to the first byte over recent calls, of one model or of all the
+        provider's (None: not measured yet)."""
+        return self._median(name, model_id, lambda speed: speed.latency_s)
 
     def throughput(self, name: str, model_id: str | None = None) -> float | None:
-        """Median output tokens per second over recent calls (None: not measured yet)."""
+        """Median output tokens per second over recent calls, of one model or of all the
+        provider's (None: not measured yet)."""
+        return self._median(name, model_id, lambda speed: speed.tokens_per_s)
+
+    def _median(
+        self, name: str, model_id: str | None, samples: Callable[[_Speed], _Samples]
+    ) -> float | None:
+        if model_id is not None:
+            speed = self._speed.get((name, model_id))
+            return samples(speed).median if speed is not None else None
+        # the provider as a whole (listings, rarely asked): its models' samples together
+        values = [v for (n, _), sp in self._speed.items() if n == name for v in samples(sp).values]
+        return median(values) if values else None
+
+    def _speed_of(self, name: str, model_id: str) -> _Speed:
         speed = self._speed.get((name, model_id))
-        return speed.tokens_per_s.median if speed is not None else None
+        if speed is None:
+            speed = self._speed[(name, model_id)] = _Speed()
+        return speed

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from proxybench import HOLD_MODEL, LOOPBACK, MODEL, UPSTREAM_KEY
+from proxybench import FAIL_MODEL, HOLD_MODEL, LOOPBACK, MODEL, UPSTREAM_KEY
 
 _CHAT = {
     "id": "chatcmpl-bench",
@@ -28,6 +28,7 @@ _CHAT = {
     "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15},
 }
 CHAT_BODY = json.dumps(_CHAT, separators=(",", ":")).encode()
+FAILED = {"error": {"message": "The server had an error", "type": "server_error", "code": None}}
 
 
 def _event(payload: dict[str, Any]) -> bytes:
@@ -74,6 +75,8 @@ async def _upstream_chat(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Authorization") != f"Bearer {UPSTREAM_KEY}":
         return web.json_response({"error": {"message": "bad key"}}, status=401)
     body = json.loads(await request.read())
+    if body.get("model") == FAIL_MODEL:
+        return web.json_response(FAILED, status=500)
     if not body.get("stream"):
         return web.Response(body=CHAT_BODY, content_type="application/json")
     response = web.StreamResponse(

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import aiohttp
 
-from proxybench import HOLD_MODEL, LOOPBACK, MODEL, UPSTREAM_KEY
+from proxybench import (
+    FAIL_MODEL,
+    FAILOVER_MODEL,
+    HOLD_MODEL,
+    LOOPBACK,
+    MODEL,
+    ROUTED_MODEL,
+    UPSTREAM_KEY,
+)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT_S = 60.0
@@ -93,7 +101,41 @@ def spawn(name: str, argv: list[str], log: Path, url: str) -> Child:
     return Child(name, process, url, log)
 
 
+def _provider(upstream: str, upstream_model: str, input_sat: int) -> str:
+    return f"""
+  [[models.providers]]
+  upstream = "{upstream}"
+  upstream_model = "{upstream_model}"
+  input_sat_per_1m = {input_sat}
+  output_sat_per_1m = 400
+"""
+
+
 def node_toml(data_dir: Path, port: int, mint_url: str, upstream_url: str) -> str:
+    """One-provider models, and for routing: a model with three providers (three
+    upstream entries, so three sessions, in front of the same mock) and one whose first
+    provider ("failing") answers 500."""
+    routed = f"""
+[[models]]
+id = "{ROUTED_MODEL}"
+context_length = 8192
+max_output_tokens = 256
+{_provider("mock", MODEL, 300)}{_provider("mock2", MODEL, 100)}{_provider("mock3", MODEL, 200)}
+[[models]]
+id = "{FAILOVER_MODEL}"
+context_length = 8192
+max_output_tokens = 256
+{_provider("failing", FAIL_MODEL, 100)}{_provider("mock2", MODEL, 100)}"""
+    extra_upstreams = "".join(
+        f"""
+[[upstreams]]
+name = "{name}"
+base_url = "{upstream_url}"
+api_key = "{UPSTREAM_KEY}"
+timeout_s = 120
+"""
+        for name in ("mock2", "mock3", "failing")
+    )
     models = "".join(
         f"""
 [[models]]
@@ -125,7 +167,7 @@ name = "mock"
 base_url = "{upstream_url}"
 api_key = "{UPSTREAM_KEY}"
 timeout_s = 120
-{models}
+{extra_upstreams}{models}{routed}
 [limits]
 requests_per_minute = 100000000
 requests_per_hour = 100000000

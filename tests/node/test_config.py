@@ -229,7 +229,8 @@ def check_example(settings: Settings) -> None:
     model = settings.model("gpt-4o-mini")
     assert model is not None
     assert (model.id, model.upstream, model.upstream_model) == ("gpt-4o-mini", "openai", model.id)
-    assert (model.display_name, model.category, model.capabilities) == (model.id, "chat", [])
+    assert (model.display_name, model.category, model.capabilities) == (None, "chat", [])
+    assert model.listed_name == model.id
     assert model.input_usd_per_1m == Decimal("0.15")
     assert model.output_usd_per_1m == Decimal("0.60")
     assert isinstance(model.input_usd_per_1m, Decimal)
@@ -1035,7 +1036,7 @@ max_output_tokens = 100
 def test_providers_default_to_the_model_id_and_keep_their_own_keys(in_tmp: Path) -> None:
     settings = load_text(MINIMAL + ROUTED)
     model = settings.model("m")
-    assert model is not None and model.display_name == "m"
+    assert model is not None and model.display_name is None and model.listed_name == "m"
     a, b = model.offers
     assert (a.upstream, a.upstream_model, a.input_sat_per_1m) == ("a", "m", Decimal(100))
     assert a.supported_parameters == ["temperature"] and not a.uses_usd
