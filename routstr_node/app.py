@@ -243,15 +243,14 @@ async def _payer_bucket(node: NodeState, request: web.Request) -> str:
     A key that opens no account (made up) counts against the client's address: else a
     new made-up key on every request would be a fresh allowance. Finding out is the
     account lookup the payment uses next (kept with the request, and in memory for
-    real keys).
+    real keys). An account's keys (sk- and radmin_) share its bucket: one payer.
     """
     credential = await presented_credential(request, node)
     if credential.text is None:
         return ""
-    digest = key_hash(credential.text)
     if credential.is_token:
-        return _TOKEN_BUCKET + digest
-    return "" if credential.account_id is None else "payer:" + digest
+        return _TOKEN_BUCKET + key_hash(credential.text)
+    return "" if credential.account_id is None else f"payer:{credential.account_id}"
 
 
 @web.middleware

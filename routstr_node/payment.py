@@ -111,8 +111,9 @@ _CREDENTIAL: web.RequestKey[Credential] = web.RequestKey("credential")
 
 async def presented_credential(request: web.Request, node: NodeState) -> Credential:
     """The request's credential, an sk- key's account looked up (once per request)."""
-    if _CREDENTIAL in request:
-        return request[_CREDENTIAL]
+    found: Credential | None = request.get(_CREDENTIAL)
+    if found is not None:
+        return found
     x_cashu = request.headers.get("X-Cashu", "").strip()
     text = x_cashu or presented_key(request)
     if text is None:

@@ -28,7 +28,6 @@ from routstr_node.routing import (
     choose,
     find_model,
     parse_preferences,
-    request_parameters,
 )
 from routstr_node.state import NODE
 from routstr_node.token_answer import TokenRequest
@@ -122,7 +121,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         node.board,
         variant=variant,
         preferences=preferences,
-        parameters=lambda: request_parameters(body),
+        body=body,
         running=node.upstreams,
     )
     token_request = TokenRequest(path, body, model.id)

@@ -16,7 +16,16 @@ from typing import Annotated, Any, Self
 from pydantic import AfterValidator, Field, PrivateAttr, model_validator
 
 from routstr_node.config.errors import FieldError
-from routstr_node.config.fields import Count, Flag, Name, NonNegative, Price, Section, UsdPrice
+from routstr_node.config.fields import (
+    Count,
+    Flag,
+    Name,
+    NonNegative,
+    Price,
+    Section,
+    UsdPrice,
+    private,
+)
 
 
 class ModelCategory(StrEnum):
@@ -271,15 +280,16 @@ class ModelConfig(_Offer, _ModelHead):
     @property
     def offers(self) -> tuple[ProviderConfig, ...]:
         """The model's providers in node.toml's order (the one-provider form: one)."""
-        return self._offers
+        offers: tuple[ProviderConfig, ...] = private(self)["_offers"]
+        return offers
 
     @property
     def uses_usd(self) -> bool:
         """Whether pricing any of its providers needs the BTC/USD rate."""
-        return self._uses_usd
+        return bool(private(self)["_uses_usd"])
 
     def offer(self, upstream: str) -> ProviderConfig | None:
-        return next((o for o in self._offers if o.upstream == upstream), None)
+        return next((o for o in self.offers if o.upstream == upstream), None)
 
     def offer_loc(self, index: int) -> tuple[str | int, ...]:
         """Where provider ``index`` is written in this model's table (for errors)."""

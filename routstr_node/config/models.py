@@ -38,6 +38,7 @@ from routstr_node.config.fields import (
     Section,
     WsUrl,
     http_url,
+    private,
 )
 from routstr_node.config.patch import merge_patch, redact, restore_redacted
 
@@ -262,7 +263,8 @@ class Settings(Section):
         raise KeyError(name)
 
     def model(self, model_id: str) -> ModelConfig | None:
-        return self._models_by_id.get(model_id)
+        by_id: dict[str, ModelConfig] = private(self)["_models_by_id"]
+        return by_id.get(model_id)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings in the shape of node.toml, secrets included, Decimals kept."""

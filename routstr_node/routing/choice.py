@@ -8,14 +8,21 @@ candidate that may be tried.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Container, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from routstr_node.config import DataCollection, ModelConfig, ProviderConfig
 from routstr_node.pricing import ModelPrice
 from routstr_node.routing.board import ProviderBoard
 from routstr_node.routing.errors import InvalidProvider, ModelUnavailable, NoProviderAvailable
-from routstr_node.routing.request import NO_PREFERENCES, Preferences, Sort, Variant
+from routstr_node.routing.request import (
+    NO_PREFERENCES,
+    Preferences,
+    Sort,
+    Variant,
+    request_parameters,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +39,12 @@ class Candidate:
 class Route:
     model: ModelConfig
     candidates: tuple[Candidate, ...]  # in the order they are tried; never empty
+    # what is reserved (and asked for in a 402): the most at any candidate
+    reserve_msat: int
 
-    @property
-    def reserve_msat(self) -> int:
-        """What is reserved (and asked for in a 402): the most at any candidate."""
-        return max(c.most_msat for c in self.candidates)
+
+def _route(model: ModelConfig, candidates: tuple[Candidate, ...]) -> Route:
+    return Route(model, candidates, max(c.most_msat for c in candidates))
 
 
 _SUFFIX_SORTS = {Variant.FLOOR: Sort.PRICE, Variant.NITRO: Sort.THROUGHPUT}
@@ -50,13 +58,13 @@ def choose(
     *,
     variant: Variant | None = None,
     preferences: Preferences = NO_PREFERENCES,
-    parameters: Callable[[], Collection[str]] = frozenset,
+    body: Mapping[str, Any] | None = None,
     running: Container[str] | None = None,
 ) -> Route:
     """The request's route. ``prices`` are the model's offers' (same order);
-    ``most_msat`` is what the request can cost at a price; ``parameters`` the ones it
-    sets (read only for `require_parameters`); ``running`` the upstreams the node has
-    open (None: all).
+    ``most_msat`` is what the request can cost at a price; ``body`` the request (its
+    parameters are read only for `require_parameters`); ``running`` the upstreams the
+    node has open (None: all).
 
     Raises ModelUnavailable when no provider serves the suffix, NoProviderAvailable when
     the request's own filters leave none, InvalidProvider for a sort the suffix
@@ -69,7 +77,9 @@ def choose(
     kept: list[int] = []
     excluded: dict[str, str] = {}
     served = False
-    asked = frozenset(parameters()) if preferences.require_parameters else None
+    asked = (
+        request_parameters(body) if preferences.require_parameters and body is not None else None
+    )
     for index, offer in enumerate(offers):
         if variant is Variant.ONLINE and not offer.online:
             continue
@@ -94,7 +104,7 @@ def choose(
     for candidate in candidates:  # a down provider in its normal place: its trial
         if not board.tried_last(candidate.name):
             board.trying(candidate.name)
-    return Route(model, tuple(candidates))
+    return _route(model, tuple(candidates))
 
 
 def _single(
@@ -107,7 +117,8 @@ def _single(
     """The one-provider model asked for without preferences: nothing to choose."""
     if running is not None and offer.upstream not in running:
         raise NoProviderAvailable(model.id, {offer.upstream: "availability"})
-    return Route(model, (Candidate(offer.upstream, offer, price, most_msat(price)),))
+    most = most_msat(price)
+    return Route(model, (Candidate(offer.upstream, offer, price, most),), most)
 
 
 def _sort(variant: Variant | None, preferences: Preferences) -> Sort | None:

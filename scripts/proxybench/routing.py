@@ -47,7 +47,6 @@ def time_choice(config: Path, rounds: int = 20_000) -> list[tuple[str, float]]:
         choose,
         find_model,
         parse_preferences,
-        request_parameters,
     )
 
     settings = load_settings(config, {})
@@ -73,7 +72,7 @@ def time_choice(config: Path, rounds: int = 20_000) -> list[tuple[str, float]]:
                 board,
                 variant=variant,
                 preferences=preferences,
-                parameters=lambda: request_parameters(body),
+                body=body,
                 running=names,
             )
 

@@ -3,7 +3,6 @@ health and measured speed (contract section 9). End to end: tests/e2e/test_routi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -83,7 +82,7 @@ def route_names(
     *,
     variant: Variant | None = None,
     preferences: Preferences = NO_PREFERENCES,
-    parameters: Callable[[], frozenset[str]] = frozenset,
+    body: dict[str, Any] | None = None,
 ) -> list[str]:
     route = choose(
         model,
@@ -92,7 +91,7 @@ def route_names(
         board or ProviderBoard(),
         variant=variant,
         preferences=preferences,
-        parameters=parameters,
+        body=body,
     )
     return [c.name for c in route.candidates]
 
@@ -283,8 +282,8 @@ def test_filters_exclude_and_say_which_excluded_what() -> None:
     assert route_names(preferences=Preferences(data_collection=DataCollection.DENY)) == ["c"]
     asks = Preferences(require_parameters=True)
     # a and b leave supported_parameters out: they take every parameter
-    assert route_names(preferences=asks, parameters=lambda: frozenset({"tools"})) == ["a", "b"]
-    assert route_names(preferences=asks, parameters=lambda: frozenset({"temperature"})) == NAMES_L
+    assert route_names(preferences=asks, body={"model": "m", "tools": []}) == ["a", "b"]
+    assert route_names(preferences=asks, body={"temperature": 1, "messages": []}) == NAMES_L
     with pytest.raises(NoProviderAvailable) as caught:
         route_names(preferences=Preferences(only=frozenset("a"), zdr=True))
     assert caught.value.message == (
