@@ -117,10 +117,6 @@ class PaidCall:
         """What the output relayed so far costs (nothing before the first byte)."""
         return self._output.cost() if self._output is not None else NOTHING
 
-    @property
-    def settled(self) -> bool:
-        return self.charged is not None
-
     async def settle(self, cost: Cost) -> Cost:
         """Charge ``cost`` and release the rest, once; an X-Cashu payment's remainder
         becomes its change. The charge is never more than the most the request could

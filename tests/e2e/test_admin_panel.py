@@ -391,6 +391,8 @@ async def test_a_model_moved_to_a_providers_list_is_sold_through_it(
     model = "models[0]"
     await expect(panel.field(f"{model}.providers")).to_have_value("null")
     await expect(panel.field(f"{model}.zdr")).not_to_be_checked()
+    await expect(panel.field(f"{model}.max_audio_seconds")).to_have_value("1500")
+    await expect(panel.field(f"{model}.image_sat_by_size")).to_have_value("null")
     for key in ("upstream", "upstream_model", "input_sat_per_1m", "output_sat_per_1m"):
         await panel.field(f"{model}.{key}").fill("")
     provider = {
