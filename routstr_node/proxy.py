@@ -32,7 +32,7 @@ from routstr_node.errors import ApiError, invalid_request, not_found
 from routstr_node.payment import payment_required, resolve_payer
 from routstr_node.pricing import Cost, PriceUnavailable, max_cost_msat
 from routstr_node.relay import relay_stream
-from routstr_node.request_body import parse_json_object, upstream_body
+from routstr_node.request_body import parse_json_object, read_body, upstream_body
 from routstr_node.state import NODE
 from routstr_node.upstream import Payload, Upstream
 from routstr_node.usage import (
@@ -69,7 +69,7 @@ _REQUIRED_INPUT = {
 async def handle_proxy(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     path = request.path
-    raw = await request.read()
+    raw = await read_body(request, node.settings.limits.max_body_bytes)
     body = await _off_loop_if_big(len(raw), parse_json_object, raw)
     model_id = body.get("model")
     if not isinstance(model_id, str) or not model_id:

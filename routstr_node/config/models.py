@@ -91,7 +91,11 @@ class NodeSection(_Section):
 
 
 class MintsSection(_Section):
+    """`timeout_s`: how long the node waits for a mint's answer. An answer that does not
+    come in time leaves the operation unresolved, never undone: the node asks again."""
+
     trusted: Annotated[list[HttpUrl], Field(min_length=1)]
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30
 
     @field_validator("trusted")
     @classmethod
