@@ -312,7 +312,7 @@ class WalletService:
             return
         if op_id in self.custody.live_operations:
             raise TokenBeingRedeemed("the token is being redeemed by another request")
-        if (await self.custody.resolve(op_id)).outcome is Outcome.PENDING:
+        if (await self.custody.resolve_unless_busy(op_id)).outcome is Outcome.PENDING:
             raise TokenBeingRedeemed(
                 "the token's redeem waits for its mint to answer; ask again shortly"
             )

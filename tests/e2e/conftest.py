@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator
 import openai
 import pytest
 from support.e2e import SdkFactory, new_sdk_client
+from support.mint_proxy import MintProxy, mint_proxy
 from support.node import RunningNode
+
+from routstr_node.demo.mint import LocalMint
 
 
 @pytest.fixture
@@ -25,3 +28,22 @@ async def openai_sdk() -> AsyncIterator[SdkFactory]:
     yield make
     for client in clients:
         await client.close()
+
+
+@pytest.fixture(scope="session")
+async def _session_proxy(mint: LocalMint) -> AsyncIterator[MintProxy]:
+    async with mint_proxy(mint.url) as running:
+        yield running
+
+
+@pytest.fixture
+async def proxy(_session_proxy: MintProxy) -> AsyncIterator[MintProxy]:
+    """The session's fault proxy in front of the session's mint, without faults at the
+    start of each test. Tokens name it as their mint (the node trusts only it)."""
+    await _session_proxy.accept()
+    _session_proxy.clear()
+    _session_proxy.delivered.clear()
+    _session_proxy.arrived.clear()
+    yield _session_proxy
+    _session_proxy.clear()
+    await _session_proxy.accept()

@@ -1,8 +1,8 @@
 """A fault proxy in front of a real mint: what a mint across the internet does to a node.
 
 Every request goes through to the real mint unchanged. A fault, set for one route
-(``"POST /v1/swap"``) and a number of its next requests, changes what happens around
-the real exchange:
+(``"POST /v1/swap"``, or the start of a path: ``"GET /v1/melt/quote/bolt11/"``) and a
+number of its next requests, changes what happens around the real exchange:
 
 - ``delay``: the request is delivered, the mint answers, and the answer is held back
   for a while before it goes out (a slow mint, a slow Lightning payment);
@@ -53,6 +53,7 @@ class MintProxy:
     mint_url: str
     port: int = 0
     rules: dict[str, _Rule] = field(default_factory=dict)
+    arrived: dict[str, int] = field(default_factory=dict)  # faulted requests that came in
     delivered: dict[str, int] = field(default_factory=dict)  # faulted requests the mint got
     _released: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
@@ -86,10 +87,15 @@ class MintProxy:
         self._released.set()
 
     async def refuse(self) -> None:
-        """Stop listening: every connection is refused, as by a mint that is down."""
+        """Stop listening and close every open connection: each new one is refused, as
+        by a mint that is down."""
         if self._site is not None:
             await self._site.stop()
             self._site = None
+        server = self._runner.server if self._runner is not None else None
+        for handler in server.connections if server is not None else []:
+            if handler.transport is not None:
+                handler.transport.close()
 
     async def accept(self) -> None:
         """Listen again on the same port."""
@@ -99,23 +105,36 @@ class MintProxy:
 
     async def reached(self, route: str, count: int = 1, timeout_s: float = 30.0) -> None:
         """Wait until ``count`` faulted requests of ``route`` were delivered to the mint."""
+        await self._counted(self.delivered, route, count, timeout_s)
+
+    async def came(self, route: str, count: int = 1, timeout_s: float = 30.0) -> None:
+        """Wait until ``count`` faulted requests of ``route`` came in (held ones too)."""
+        await self._counted(self.arrived, route, count, timeout_s)
+
+    async def _counted(
+        self, counts: dict[str, int], route: str, count: int, timeout_s: float
+    ) -> None:
         async with asyncio.timeout(timeout_s):
-            while self.delivered.get(route, 0) < count:
+            while counts.get(route, 0) < count:
                 self._progress.clear()
                 await self._progress.wait()
 
     # -- serving -----------------------------------------------------------------------
 
-    def _take(self, route: str) -> _Rule | None:
-        rule = self.rules.get(route)
-        if rule is None or rule.times <= 0:
-            return None
-        rule.times -= 1
-        return rule
+    def _take(self, route: str) -> tuple[str, _Rule] | None:
+        """The rule for this request (a route names a path or the start of one)."""
+        for name, rule in self.rules.items():
+            if route.startswith(name) and rule.times > 0:
+                rule.times -= 1
+                return name, rule
+        return None
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
-        route = f"{request.method} {request.path}"
-        rule = self._take(route)
+        taken = self._take(f"{request.method} {request.path}")
+        route, rule = taken if taken is not None else ("", None)
+        if rule is not None:
+            self.arrived[route] = self.arrived.get(route, 0) + 1
+            self._progress.set()
         body = await request.read()
         if rule is not None and rule.fault is Fault.HOLD:
             await self._released.wait()

@@ -220,6 +220,14 @@ class CustodyBase:
         """
         raise NotImplementedError
 
+    async def resolve_unless_busy(self, op_id: int) -> Resolution:
+        """:meth:`resolve`, or PENDING at once while another task is resolving it (the
+        start-up recovery waiting on a hanging mint): a request touching it is told so
+        now instead of waiting for that mint too."""
+        if self._resolution_lock(op_id).locked():
+            return Resolution(Outcome.PENDING)
+        return await self.resolve(op_id)
+
     async def _resolve_for_request(self, op_id: int) -> Resolution:
         """:meth:`resolve` for a request whose mint call failed on the way: one that stays
         unresolved is left to the background rounds, which ask again soon."""

@@ -70,7 +70,7 @@ class Receiving(CustodyBase):
                     continue  # it ended meanwhile: look again
                 if op_id in self.live_operations:
                     raise  # another request of this node is redeeming it right now
-                resolution = await self.resolve(op_id)
+                resolution = await self.resolve_unless_busy(op_id)
                 if resolution.outcome is Outcome.PENDING:
                     raise _unresolved() from None
         raise TokenBeingRedeemed("this token is being redeemed by another request")
