@@ -22,7 +22,8 @@ from wallet.sqlite.ledger import AccountRow
 
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; an empty body is an empty object."""
-    raw = await read_body(request, request.app[NODE].settings.limits.max_body_bytes)
+    limits = request.app[NODE].settings.limits
+    raw = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
     return parse_json_object(raw) if raw.strip() else {}
 
 

@@ -69,7 +69,8 @@ _REQUIRED_INPUT = {
 async def handle_proxy(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     path = request.path
-    raw = await read_body(request, node.settings.limits.max_body_bytes)
+    limits = node.settings.limits
+    raw = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
     body = await _off_loop_if_big(len(raw), parse_json_object, raw)
     model_id = body.get("model")
     if not isinstance(model_id, str) or not model_id:

@@ -10,14 +10,8 @@ from aiohttp import web
 
 from routstr_node.errors import ApiError, invalid_request
 
-# a request body that stops arriving (no byte for this long) is given up: each such
-# client would hold a connection and a handler for ever
-BODY_IDLE_TIMEOUT_S = 30.0
 
-
-async def read_body(
-    request: web.Request, max_bytes: int, *, idle_s: float = BODY_IDLE_TIMEOUT_S
-) -> bytes:
+async def read_body(request: web.Request, max_bytes: int, idle_s: float) -> bytes:
     """The whole body, at most ``max_bytes`` (else 413), or 408 once no byte of it came
     for ``idle_s``: a slow upload that keeps sending is never cut, a stalled one is.
 
@@ -35,6 +29,9 @@ async def read_body(
                 async with asyncio.timeout(idle_s):
                     chunk = await content.readany()
             except TimeoutError:
+                # the rest is not waited for: not by aiohttp either, which would linger to
+                # drain it (the answer then closes the connection: Connection: close)
+                content.feed_eof()
                 raise ApiError(
                     408,
                     "invalid_request_error",

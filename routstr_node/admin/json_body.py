@@ -15,6 +15,7 @@ from aiohttp import web
 
 from routstr_node.errors import invalid_request
 from routstr_node.request_body import read_body
+from routstr_node.state import NODE
 
 MAX_DEPTH = 32  # node.toml's shape is four levels deep
 # the admin's own body limit, apart from [limits] max_body_bytes: a limit set too low in
@@ -23,7 +24,7 @@ MAX_BYTES = 1 << 20
 
 
 async def admin_body(request: web.Request) -> bytes:
-    return await read_body(request, MAX_BYTES)
+    return await read_body(request, MAX_BYTES, request.app[NODE].settings.limits.body_timeout_s)
 
 
 def admin_json(raw: bytes) -> Any:

@@ -187,10 +187,14 @@ class AdminSection(_Section):
 
 
 class LimitsSection(_Section):
+    """`body_timeout_s`: a request body from which no byte came for this long is cut (408):
+    a client that stops sending would otherwise hold a connection and a handler for ever."""
+
     requests_per_minute: Count = 60
     requests_per_hour: Count = 1000
     requests_per_day: Count = 10000
     max_body_bytes: Count = 10485760
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30
 
 
 class NostrSection(_Section):

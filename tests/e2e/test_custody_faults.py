@@ -11,6 +11,7 @@ is ever handed out), and the audit balances.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -322,4 +323,28 @@ async def test_an_invoice_minted_with_its_answer_late_is_credited_once(
     claimed = await until(keys)
     assert claimed.body["balance_msat"] == 256_000
     assert (await balance(node, claimed.body["api_key"]))["balance_msat"] == 256_000
+    await assert_balanced(node)
+
+
+async def test_a_refund_asked_while_the_tokens_redeem_is_pending_is_409(
+    node: RunningNode, proxy: MintProxy, ecash: EcashFactory
+) -> None:
+    """Routstr's refund with a token as the key, while that token's first use is still
+    being redeemed: asked to wait (409), not told the key is wrong (401)."""
+    token = await ecash.token(600, mint_url=proxy.url)
+    key = {"Authorization": f"Bearer {token}"}
+    proxy.hold(SWAP)
+    first_use = asyncio.ensure_future(
+        post(f"{node.url}/v1/chat/completions", chat_body("hi", max_tokens=20), key)
+    )
+    await proxy.came(SWAP)
+
+    refund = await post(f"{node.url}/v1/balance/refund", b"", key)
+
+    assert_error(refund, 409, "cashu_token_pending")
+    proxy.release()
+    assert (await first_use).status == 200
+    refund = await post(f"{node.url}/v1/balance/refund", b"", key)
+    assert refund.status == 200, refund.raw
+    assert await ecash.redeem(refund.body["token"]) == int(refund.body["sats"]) > 0
     await assert_balanced(node)
