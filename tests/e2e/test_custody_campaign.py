@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from support.accounts import settled_balance
 from support.e2e import Answer, chat_body, get, post, until
 from support.ecash import EcashFactory
 from support.invoices import fake_invoice
@@ -248,13 +249,8 @@ class Campaign:
         self.books.invoices_paid += spent
 
     async def _account_settled(self) -> int:
-        async def settled() -> int | None:
-            answer = await get(f"{self.node.url}/v1/wallet/balance", self.auth)
-            assert answer.status == 200, answer.raw
-            seen = answer.body
-            return int(seen["balance_msat"]) if seen["reserved_msat"] == 0 else None
-
-        return await until(settled, 60.0)
+        seen = await until(lambda: settled_balance(self.node.url, self.auth), 60.0)
+        return int(seen["balance_msat"])
 
 
 async def test_custody_campaign(

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.accounts import balance_of, bearer, funded_auth, listed_withdrawals, settled_balance
 from support.e2e import Answer, assert_error, chat_body, get, post, until
 from support.ecash import EcashFactory
 from support.invoices import fake_invoice
@@ -122,31 +123,24 @@ async def test_killed_mid_create_the_same_token_answers_the_keys(
     created = await until(lambda: _not_pending(post(url, {"cashu_token": token})))
     assert created.status == 201, created.raw
     assert created.body["balance_msat"] == 400_000
-    key = {"Authorization": f"Bearer {created.body['api_key']}"}
-    assert (await get(f"{node.url}/v1/wallet/balance", key)).body["balance_msat"] == 400_000
+    seen = await balance_of(node.url, bearer(created.body["api_key"]))
+    assert seen["balance_msat"] == 400_000
     await balanced(node)
 
 
 async def test_killed_mid_withdrawal_the_token_is_listed(
     node: NodeProcess, proxy: MintProxy, ecash: EcashFactory
 ) -> None:
-    created = await post(
-        f"{node.url}/v1/wallet/create", {"cashu_token": await ecash.token(1000, mint_url=proxy.url)}
-    )
-    auth = {"Authorization": f"Bearer {created.body['api_key']}"}
+    auth = await funded_auth(node.url, ecash, proxy.url, 1000)
 
     await killed_while_held(
         node, proxy, SWAP, post(f"{node.url}/v1/wallet/withdraw", {"amount": 300}, auth)
     )
 
-    async def listed() -> list[dict[str, Any]] | None:
-        answer = await get(f"{node.url}/v1/wallet/withdrawals", auth)
-        return answer.body["withdrawals"] or None
-
-    [withdrawal] = await until(listed)
+    [withdrawal] = await until(lambda: listed_withdrawals(node.url, auth))
     assert withdrawal["amount"] == 300
     assert await ecash.redeem(withdrawal["cashu_token"]) == 300
-    after = (await get(f"{node.url}/v1/wallet/balance", auth)).body
+    after = await balance_of(node.url, auth)
     assert (after["balance_msat"], after["reserved_msat"]) == (700_000, 0)
     await balanced(node)
 
@@ -154,19 +148,12 @@ async def test_killed_mid_withdrawal_the_token_is_listed(
 async def test_killed_mid_invoice_payment_it_is_paid_and_charged_once(
     node: NodeProcess, proxy: MintProxy, ecash: EcashFactory
 ) -> None:
-    created = await post(
-        f"{node.url}/v1/wallet/create", {"cashu_token": await ecash.token(1000, mint_url=proxy.url)}
-    )
-    auth = {"Authorization": f"Bearer {created.body['api_key']}"}
+    auth = await funded_auth(node.url, ecash, proxy.url, 1000)
     pay = post(f"{node.url}/v1/wallet/withdraw", {"invoice": fake_invoice(200)}, auth)
 
     await killed_while_held(node, proxy, MELT, pay)
 
-    async def settled() -> dict[str, Any] | None:
-        now = (await get(f"{node.url}/v1/wallet/balance", auth)).body
-        return now if now["reserved_msat"] == 0 else None
-
-    after = await until(settled)
+    after = await until(lambda: settled_balance(node.url, auth))
     assert 797_000 <= after["balance_msat"] <= 800_000  # 200 and a fee within the reserve
     await balanced(node)
 

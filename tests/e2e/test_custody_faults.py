@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.accounts import balance_of, bearer, funded_auth, listed_withdrawals, settled_balance
 from support.e2e import Answer, assert_balanced, assert_error, chat_body, get, post, until
 from support.ecash import EcashFactory
 from support.invoices import fake_invoice
@@ -64,20 +65,6 @@ async def assert_paid_with_change(
     assert ecash.amount(change) == (value_sat * 1000 - cost) // 1000
     assert await ecash.redeem(change) == ecash.amount(change)
     assert await ecash.is_spent(token)
-
-
-async def funded_key(node: RunningNode, ecash: EcashFactory, proxy: MintProxy, sat: int) -> str:
-    token = await ecash.token(sat, mint_url=proxy.url)
-    created = await post(f"{node.url}/v1/wallet/create", {"cashu_token": token})
-    assert created.status == 201, created.raw
-    return str(created.body["api_key"])
-
-
-async def balance(node: RunningNode, key: str) -> dict[str, Any]:
-    answer = await get(f"{node.url}/v1/wallet/balance", {"Authorization": f"Bearer {key}"})
-    assert answer.status == 200, answer.raw
-    body: dict[str, Any] = answer.body
-    return body
 
 
 @contextlib.contextmanager
@@ -198,7 +185,7 @@ async def test_a_create_whose_answer_is_lost_answers_the_same_keys_again(
     assert again.body["balance_msat"] == 400_000
     same = await post(f"{node.url}/v1/balance/create", {"initial_balance_token": token})
     assert (same.status, same.body["api_key"]) == (200, again.body["api_key"])
-    assert (await balance(node, again.body["api_key"]))["balance_msat"] == 400_000
+    assert (await balance_of(node.url, bearer(again.body["api_key"])))["balance_msat"] == 400_000
     # now the keys were used: the token is a spent one
     used = await post(f"{node.url}/v1/wallet/create", {"cashu_token": token})
     assert_error(used, 400, "cashu_token_spent")
@@ -211,37 +198,34 @@ async def test_a_create_whose_answer_is_lost_answers_the_same_keys_again(
 async def test_a_withdrawal_answered_late_hands_out_its_token(
     node: RunningNode, proxy: MintProxy, ecash: EcashFactory, mint: LocalMint
 ) -> None:
-    key = await funded_key(node, ecash, proxy, 1000)
+    auth = await funded_auth(node.url, ecash, proxy.url, 1000)
     proxy.delay(SWAP, LATE_S)
 
-    answer = await post(
-        f"{node.url}/v1/wallet/withdraw", {"amount": 300}, {"Authorization": f"Bearer {key}"}
-    )
+    answer = await post(f"{node.url}/v1/wallet/withdraw", {"amount": 300}, auth)
 
     assert answer.status == 200, answer.raw
     assert answer.body["amount"] == 300
     assert await ecash.redeem(answer.body["cashu_token"]) == 300
-    assert (await balance(node, key))["balance_msat"] == 700_000
+    assert (await balance_of(node.url, auth))["balance_msat"] == 700_000
     await assert_balanced(node)
 
 
 async def test_a_withdrawal_while_the_mint_stays_slow_finishes_by_itself(
     node: RunningNode, proxy: MintProxy, ecash: EcashFactory, mint: LocalMint
 ) -> None:
-    key = await funded_key(node, ecash, proxy, 1000)
-    auth = {"Authorization": f"Bearer {key}"}
+    auth = await funded_auth(node.url, ecash, proxy.url, 1000)
     proxy.delay(SWAP, LATE_S, times=2)
 
     answer = await post(f"{node.url}/v1/wallet/withdraw", {"amount": 300}, auth)
 
     # neither undone nor lost: held until the mint says, then listed for the client
     assert_error(answer, 409, "operation_pending")
-    held = await balance(node, key)
+    held = await balance_of(node.url, auth)
     assert held["balance_msat"] + held["reserved_msat"] == 1_000_000
-    listed = await until(lambda: _withdrawals(node, auth))
+    listed = await until(lambda: listed_withdrawals(node.url, auth))
     assert [w["amount"] for w in listed] == [300]
     assert await ecash.redeem(listed[0]["cashu_token"]) == 300
-    after = await until(lambda: _settled(node, key))
+    after = await until(lambda: settled_balance(node.url, auth))
     assert after["balance_msat"] == 700_000
     # the rest still pays out, and no proof handed out is spent
     rest = await post(f"{node.url}/v1/wallet/withdraw", {}, auth)
@@ -250,32 +234,20 @@ async def test_a_withdrawal_while_the_mint_stays_slow_finishes_by_itself(
     await assert_balanced(node)
 
 
-async def _withdrawals(node: RunningNode, auth: dict[str, str]) -> list[dict[str, Any]] | None:
-    answer = await get(f"{node.url}/v1/wallet/withdrawals", auth)
-    listed: list[dict[str, Any]] = answer.body["withdrawals"]
-    return listed or None
-
-
-async def _settled(node: RunningNode, key: str) -> dict[str, Any] | None:
-    now = await balance(node, key)
-    return now if now["reserved_msat"] == 0 else None
-
-
 # -- melt: a withdrawal to an invoice ----------------------------------------------------
 
 
 async def test_an_invoice_payment_answered_late_is_charged_once(
     node: RunningNode, proxy: MintProxy, ecash: EcashFactory, mint: LocalMint
 ) -> None:
-    key = await funded_key(node, ecash, proxy, 1000)
-    auth = {"Authorization": f"Bearer {key}"}
+    auth = await funded_auth(node.url, ecash, proxy.url, 1000)
     proxy.delay(MELT, LATE_S)
 
     answer = await post(f"{node.url}/v1/wallet/withdraw", {"invoice": fake_invoice(200)}, auth)
 
     assert answer.status == 200, answer.raw
     assert answer.body["paid"] is True and answer.body["amount"] == 200
-    after = await balance(node, key)
+    after = await balance_of(node.url, auth)
     assert (after["balance_msat"], after["reserved_msat"]) == (
         (1000 - 200 - answer.body["fee"]) * 1000,
         0,
@@ -286,17 +258,16 @@ async def test_an_invoice_payment_answered_late_is_charged_once(
 async def test_an_invoice_payment_while_the_mint_stays_slow_is_held_then_charged_once(
     node: RunningNode, proxy: MintProxy, ecash: EcashFactory, mint: LocalMint
 ) -> None:
-    key = await funded_key(node, ecash, proxy, 1000)
-    auth = {"Authorization": f"Bearer {key}"}
+    auth = await funded_auth(node.url, ecash, proxy.url, 1000)
     proxy.delay(MELT, LATE_S)
     proxy.delay(MELT_STATE, LATE_S, times=3)  # its state too, each time the node asks
 
     answer = await post(f"{node.url}/v1/wallet/withdraw", {"invoice": fake_invoice(200)}, auth)
 
     assert (answer.status, answer.body) == (202, {"paid": False, "pending": True, "amount": 200})
-    held = await balance(node, key)
+    held = await balance_of(node.url, auth)
     assert held["balance_msat"] + held["reserved_msat"] == 1_000_000  # nothing given back
-    after = await until(lambda: _settled(node, key))
+    after = await until(lambda: settled_balance(node.url, auth))
     assert 797_000 <= after["balance_msat"] <= 800_000  # paid once, its fee at most the reserve
     proxy.clear()
     second = await post(f"{node.url}/v1/wallet/withdraw", {"invoice": fake_invoice(100)}, auth)
@@ -322,7 +293,8 @@ async def test_an_invoice_minted_with_its_answer_late_is_credited_once(
 
     claimed = await until(keys)
     assert claimed.body["balance_msat"] == 256_000
-    assert (await balance(node, claimed.body["api_key"]))["balance_msat"] == 256_000
+    paid = await balance_of(node.url, bearer(claimed.body["api_key"]))
+    assert paid["balance_msat"] == 256_000
     await assert_balanced(node)
 
 

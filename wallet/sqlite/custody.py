@@ -139,12 +139,14 @@ def pending_receive_of_token(conn: sqlite3.Connection, token_id: str) -> int | N
 
 def account_made_by_token(conn: sqlite3.Connection, token_id: str) -> int | None:
     """The account a finished receive of this token credited, if there is one."""
+    # "state != 'failed'" as the unique index on a token's live operation says it
     row = conn.execute(
-        "SELECT result FROM operations WHERE token_id = ? AND state = 'done'", (token_id,)
+        "SELECT state, result FROM operations WHERE token_id = ? AND state != 'failed'",
+        (token_id,),
     ).fetchone()
-    if row is None:
+    if row is None or row[0] != OperationState.DONE:
         return None
-    account_id = json.loads(row[0] or "{}").get("account_id")
+    account_id = json.loads(row[1] or "{}").get("account_id")
     return int(account_id) if account_id is not None else None
 
 
