@@ -21,6 +21,7 @@ from mints.errors import (
     MintRateLimited,
     MintRefused,
     MintUnreachable,
+    OutputsAlreadySigned,
     ProofsPending,
     ProofsSpent,
     ProtocolError,
@@ -89,6 +90,11 @@ class MintClient:
             async with self._http().request(method, url, json=body) as resp:
                 text = await resp.text()
                 status = resp.status
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # no connection was opened: the mint never saw this request
+            raise MintUnreachable(
+                f"mint {self.url} unreachable: {type(exc).__name__}", request_sent=False
+            ) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise MintUnreachable(f"mint {self.url} unreachable: {type(exc).__name__}") from None
         if status == 429:
@@ -300,6 +306,12 @@ def _mint_error(status: int, data: Any) -> Exception:
         return ProofsSpent(detail or "proofs already spent")
     if code == 11002 or ("pending" in detail and "proofs" in detail):
         return ProofsPending(detail or "proofs are pending")
+    if "already signed" in detail:  # 11003 (nutshell also numbers another error 11003)
+        return OutputsAlreadySigned(
+            f"mint refused the request ({status}, code {code}): {detail}",
+            code=code if isinstance(code, int) else None,
+            detail=detail,
+        )
     if code in (12001, 12002) or detail.startswith(("keyset id inactive", "keyset id unknown")):
         # nutshell says it with the generic 11000 and these words
         return KeysetInactive(

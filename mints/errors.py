@@ -44,13 +44,28 @@ class ProofsPending(MintRefused):
     """The mint says the proofs are in a pending operation (NUT code 11002)."""
 
 
+class OutputsAlreadySigned(MintRefused):
+    """The mint signed these outputs before (NUT code 11003): an earlier copy of the same
+    swap or melt went through, and NUT-09 restore gives its signatures back."""
+
+
 class KeysetInactive(MintRefused):
     """The mint signs no more with the outputs' keyset (NUT codes 12001/12002): it rotated
     its keys. Nothing happened there; the same operation on its new keyset goes through."""
 
 
 class MintUnreachable(MintError):
-    """The mint did not answer, timed out or answered with a server error."""
+    """The mint did not answer, timed out or answered with a server error.
+
+    ``request_sent`` is False only when the connection could not even be opened (refused,
+    no route, connect timeout): then the mint never saw the request, which proves that
+    nothing happened there. Any later failure (a timeout while waiting, a lost answer, a
+    5xx) leaves the outcome unknown.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
 
 
 class MintRateLimited(MintError):

@@ -6,19 +6,31 @@ same proofs have the same :attr:`Token.token_id`, so they are one payment.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import cbor2
 from cashu.core.base import Proof as CashuProof
 from cashu.core.base import TokenV3, TokenV3Token, TokenV4, TokenV4Proof, TokenV4Token
 from cashu.core.crypto.keys import derive_keyset_short_id
+from pydantic import ValidationError
 
 from mints.errors import TokenInvalid
 from mints.models import Proof
 
 MAX_TOKEN_CHARS = 200_000
 MAX_PROOFS = 1_000
+# sat: 2^50 is over 11 million BTC; every sum of msat stays far inside 64 bits (the ledger
+# keeps amounts as SQLite's signed 64-bit integers, up to 2^62 msat)
+MAX_PROOF_AMOUNT = 2**50
+MAX_TOKEN_AMOUNT = 2**51
 _URI_PREFIX = "cashu:"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +91,11 @@ def looks_like_token(value: str) -> bool:
 
 
 def parse_token(value: str) -> Token:
-    """Decode a token string; anything malformed raises :class:`TokenInvalid`, nothing else."""
+    """Decode a token string; anything malformed raises :class:`TokenInvalid`, nothing else.
+
+    The message says what is wrong (the encoding, the data inside, which field), so a
+    client can tell a truncated token from one of another wallet's format.
+    """
     if not isinstance(value, str):
         raise TokenInvalid("token must be a string")
     text = value.strip()
@@ -87,22 +103,62 @@ def parse_token(value: str) -> Token:
         text = text[len(_URI_PREFIX) :]
     if len(text) > MAX_TOKEN_CHARS:
         raise TokenInvalid("token is too long")
-    try:
-        if text.startswith("cashuA"):
-            token = _from_v3(TokenV3.deserialize(text))
-        elif text.startswith("cashuB"):
-            token = _from_v4(TokenV4.deserialize(text))
-        else:
-            raise TokenInvalid("not a Cashu token: expected cashuA… or cashuB…")
-    except TokenInvalid:
-        raise
-    except Exception as exc:  # the cashu decoders raise anything from asserts to CBOR errors
-        raise TokenInvalid(f"malformed Cashu token ({type(exc).__name__})") from None
+    if text.startswith("cashuA"):
+        raw = _payload(text, "cashuA")
+        data = _decoded(raw, "cashuA", "JSON", json.loads)
+        token = _from_v3(_model(TokenV3, data, "cashuA"))
+    elif text.startswith("cashuB"):
+        raw = _payload(text, "cashuB")
+        data = _decoded(raw, "cashuB", "CBOR", cbor2.loads)
+        token = _from_v4(_model(TokenV4, data, "cashuB"))
+    else:
+        raise TokenInvalid("not a Cashu token: expected cashuA… or cashuB…")
     _check_proofs(token.proofs)
     return token
 
 
+def _payload(text: str, prefix: str) -> bytes:
+    body = text[len(prefix) :]
+    if not body:
+        raise TokenInvalid(f"{prefix} token is empty after its prefix")
+    try:
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        raise TokenInvalid(
+            f"{prefix} token is not valid base64 (cut short or changed on the way?)"
+        ) from None
+
+
+def _decoded(raw: bytes, prefix: str, encoding: str, loads: Callable[[bytes], Any]) -> Any:
+    try:
+        data = loads(raw)
+    except RecursionError:
+        raise TokenInvalid(f"{prefix} token nests too deep") from None
+    except Exception:  # json and cbor2 raise several types for bad input
+        raise TokenInvalid(f"{prefix} token does not hold valid {encoding}") from None
+    if not isinstance(data, dict):
+        raise TokenInvalid(f"{prefix} token's {encoding} is not an object")
+    return data
+
+
+def _model(cls: type[T], data: dict[str, Any], prefix: str) -> T:
+    """The cashu library's token model of ``data``, its complaint turned into a sentence."""
+    try:
+        return cls.parse_obj(data)  # type: ignore[attr-defined, no-any-return]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "token"
+        raise TokenInvalid(f"{prefix} token field '{where}': {first.get('msg')}") from None
+    except RecursionError:
+        raise TokenInvalid(f"{prefix} token nests too deep") from None
+    except Exception as exc:  # the library's own checks ("Token must contain proofs.")
+        reason = str(exc).strip().rstrip(".") or type(exc).__name__
+        raise TokenInvalid(f"{prefix} token is malformed: {reason}") from None
+
+
 def _from_v3(v3: TokenV3) -> Token:
+    if not v3.token:
+        raise TokenInvalid("cashuA token holds no proofs")
     mints = {normalize_mint_url(str(t.mint)) for t in v3.token if t.mint}
     if len(mints) != 1:
         raise TokenInvalid("token must name exactly one mint")
@@ -115,11 +171,14 @@ def _from_v4(v4: TokenV4) -> Token:
         raise TokenInvalid("token names no mint")
     # read the groups, not v4.proofs: that builds cashu Proofs, each hashing its secret
     # to the curve (most of a parse), for a Y the node computes where it needs one
-    proofs = tuple(
-        Proof(amount=p.a, keyset_id=group.i.hex(), secret=str(p.s), C=p.c.hex())
-        for group in v4.t
-        for p in group.p
-    )
+    try:
+        proofs = tuple(
+            Proof(amount=p.a, keyset_id=group.i.hex(), secret=str(p.s), C=p.c.hex())
+            for group in v4.t
+            for p in group.p
+        )
+    except (AttributeError, TypeError):
+        raise TokenInvalid("cashuB token's proofs are malformed") from None
     return Token(mint=normalize_mint_url(v4.m), unit=str(v4.u), proofs=proofs, memo=v4.d)
 
 
@@ -136,6 +195,8 @@ def _check_proofs(proofs: tuple[Proof, ...]) -> None:
     for p in proofs:
         if type(p.amount) is not int or p.amount <= 0 or p.amount & (p.amount - 1):
             raise TokenInvalid("proof amounts must be positive powers of two")
+        if p.amount > MAX_PROOF_AMOUNT:
+            raise TokenInvalid(f"a proof of {p.amount} sat is more than any mint issues")
         if not p.secret or not p.C or not p.keyset_id:
             raise TokenInvalid("proof is missing a field")
         if p.secret in secrets:
@@ -146,6 +207,8 @@ def _check_proofs(proofs: tuple[Proof, ...]) -> None:
             bytes.fromhex(p.keyset_id)
         except ValueError:
             raise TokenInvalid("proof fields are not hex") from None
+    if sum(p.amount for p in proofs) > MAX_TOKEN_AMOUNT:
+        raise TokenInvalid("the token's proofs add up to more than any mint issues")
 
 
 def encode_token(

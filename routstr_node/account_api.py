@@ -13,15 +13,17 @@ from aiohttp import web
 from mints.token import looks_like_token, normalize_mint_url, parse_token
 from routstr_node.errors import invalid_request, not_found, unauthorized
 from routstr_node.payment import account_for_key, presented_key
-from routstr_node.request_body import parse_json_object
-from routstr_node.state import NodeState
+from routstr_node.request_body import parse_json_object, read_body
+from routstr_node.state import NODE, NodeState
+from wallet.keys import API_KEY_PREFIX
 from wallet.lightning_in import MAX_INVOICE_SAT
 from wallet.sqlite.ledger import AccountRow
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; an empty body is an empty object."""
-    raw = await request.read()
+    limits = request.app[NODE].settings.limits
+    raw = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
     return parse_json_object(raw) if raw.strip() else {}
 
 
@@ -35,22 +37,30 @@ def required_key(request: web.Request) -> str:
 
 
 async def account_of(request: web.Request, node: NodeState) -> int:
-    """The account of the sk- or radmin_ key the caller presents (401 otherwise)."""
-    return await account_for_key(node, required_key(request))
+    """The account of the key the caller presents: an sk- key, its admin key, or a Cashu
+    token used as the key (redeemed on first use, as on the paid routes); 401 otherwise."""
+    account_id, _ = await account_of_bearer(request, node, redeem=True)
+    return account_id
 
 
 async def account_of_bearer(
     request: web.Request, node: NodeState, *, redeem: bool
 ) -> tuple[int, str]:
-    """Routstr's notion of a key: an sk-/radmin_ key, or a Cashu token used as the key.
+    """Routstr's notion of a key: an sk- or admin key, or a Cashu token used as the key.
 
     With ``redeem`` a token seen for the first time is redeemed into its account, as on
-    the paid routes; without, it is refused. Returns the account and the key as presented.
+    the paid routes; without, it is refused (a token whose redeem is unresolved is
+    resolved first, and is 409 while the mint has not said). Returns the account and the
+    key as presented.
     """
     key = required_key(request)
     if not looks_like_token(key):
         return await account_for_key(node, key), key
-    existing = await node.wallet.ledger.account_for_token(parse_token(key))
+    token = parse_token(key)
+    existing = await node.wallet.ledger.account_for_token(token)
+    if existing is None and not redeem:
+        await node.wallet.settle_pending_redeem(token)
+        existing = await node.wallet.ledger.account_for_token(token)
     if existing is not None and existing.kind == "token":
         return existing.id, key
     if existing is not None or not redeem:
@@ -83,6 +93,38 @@ def sat_amount(value: Any, *, param: str = "amount", maximum: int = MAX_INVOICE_
     if value > maximum:
         raise invalid_request(
             "invalid_amount", f"'{param}' must be at most {maximum} sat", param=param
+        )
+    return value
+
+
+ADMIN_KEY_MIN_CHARS = 16
+ADMIN_KEY_MAX_CHARS = 256
+
+
+def own_admin_key(value: Any) -> str | None:
+    """A client's own admin key for a new account (None: the node makes one): at least
+    16 printable characters without spaces (it travels in a header), and not a form
+    the node gives other meanings (an sk- key, a Cashu token)."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not ADMIN_KEY_MIN_CHARS <= len(value) <= ADMIN_KEY_MAX_CHARS
+        or not value.isascii()
+        or not value.isprintable()
+        or " " in value
+    ):
+        raise invalid_request(
+            "invalid_admin_key",
+            f"'admin_key' must be {ADMIN_KEY_MIN_CHARS} to {ADMIN_KEY_MAX_CHARS} printable"
+            " ASCII characters without spaces",
+            param="admin_key",
+        )
+    if value.startswith(API_KEY_PREFIX) or looks_like_token(value):
+        raise invalid_request(
+            "invalid_admin_key",
+            "'admin_key' must not look like an sk- key or a Cashu token",
+            param="admin_key",
         )
     return value
 

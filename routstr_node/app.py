@@ -49,7 +49,9 @@ _TOKEN_BUCKET = "token:"
 # a new token's request refused for what it sent, the token too small included (a made-up
 # one with a real keyset id gets that far without a call to the mint)
 _REFUSALS = frozenset({400, 401, 402, 403, 404, 405, 409, 413})
-RESOLVE_PENDING_EVERY_S = 30.0
+# a round is one indexed read when nothing is pending; an operation a request gave up
+# waiting for is asked about again within this (then less and less often)
+RESOLVE_PENDING_EVERY_S = 5.0
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
 _request_numbers = itertools.count(1)
 
@@ -96,7 +98,7 @@ async def _resolve_stale(node: NodeState) -> None:
 
 def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        mints = MintDirectory(list(settings.mints.trusted))
+        mints = MintDirectory(list(settings.mints.trusted), timeout_s=settings.mints.timeout_s)
         wallet = WalletService(settings.node.data_dir, mints)
         upstreams = Upstreams()
         price_session = aiohttp.ClientSession()
@@ -110,7 +112,7 @@ def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterat
                     )
         learning = asyncio.create_task(mints.learn_keysets(), name="mint-keysets")
         try:
-            await wallet.open()
+            await wallet.open_for_serving()  # pending operations resolve beside serving
             await upstreams.configure(list(settings.upstreams))
             nostr_secret = load_secret(settings.node.data_dir, settings.nostr.nsec)
             limits = settings.limits
@@ -190,7 +192,10 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return exc.response()
+        response = exc.response()
+        if exc.status == 408:  # the rest of that body may still come: not on this connection
+            response.force_close()
+        return response
     except web.HTTPRequestEntityTooLarge:
         return ApiError(
             413, "invalid_request_error", "body_too_large", "the request body is too large"

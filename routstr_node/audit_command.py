@@ -16,7 +16,7 @@ class NoLedger(Exception):
 async def run_audit(settings: Settings) -> dict[str, Any]:
     if not (settings.node.data_dir / DB_FILE).exists():
         raise NoLedger(f"no wallet database in {settings.node.data_dir}")
-    mints = MintDirectory(list(settings.mints.trusted))
+    mints = MintDirectory(list(settings.mints.trusted), timeout_s=settings.mints.timeout_s)
     wallet = WalletService(settings.node.data_dir, mints)
     try:
         await wallet.open(recover=False)

@@ -87,13 +87,20 @@ def audit(config: Path) -> None:
 
 
 @main.command()
-def demo() -> None:
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    envvar="ROUTSTR_DEMO_PORT",
+    help="The node's port (default: 8000 when free, else any free one). Env: ROUTSTR_DEMO_PORT.",
+)
+def demo(port: int | None) -> None:
     """A whole local economy: a test mint, a demo upstream and the node; pays a completion.
 
-    Prints cost, change and balances, then keeps serving and prints ROUTSTR_BASE_URL
-    and ROUTSTR_TOKEN (a funded token) to try. Ctrl-C stops everything it started.
+    Prints cost, change and balances, then keeps serving; its last two lines are
+    ROUTSTR_BASE_URL and ROUTSTR_TOKEN (a funded token) to try. Ctrl-C stops everything
+    it started.
     """
     from routstr_node.demo.run import run_demo
 
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(run_demo())
+    asyncio.run(run_demo(port))

@@ -53,7 +53,7 @@ def load_secret(data_dir: Path, nsec: str | None) -> bytes:
     path = data_dir / KEY_FILE
     if path.exists():
         return bytes.fromhex(path.read_text().strip())
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the seed and the keys live here
     secret = os.urandom(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -18,7 +18,6 @@ from mints.token import looks_like_token, parse_token
 from routstr_node.errors import ApiError, invalid_request, unauthorized
 from routstr_node.state import NodeState
 from wallet.errors import TokenAlreadyRedeemed
-from wallet.keys import ADMIN_KEY_PREFIX, API_KEY_PREFIX
 
 
 class PaymentMode(StrEnum):
@@ -76,8 +75,9 @@ def presented_key(request: web.Request) -> str | None:
 
 
 async def key_account(node: NodeState, key: str) -> int | None:
-    """The account an sk- or radmin_ key opens, if any (remembered once found)."""
-    if not key.startswith((API_KEY_PREFIX, ADMIN_KEY_PREFIX)):
+    """The account an sk- key or an admin key (radmin_…, or the client's own) opens, if
+    any (remembered once found)."""
+    if looks_like_token(key):
         return None
     return await node.wallet.ledger.account_id_for_key(key)
 

@@ -20,7 +20,7 @@ from routstr_node.forward import forward, off_loop_if_big
 from routstr_node.paid_call import PaidCall
 from routstr_node.pricing import ModelPrice, PriceUnavailable, max_cost_msat
 from routstr_node.relay import relay_stream
-from routstr_node.request_body import parse_json_object, upstream_body
+from routstr_node.request_body import parse_json_object, read_body, upstream_body
 from routstr_node.routing import (
     NO_PREFERENCES,
     Candidate,
@@ -57,7 +57,8 @@ _REQUIRED_INPUT = {
 async def handle_proxy(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     path = request.path
-    raw = await request.read()
+    limits = node.settings.limits
+    raw = await read_body(request, limits.max_body_bytes, limits.body_timeout_s)
     body = await off_loop_if_big(len(raw), parse_json_object, raw)
     requested = body.get("model")
     if not isinstance(requested, str) or not requested:

@@ -2,10 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
-from routstr_node.errors import invalid_request
+from aiohttp import web
+
+from routstr_node.errors import ApiError, invalid_request
+
+
+async def read_body(request: web.Request, max_bytes: int, idle_s: float) -> bytes:
+    """The whole body, at most ``max_bytes`` (else 413), or 408 once no byte of it came
+    for ``idle_s``: a slow upload that keeps sending is never cut, a stalled one is.
+
+    The one way every route reads its body. A body that has fully arrived (the common
+    case) is taken without a timer.
+    """
+    content = request.content
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if content.is_eof():
+            chunk = await content.readany()  # all of it is here: no waiting
+        else:
+            try:
+                async with asyncio.timeout(idle_s):
+                    chunk = await content.readany()
+            except TimeoutError:
+                # the rest is not waited for: not by aiohttp either, which would linger to
+                # drain it (the answer then closes the connection: Connection: close)
+                content.feed_eof()
+                raise ApiError(
+                    408,
+                    "invalid_request_error",
+                    "request_timeout",
+                    f"the request body stopped arriving (nothing for {idle_s:g} s)",
+                ) from None
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=size)
+        chunks.append(chunk)
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

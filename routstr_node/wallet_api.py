@@ -20,6 +20,7 @@ from routstr_node.account_api import (
     change_of_payment,
     json_body,
     mint_choice,
+    own_admin_key,
     required_key,
     sat_amount,
     token_text,
@@ -28,12 +29,13 @@ from routstr_node.errors import ApiError, invalid_request
 from routstr_node.payment import account_for_key
 from routstr_node.state import NODE
 from wallet.errors import (
+    AdminKeyTaken,
     InsufficientCustody,
     InvoiceRejected,
     PaymentFailed,
     TokenAlreadyRedeemed,
 )
-from wallet.keys import ADMIN_KEY_PREFIX, new_api_key
+from wallet.keys import new_api_key
 
 
 def add_routes(app: web.Application) -> None:
@@ -49,10 +51,19 @@ def add_routes(app: web.Application) -> None:
 
 
 async def create(request: web.Request) -> web.Response:
-    """A new account funded by a token; its two keys are shown here once."""
+    """A new account funded by a token; its two keys are shown here.
+
+    A create whose answer was lost is asked again with the same token: it answers the
+    same keys while neither has been used (see ``WalletService.create_account``).
+    """
     node = request.app[NODE]
-    text = token_text(await json_body(request), "cashu_token")
-    new = await node.wallet.create_account(await node.mints.check_token(text))
+    body = await json_body(request)
+    text = token_text(body, "cashu_token")
+    admin_key = own_admin_key(body.get("admin_key"))
+    try:
+        new = await node.wallet.create_account(await node.mints.check_token(text), admin_key)
+    except AdminKeyTaken as exc:
+        raise invalid_request("invalid_admin_key", exc.message, param="admin_key") from None
     return web.json_response(
         {
             "api_key": new.api_key,
@@ -74,10 +85,13 @@ async def balance(request: web.Request) -> web.Response:
 
 async def topup(request: web.Request) -> web.Response:
     node = request.app[NODE]
+    required_key(request)
+    # the token to add is checked before a token used as the key is redeemed: a refused
+    # request leaves both unspent
+    checked = await node.mints.check_token(token_text(await json_body(request), "cashu_token"))
     account_id = await account_of(request, node)
-    text = token_text(await json_body(request), "cashu_token")
     try:
-        received = await node.wallet.topup(account_id, await node.mints.check_token(text))
+        received = await node.wallet.topup(account_id, checked)
     except TokenAlreadyRedeemed as exc:
         if exc.account_id != account_id:
             raise
@@ -189,12 +203,12 @@ async def rotate(request: web.Request) -> web.Response:
     node = request.app[NODE]
     key = required_key(request)
     account_id = await account_for_key(node, key)
-    if not key.startswith(ADMIN_KEY_PREFIX):
+    if await node.wallet.ledger.account_by_admin_key(key) is None:
         raise ApiError(
             403,
             "permission_error",
             "admin_key_required",
-            "rotating the API key needs the account's admin key (radmin_…)",
+            "rotating the API key needs the account's admin key (radmin_… or your own)",
         )
     new_key = new_api_key()
     await node.wallet.ledger.rotate_api_key(account_id, new_key)

@@ -68,3 +68,7 @@ class KeysAlreadyDelivered(WalletError):
 
 class PaymentInFlight(WalletError):
     """The X-Cashu payment's request has not settled yet, so its change is not known."""
+
+
+class AdminKeyTaken(WalletError):
+    """The admin key a client chose for its new account is another account's."""

@@ -37,6 +37,9 @@ class Ledger:
         )
         if row is None:
             return None
+        # the client has its keys: a lost create's answer is never repeated from now on
+        # (once per account and process; later lookups come from memory)
+        await self.db.write(lambda c: sql.mark_keys_used(c, row.id))
         return self._remember(digest, row.id) if generation == self._generation else row.id
 
     def knows_key_hash(self, digest: str) -> bool:
@@ -90,16 +93,23 @@ class Ledger:
     async def reservation(self, reservation_id: int) -> Settlement:
         return await self.db.read(lambda c: sql.reservation_state(c, reservation_id))
 
-    async def release_open_reservations(self) -> int:
-        """At start no request is in flight: every open request reservation goes back."""
+    async def settle_open_reservations(self) -> int:
+        """At start no request is in flight: an open request reservation is charged what
+        its answer delivered before the node stopped (recorded as it streamed), and the
+        rest goes back."""
 
         def txn(c: Any) -> int:
-            ids = sql.open_request_reservations(c)
-            for rid in ids:
-                sql.settle(c, rid, 0)
-            return len(ids)
+            found = sql.open_request_reservations(c)
+            for reservation_id, delivered_msat in found:
+                sql.settle(c, reservation_id, delivered_msat)
+            return len(found)
 
         return await self.db.write(txn)
+
+    async def record_delivered(self, reservation_id: int, delivered_msat: int) -> None:
+        """What an open request's answer has delivered so far: charged at the next start
+        if the node dies before the request settles."""
+        await self.db.write(lambda c: sql.record_delivered(c, reservation_id, delivered_msat))
 
     async def earnings_msat(self) -> int:
         return await self.db.read(sql.earnings_msat)

@@ -20,23 +20,18 @@ import logging
 import secrets
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 from mints.client import MintClient
-from mints.errors import KeysetInactive, MintError, MintRefused
-from mints.keysets import amount_split
-from mints.models import BlindSignature
-from wallet import blinding
+from mints.errors import MintError
 from wallet.custody import Custody
+from wallet.custody.issue import OPEN_INVOICE_STATES
 from wallet.errors import (
     InvalidAmount,
     InvoiceNotFound,
     InvoiceSecretInvalid,
     KeysAlreadyDelivered,
 )
-from wallet.faults import fault_point
 from wallet.keys import KEYS_REISSUE_WINDOW_S, key_hash, new_admin_key, new_api_key
-from wallet.sqlite import custody as sql
 from wallet.sqlite import invoices as invoices_sql
 from wallet.sqlite import ledger as ledger_sql
 from wallet.sqlite.invoices import InvoiceRecord
@@ -48,7 +43,6 @@ __all__ = [
     "IssuedKeys",
     "LightningIn",
     "NewInvoice",
-    "recover_mint",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,7 +52,7 @@ INVOICE_SECRET_PREFIX = "invsec_"
 MAX_INVOICE_SAT = 21_000_000 * 100_000_000  # keeps every msat sum inside SQLite's int64
 EXPIRY_GRACE_S = 120  # an invoice is given up this long after the mint's expiry
 UNDATED_POLL_S = 24 * 3600  # how long an invoice without expiry is watched
-_OPEN_STATES = ("unpaid", "expired")  # states a paid quote may still be minted from
+_OPEN_STATES = OPEN_INVOICE_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,50 +179,20 @@ class LightningIn:
                 lambda c: invoices_sql.set_state(c, record.id, "expired", ("unpaid",))
             )
 
-    # -- minting: write down, send, store ------------------------------------------------
+    # -- minting: the custody operation ------------------------------------------------
 
     async def _mint(self, record: InvoiceRecord, client: MintClient, quote_id: str) -> None:
-        keyset = await client.active_keyset()
-        outputs = await self.custody.prepare(keyset, amount_split(record.amount_sat))
-        rows = [sql.OutputRow("keep", o) for o in outputs]
-        intent: dict[str, Any] = {"invoice_id": record.id, "amount_sat": record.amount_sat}
-        if record.account_id is not None:
-            intent["account_id"] = record.account_id
-        else:
-            intent["create"] = {"kind": "key"}
-
-        def txn(c: sqlite3.Connection) -> int | None:
-            if not invoices_sql.set_state(c, record.id, "minting", _OPEN_STATES):
-                return None
-            op_id = sql.insert_operation(c, "mint", client.url, intent, rows, quote_id=quote_id)
-            invoices_sql.set_operation(c, record.id, op_id)
-            return op_id
-
-        op_id = await self.db.write(txn)
-        if op_id is None:
-            return
-        fault_point("mint:written")
-        try:
-            signatures = await client.mint(quote_id, [o.message() for o in outputs])
-        except MintError as exc:
-            log.info("invoice %s: mint answered %s; resolving", record.id, type(exc).__name__)
-            await self._resolve(record.id)
-            return
-        fault_point("mint:minted")
-        if len(signatures) != len(rows):
-            await self._resolve(record.id)
-            return
-        await complete_mint(self.custody, op_id, rows, signatures)
+        await self.custody.issue(
+            record.id, client.url, quote_id, record.amount_sat, record.account_id
+        )
 
     async def _resolve(self, invoice_id: str) -> None:
         """Settle the invoice's pending mint operation from what the mint says."""
-        from wallet.recovery import recover_operation
-
         op_id = await self.db.read(lambda c: invoices_sql.operation_id(c, invoice_id))
         if op_id is None:
             return
         try:
-            await recover_operation(self.custody, op_id)
+            await self.custody.resolve(op_id)
         except MintError as exc:  # the poller or the next start tries again
             log.info("invoice %s stays in progress: %s", invoice_id, exc.message)
 
@@ -296,84 +260,3 @@ def _deadline(record: InvoiceRecord) -> int:
         record.expires_at if record.expires_at is not None else record.created_at + UNDATED_POLL_S
     )
     return expires + EXPIRY_GRACE_S
-
-
-async def complete_mint(
-    custody: Custody, op_id: int, rows: list[sql.OutputRow], signatures: list[BlindSignature]
-) -> None:
-    """Store the minted proofs, credit the account (a new one if asked) and close the invoice.
-
-    One transaction; a second call for the same operation changes nothing.
-    """
-    op = await custody.db.read(lambda c: sql.operation(c, op_id))
-    client = custody.client_for(op.mint_url)
-    stored = await blinding.unblind_rows(client, rows, signatures)
-    credited_msat = sum(s.proof.amount for s in stored) * 1000
-    intent = op.intent
-
-    def txn(c: sqlite3.Connection) -> None:
-        if sql.operation_state(c, op_id) != "pending":
-            return
-        sql.insert_proofs(c, op.mint_url, stored, state="unspent", operation_id=op_id)
-        if "account_id" in intent:
-            account_id = int(intent["account_id"])
-        else:
-            account_id = ledger_sql.create_account(c, "key", mint_url=op.mint_url)
-        if credited_msat:
-            ledger_sql.credit_from_custody(
-                c, account_id, credited_msat, operation_id=op_id, kind="lightning_in"
-            )
-        sql.finish_operation(
-            c, op_id, "done", result={"account_id": account_id, "credited_msat": credited_msat}
-        )
-        invoices_sql.mark_paid(c, str(intent["invoice_id"]), account_id, credited_msat)
-
-    await custody.db.write(txn)
-
-
-async def recover_mint(custody: Custody, op: sql.Operation) -> str:
-    """Finish a mint operation from the quote's state; 'done', 'failed' or 'pending'."""
-    assert op.quote_id is not None
-    rows = await custody.db.read(lambda c: sql.operation_outputs(c, op.id))
-    client = custody.client_for(op.mint_url)
-    quote = await client.get_mint_quote(op.quote_id)
-    messages = [r.output.message() for r in rows]
-    if quote.state == "PAID":
-        try:
-            signatures = await client.mint(op.quote_id, messages)
-        except KeysetInactive:
-            # nothing was signed; when the mint now names another keyset active (it rotated
-            # its keys), these outputs are never signed: the invoice goes back to be minted
-            # afresh on the new keyset. Else the mint contradicts itself: ask again later.
-            active = await client.active_keyset()
-            if not rows or active.id == rows[0].output.keyset_id:
-                return "pending"
-            await custody.db.write(lambda c: _fail_mint(c, op, "unpaid", "the keyset rotated"))
-            return "failed"
-        except MintRefused:
-            # signed meanwhile (a lost answer racing this one): the restore below finds it
-            quote = await client.get_mint_quote(op.quote_id)
-        else:
-            if len(signatures) == len(rows):
-                await complete_mint(custody, op.id, rows, signatures)
-                return "done"
-            quote = await client.get_mint_quote(op.quote_id)
-    if quote.state == "ISSUED":
-        signed = await client.restore(messages) if messages else {}
-        found = [(r, signed[r.output.B_]) for r in rows if r.output.B_ in signed]
-        if found:
-            await complete_mint(custody, op.id, [r for r, _ in found], [s for _, s in found])
-            return "done"
-        log.error("mint operation %s: the quote was issued to other outputs", op.id)
-        await custody.db.write(lambda c: _fail_mint(c, op, "failed", "issued elsewhere"))
-        return "failed"
-    if quote.state in ("PAID", "PENDING"):
-        return "pending"
-    # UNPAID: nothing was minted; the invoice may still be paid and minted afresh
-    await custody.db.write(lambda c: _fail_mint(c, op, "unpaid", "the quote is not paid"))
-    return "failed"
-
-
-def _fail_mint(c: sqlite3.Connection, op: sql.Operation, invoice_state: str, error: str) -> None:
-    if sql.finish_operation(c, op.id, "failed", error=error):
-        invoices_sql.release_minting(c, str(op.intent["invoice_id"]), invoice_state)

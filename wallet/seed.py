@@ -17,7 +17,7 @@ def load_or_create_seed(data_dir: Path) -> bytes:
         if len(seed) != 64:
             raise ValueError(f"{path}: the seed must be 64 bytes of hex")
         return seed
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the seed and the keys live here
     seed = os.urandom(64)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

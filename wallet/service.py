@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from mints.token import Token, normalize_mint_url
 from wallet.audit import AuditReport, audit
 from wallet.custody import Custody, MeltResult, Received, SentToken
 from wallet.errors import (
+    AdminKeyTaken,
     InsufficientBalance,
     InsufficientCustody,
     InvalidAmount,
@@ -23,15 +25,26 @@ from wallet.errors import (
     TokenAlreadyRedeemed,
     TokenBeingRedeemed,
 )
-from wallet.keys import key_hash, new_admin_key, new_api_key
+from wallet.keys import key_hash, token_account_keys
 from wallet.ledger import Ledger
 from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
+from wallet.operations import Outcome
 from wallet.recovery import RecoveryReport, StaleOperations, recover_all
 from wallet.seed import load_or_create_seed
 from wallet.settings_store import SettingsStore
-from wallet.sqlite.custody import held_mint_urls, token_being_redeemed
+from wallet.sqlite.custody import (
+    account_made_by_token,
+    held_mint_urls,
+    pending_receive_of_token,
+    token_being_redeemed,
+)
 from wallet.sqlite.database import Database
-from wallet.sqlite.ledger import AccountRow, account_of_token
+from wallet.sqlite.ledger import (
+    AccountRow,
+    account_of_token,
+    account_with_unused_keys,
+    reserve_if_untouched,
+)
 from wallet.sqlite.outgoing import (
     Withdrawal,
     last_refund_if_untouched,
@@ -67,6 +80,8 @@ class WalletService:
         self._change_locks: dict[int, asyncio.Lock] = {}
         self._lightning_in: LightningIn | None = None
         self._stale: StaleOperations | None = None
+        self._recovery: asyncio.Task[RecoveryReport] | None = None
+        self._seed = b""
 
     @property
     def custody(self) -> Custody:
@@ -75,20 +90,39 @@ class WalletService:
         return self._custody
 
     async def open(self, *, recover: bool = True) -> RecoveryReport | None:
-        seed = load_or_create_seed(self.data_dir)
+        """Open the database; with ``recover``, settle what the last run left open and
+        resolve its pending operations before returning (tools and tests: a serving node
+        uses :meth:`open_for_serving`)."""
+        self._seed = load_or_create_seed(self.data_dir)
         await self.db.open()
-        self._custody = Custody(self.db, self.mints, seed)
+        self._custody = Custody(self.db, self.mints, self._seed)
         if not recover:
             return None
+        await self._settle_last_run()
+        return await self.recover()
+
+    async def open_for_serving(self) -> None:
+        """Open, settle the last run's open reservations, and resolve its pending
+        operations in the background: a mint that hangs must not keep the node from
+        serving; only what touches those operations' proofs waits for them."""
+        await self.open(recover=False)
+        await self._settle_last_run()
+        self._recovery = asyncio.create_task(self.recover(), name="wallet-recovery")
+
+    async def _settle_last_run(self) -> None:
+        settled = await self.ledger.settle_open_reservations()
+        if settled:
+            log.info("%d reservations of the last run settled", settled)
+
+    async def recover(self) -> RecoveryReport:
+        """Resolve every pending operation (each mint's beside the others')."""
         report = await recover_all(self.custody)
-        released = await self.ledger.release_open_reservations()
-        if report.completed or report.failed or report.still_pending or released:
+        if report.completed or report.failed or report.still_pending:
             log.info(
-                "recovery: %d completed, %d failed, %d still pending, %d reservations released",
+                "recovery: %d completed, %d failed, %d still pending",
                 len(report.completed),
                 len(report.failed),
                 len(report.still_pending),
-                released,
             )
         return report
 
@@ -99,26 +133,66 @@ class WalletService:
         return await self._stale.resolve(min_age_s)
 
     async def close(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovery
+            self._recovery = None
         await self.db.close()
 
     # -- money in ---------------------------------------------------------------------
 
-    async def create_account(self, checked: CheckedToken) -> NewAccount:
-        """A new sk- account funded by a token; the keys are returned once, stored hashed."""
-        api_key, admin_key = new_api_key(), new_admin_key()
+    async def create_account(
+        self, checked: CheckedToken, admin_key: str | None = None
+    ) -> NewAccount:
+        """A new sk- account funded by a token; the keys are returned, stored hashed.
+
+        The keys are derived from the token and the seed: a create whose answer was lost
+        (a timeout, a restart mid-way) is asked again with the same token and answers the
+        same keys, as long as neither has been used (then the client clearly has them,
+        and a spent token thrown away must not open the account). ``admin_key``, the
+        client's own, replaces the derived admin key; asked again, it must be the same.
+        """
+        api_key, derived_admin_key = token_account_keys(self._seed, checked.token)
+        admin = derived_admin_key if admin_key is None else admin_key
+        if admin_key is not None and await self._admin_key_taken(admin_key, checked.token):
+            raise AdminKeyTaken("this admin_key is taken; choose another")
         intent: dict[str, Any] = {
             "create": {
                 "kind": "key",
                 "key_hash": key_hash(api_key),
-                "admin_key_hash": key_hash(admin_key),
+                "admin_key_hash": key_hash(admin),
             }
         }
-        # the same token again is refused as spent, also when the first answer was lost:
-        # whoever gave the token away still holds it, and a spent token is worth nothing
-        received = await self.custody.receive(checked, intent)
+        try:
+            received = await self.custody.receive(checked, intent)
+        except TokenAlreadyRedeemed as exc:
+            if exc.account_id is None:
+                raise
+            account_id = exc.account_id
+            again = await self.db.read(
+                lambda c: account_with_unused_keys(
+                    c, account_id, key_hash(api_key), key_hash(admin)
+                )
+            )
+            if again is None:
+                raise
+            return NewAccount(
+                again.id, api_key, admin, again.balance_msat, again.mint_url or checked.token.mint
+            )
         return NewAccount(
-            received.account_id, api_key, admin_key, received.credited_msat, checked.token.mint
+            received.account_id, api_key, admin, received.credited_msat, checked.token.mint
         )
+
+    async def _admin_key_taken(self, admin_key: str, token: Token) -> bool:
+        """Whether another account has this admin key (a client's own must be new, but
+        for the account this very token made: a create asked again)."""
+        account = await self.ledger.account_by_admin_key(admin_key)
+        if account is None:
+            return False
+        token_id = token.token_id
+        made = await self.db.read(lambda c: account_made_by_token(c, token_id))
+        return made != account.id
 
     async def topup(self, account_id: int, checked: CheckedToken) -> Received:
         return await self.custody.receive(checked, {"account_id": account_id})
@@ -144,12 +218,32 @@ class WalletService:
     async def redeem_for_request(self, checked: CheckedToken, reserve_msat: int) -> Received:
         """An X-Cashu payment: a short-lived account whose remainder becomes change, and the
         request's reservation with its credit (none when the credit falls short), so that
-        a refund asked meanwhile never finds the balance free."""
-        return await self.custody.receive(
-            checked,
-            {"create": {"kind": "xcashu", "token_id": "$token"}},
-            reserve_msat=reserve_msat,
-        )
+        a refund asked meanwhile never finds the balance free.
+
+        A token whose earlier redeem went through without its request (the mint answered
+        too late, the node restarted) pays now from that credit, while nothing else has
+        happened on it: the client was told to send the same token again.
+        """
+        try:
+            return await self.custody.receive(
+                checked,
+                {"create": {"kind": "xcashu", "token_id": "$token"}},
+                reserve_msat=reserve_msat,
+            )
+        except TokenAlreadyRedeemed:
+            account = await self.ledger.account_for_token(checked.token)
+            if account is None or account.kind != "xcashu":
+                raise
+            account_id = account.id
+            try:
+                reservation_id = await self.db.write(
+                    lambda c: reserve_if_untouched(c, account_id, reserve_msat, "request")
+                )
+            except InsufficientBalance:  # the credit falls short: the caller's 402
+                return Received(account_id, account.balance_msat, checked.fee)
+            if reservation_id is None:
+                raise
+            return Received(account_id, account.balance_msat, checked.fee, reservation_id)
 
     # -- money out --------------------------------------------------------------------
 
@@ -209,6 +303,20 @@ class WalletService:
     async def audit(self) -> AuditReport:
         return await audit(self.db, self.mints)
 
+    async def settle_pending_redeem(self, token: Token) -> None:
+        """Resolve a redeem of this token left unresolved (a lost answer, a restart), now;
+        raises :class:`TokenBeingRedeemed` while it stays so."""
+        token_id = token.token_id
+        op_id = await self.db.read(lambda c: pending_receive_of_token(c, token_id))
+        if op_id is None:
+            return
+        if op_id in self.custody.live_operations:
+            raise TokenBeingRedeemed("the token is being redeemed by another request")
+        if (await self.custody.resolve_unless_busy(op_id)).outcome is Outcome.PENDING:
+            raise TokenBeingRedeemed(
+                "the token's redeem waits for its mint to answer; ask again shortly"
+            )
+
     async def change_of(self, token: Token) -> tuple[str, int] | None:
         """The change token of an X-Cashu payment (issued now if it was not yet)."""
         token_id, signatures = token.token_id, token.signatures
@@ -219,9 +327,10 @@ class WalletService:
             )
         )
         if account is None and being_redeemed:
-            # swapped at the mint, or not, and not credited yet (the mint may be away): the
-            # answer comes once it is resolved
-            raise TokenBeingRedeemed("the token is still being redeemed here; ask again shortly")
+            # swapped at the mint, or not, and not credited yet: resolved now, when the
+            # mint answers (else the caller hears to ask again shortly)
+            await self.settle_pending_redeem(token)
+            account = await self.ledger.account_for_token(token)
         if account is None or account.kind != "xcashu":
             return None
         if account.reserved_msat:

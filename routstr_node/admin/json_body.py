@@ -13,7 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from routstr_node.errors import ApiError, invalid_request
+from routstr_node.errors import invalid_request
+from routstr_node.request_body import read_body
+from routstr_node.state import NODE
 
 MAX_DEPTH = 32  # node.toml's shape is four levels deep
 # the admin's own body limit, apart from [limits] max_body_bytes: a limit set too low in
@@ -22,16 +24,7 @@ MAX_BYTES = 1 << 20
 
 
 async def admin_body(request: web.Request) -> bytes:
-    size = 0
-    chunks = []
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > MAX_BYTES:
-            raise ApiError(
-                413, "invalid_request_error", "body_too_large", "the request body is too large"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_body(request, MAX_BYTES, request.app[NODE].settings.limits.body_timeout_s)
 
 
 def admin_json(raw: bytes) -> Any:

@@ -68,7 +68,11 @@ class NodeSection(Section):
 
 
 class MintsSection(Section):
+    """`timeout_s`: how long the node waits for a mint's answer. An answer that does not
+    come in time leaves the operation unresolved, never undone: the node asks again."""
+
     trusted: Annotated[list[HttpUrl], Field(min_length=1)]
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30
 
     @field_validator("trusted")
     @classmethod
@@ -128,10 +132,14 @@ class AdminSection(Section):
 
 
 class LimitsSection(Section):
+    """`body_timeout_s`: a request body from which no byte came for this long is cut (408):
+    a client that stops sending would otherwise hold a connection and a handler for ever."""
+
     requests_per_minute: Count = 60
     requests_per_hour: Count = 1000
     requests_per_day: Count = 10000
     max_body_bytes: Count = 10485760
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30
 
 
 class NostrSection(Section):

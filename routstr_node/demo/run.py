@@ -137,7 +137,8 @@ async def balance_msat(http: aiohttp.ClientSession, base_url: str, key: str) -> 
     return int(data[field])
 
 
-async def pay_per_request(mint: MintClient, base_url: str) -> None:
+async def pay_per_request(mint: MintClient, base_url: str) -> tuple[int, int]:
+    """The X-Cashu tour step; (its cost, the sub-sat rest of its change), in msat."""
     token = await mint_token(mint, PAY_PER_REQUEST_SAT)
     say(f"1. Pay per request: a fresh {PAY_PER_REQUEST_SAT}-sat token in the X-Cashu header")
     client = AsyncOpenAI(
@@ -145,17 +146,25 @@ async def pay_per_request(mint: MintClient, base_url: str) -> None:
     )
     async with client:
         paid = await paid_completion(client, PROMPT)
+    rest = (PAY_PER_REQUEST_SAT * 1000 - paid.cost_msat) % 1000
     say(f"   reply   {paid.reply!r}")
     say(f"   cost    {paid.cost_msat:,} msat (X-Routstr-Cost-Msats)")
     if paid.change:
         change = parse_token(paid.change).amount
         say(f"   change  a new {change}-sat token came back in the X-Cashu response header")
+        if rest:
+            say(
+                f"           (ecash comes in whole sat: the {rest} msat left below a sat"
+                " stay with the node, as earnings)"
+            )
     else:
         say("   change  none issued now (claim it with POST /v1/wallet/refund)")
     say()
+    return paid.cost_msat, rest
 
 
-async def pay_from_account(mint: MintClient, http: aiohttp.ClientSession, base_url: str) -> None:
+async def pay_from_account(mint: MintClient, http: aiohttp.ClientSession, base_url: str) -> int:
+    """The account tour step; what its completions cost, in msat."""
     token = await mint_token(mint, ACCOUNT_SAT)
     async with http.post(f"{base_url}/wallet/create", json={"cashu_token": token}) as resp:
         created: dict[str, Any] | None = await resp.json() if resp.status == 201 else None
@@ -178,10 +187,12 @@ async def pay_from_account(mint: MintClient, http: aiohttp.ClientSession, base_u
         say(f"   two completions cost {spent:,} msat; balance now {sat(left)}")
     else:
         say(f"   two completions cost {spent:,} msat; {sat(ACCOUNT_SAT * 1000 - spent)} left")
+    say("   (an account keeps its msat: it pays to the msat, and withdraws whole sat)")
     say()
+    return spent
 
 
-async def show_books(settings: Settings) -> None:
+async def show_books(settings: Settings, costs_msat: int, rests_msat: int) -> None:
     """The node's own audit: custody at the mint against what the ledger owes."""
     from routstr_node.audit_command import run_audit
 
@@ -195,6 +206,11 @@ async def show_books(settings: Settings) -> None:
         f"3. The node's books: earned {int(report['earnings_msat']):,} msat;"
         f" custody audit: {verdict}"
     )
+    if rests_msat:
+        say(
+            f"   (the costs above, {costs_msat:,} msat, plus {rests_msat:,} msat below a"
+            " sat that X-Cashu change could not carry)"
+        )
     say()
 
 
@@ -202,23 +218,27 @@ async def tour(mint: LocalMint, settings: Settings, base_url: str) -> None:
     client = MintClient(mint.url)
     try:
         async with aiohttp.ClientSession() as http:
-            await pay_per_request(client, base_url)
-            await pay_from_account(client, http, base_url)
-        await show_books(settings)
+            cost, rest = await pay_per_request(client, base_url)
+            spent = await pay_from_account(client, http, base_url)
+        await show_books(settings, cost + spent, rest)
         token = await mint_token(client, TRY_IT_SAT)
     finally:
         await client.close()
-    say(f"Try it yourself with any OpenAI client (a {TRY_IT_SAT:,}-sat token as the API key):")
-    say(f"ROUTSTR_BASE_URL={base_url}")
-    say(f"ROUTSTR_TOKEN={token}")
-    say()
+    say(f"Try it yourself with any OpenAI client: ROUTSTR_TOKEN below is a {TRY_IT_SAT:,}-sat")
+    say("token; it pays once, whichever way you use it (README, Paying):")
+    say("  - as the API key:   Authorization: Bearer $ROUTSTR_TOKEN")
+    say("  - as an account:    POST $ROUTSTR_BASE_URL/wallet/create with it gives an sk- key,")
+    say("                      and POST $ROUTSTR_BASE_URL/wallet/withdraw with that key")
+    say('                      {"amount": 500} gives a new token for each X-Cashu request')
     say(
         '  curl -s "$ROUTSTR_BASE_URL/chat/completions" -H "Authorization: Bearer $ROUTSTR_TOKEN"'
         f' -H "Content-Type: application/json" -d \'{{"model": "{MODEL}",'
         ' "messages": [{"role": "user", "content": "hi"}]}\''
     )
+    say("Serving until Ctrl-C (fake sats: the mint and its tokens vanish when the demo stops).")
     say()
-    say("Serving until Ctrl-C. (Fake sats: the mint and the tokens vanish when the demo stops.)")
+    say(f"ROUTSTR_BASE_URL={base_url}")
+    say(f"ROUTSTR_TOKEN={token}")
 
 
 # -- running and stopping ------------------------------------------------------------------
@@ -257,10 +277,10 @@ async def _wait_node_ready(node: asyncio.Task[None], ready: asyncio.Event) -> No
         raise RuntimeError("the node did not start in time")
 
 
-async def _economy(stopper: _Stopper, directory: Path) -> None:
+async def _economy(stopper: _Stopper, directory: Path, port: int | None) -> None:
     say("routstr-node demo: a test mint, a stand-in AI provider and the node, all local")
     async with run_local_mint(directory / "mint") as mint, run_upstream(LOOPBACK) as upstream:
-        port = pick_port()
+        port = pick_port() if port is None else port
         base_url = f"http://{LOOPBACK}:{port}/v1"
         config = demo_config(directory / "node", port, mint.url, upstream.url)
         settings = Settings.model_validate(config)
@@ -299,18 +319,20 @@ async def _economy(stopper: _Stopper, directory: Path) -> None:
     say("Stopped the node, the provider and the mint.")
 
 
-async def run_demo() -> None:
-    """Run the demo until Ctrl-C/SIGTERM; failures become a short message and exit 1."""
+async def run_demo(port: int | None = None) -> None:
+    """Run the demo until Ctrl-C/SIGTERM; failures become a short message and exit 1.
+
+    ``port``: where the node listens (None: 8000 when free, else any free port)."""
     task = asyncio.current_task()
     assert task is not None
     stopper = _Stopper(task)
     keep = os.environ.get("ROUTSTR_DEMO_DIR")
     try:
         if keep:
-            await _economy(stopper, Path(keep))
+            await _economy(stopper, Path(keep), port)
         else:
             with tempfile.TemporaryDirectory(prefix="routstr-demo-") as directory:
-                await _economy(stopper, Path(directory))
+                await _economy(stopper, Path(directory), port)
     except asyncio.CancelledError:
         if not stopper.stop.is_set():
             raise

@@ -8,6 +8,7 @@ from pathlib import Path
 import openai
 import pytest
 from support.e2e import SdkFactory, new_sdk_client
+from support.mint_proxy import MintProxy, mint_proxy
 from support.node import RunningNode, run_node
 from support.routing import Providers, refused_url, routing_toml
 
@@ -68,3 +69,22 @@ async def shared_routing_node(
     extra = routing_toml(_provider_servers, refused_url())
     async with run_node(directory, [mint.url], _upstream_server.url, extra_toml=extra) as node:
         yield node
+
+
+@pytest.fixture(scope="session")
+async def _session_proxy(mint: LocalMint) -> AsyncIterator[MintProxy]:
+    async with mint_proxy(mint.url) as running:
+        yield running
+
+
+@pytest.fixture
+async def proxy(_session_proxy: MintProxy) -> AsyncIterator[MintProxy]:
+    """The session's fault proxy in front of the session's mint, without faults at the
+    start of each test. Tokens name it as their mint (the node trusts only it)."""
+    await _session_proxy.accept()
+    _session_proxy.clear()
+    _session_proxy.delivered.clear()
+    _session_proxy.arrived.clear()
+    yield _session_proxy
+    _session_proxy.clear()
+    await _session_proxy.accept()

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -69,11 +71,20 @@ async def _read_until_token(stream: asyncio.StreamReader, lines: list[str]) -> d
     return found
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 async def test_demo_pays_serves_a_funded_token_and_stops_everything_on_sigint() -> None:
     env = {k: v for k, v in os.environ.items() if k != "ROUTSTR_DEMO_DIR"}
+    port = _free_port()
     process = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "routstr-node"),
         "demo",
+        "--port",
+        str(port),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -86,8 +97,18 @@ async def test_demo_pays_serves_a_funded_token_and_stops_everything_on_sigint() 
         output = "".join(lines)
         assert "cost" in output and "change" in output, output
         base_url, token = printed["ROUTSTR_BASE_URL"], printed["ROUTSTR_TOKEN"]
-        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
+        assert base_url == f"http://127.0.0.1:{port}/v1"
         assert token.startswith("cashuB")
+        # the two lines are the last it prints while it serves
+        assert lines[-2].startswith("ROUTSTR_BASE_URL=") and lines[-1].startswith("ROUTSTR_TOKEN=")
+        # what the node earned is what the requests cost, plus the msat below a sat that
+        # whole-sat change could not carry, and the demo says so
+        earned = re.search(r"earned ([\d,]+) msat", output)
+        parts = re.search(r"the costs above, ([\d,]+) msat, plus ([\d,]+) msat", output)
+        assert earned is not None, output
+        if parts is not None:
+            costs, rests = (int(p.replace(",", "")) for p in parts.groups())
+            assert int(earned.group(1).replace(",", "")) == costs + rests
 
         async with AsyncOpenAI(base_url=base_url, api_key=token, max_retries=0) as client:
             raw = await client.chat.completions.with_raw_response.create(
@@ -122,6 +143,7 @@ async def test_demo_pays_serves_a_funded_token_and_stops_everything_on_sigint() 
         process.send_signal(signal.SIGINT)
         rest = await asyncio.wait_for(process.stdout.read(), STOP_TIMEOUT_S)
         returncode = await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        assert rest.decode().startswith("Stop"), rest  # nothing came after the two lines
         lines.append(rest.decode())
         assert returncode == 0, "".join(lines)
         for _ in range(50):  # the demo reaps its children before it exits; allow 5 s

@@ -26,6 +26,7 @@ from mints.errors import (
     TokenInvalid,
     UnitUnsupported,
 )
+from mints.models import Proof
 from mints.token import Token, encode_token, parse_token
 from routstr_node.demo.mint import LocalMint
 
@@ -414,3 +415,42 @@ def test_the_real_tokens_parse(real_tokens: tuple[str, str]) -> None:
     """The mutation test's seeds are valid, so its refusals come from the mutations."""
     token_a, token_b = (parse_token(t) for t in real_tokens)
     assert token_a.amount == token_b.amount == 1000
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("cashuA", "empty"),
+        ("cashuA" + base64.urlsafe_b64encode(b"\xff\xfe not json").decode(), "valid JSON"),
+        ("cashuA" + base64.urlsafe_b64encode(b"[1, 2]").decode(), "not an object"),
+        ("cashuA" + base64.urlsafe_b64encode(b'{"token": []}').decode(), "proofs"),
+        (
+            "cashuA"
+            + base64.urlsafe_b64encode(
+                b'{"token": [{"mint": "http://m", "proofs": [{"id": "00", "amount": "x",'
+                b' "secret": "s", "C": "02"}]}]}'
+            ).decode(),
+            "'amount'",
+        ),
+        ("cashuB" + base64.urlsafe_b64encode(b"\x1c").decode(), "valid CBOR"),
+        ("cashuB" + base64.urlsafe_b64encode(cbor2.dumps([1])).decode(), "not an object"),
+    ],
+)
+def test_a_malformed_token_is_told_what_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(TokenInvalid) as refused:
+        parse_token(text)
+    assert says in refused.value.message
+    assert "Exception" not in refused.value.message
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_amounts_past_what_any_mint_issues_are_refused(legacy: bool) -> None:
+    """2^63 once reached SQLite and answered 500 (OverflowError)."""
+    secret = "a" * 64
+    c = "02" + "11" * 32
+    for proofs in (
+        [Proof(2**63, "00ad268c4d1f5826", secret, c)],
+        [Proof(2**50, "00ad268c4d1f5826", f"{secret}{i}", c) for i in range(3)],
+    ):
+        with pytest.raises(TokenInvalid, match="more than any mint issues"):
+            parse_token(encode_token("http://mint.example", proofs, legacy=legacy))

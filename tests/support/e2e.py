@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import openai
@@ -26,6 +26,7 @@ from routstr_node.audit_command import run_audit
 from support.node import RunningNode, run_node
 from support.wallets import query
 
+T = TypeVar("T")
 ENVELOPE_KEYS = {"message", "type", "code", "param"}
 RATE_LIMIT_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 POLL_TIMEOUT_S = 20.0
@@ -262,6 +263,17 @@ def reservations(node: RunningNode) -> list[tuple[int, str, int | None]]:
 
 def total_reserved_msat(node: RunningNode) -> int:
     return int(query(node.data_dir, "SELECT COALESCE(SUM(reserved_msat), 0) FROM accounts")[0][0])
+
+
+async def until(check: Callable[[], Awaitable[T | None]], timeout_s: float = 30.0) -> T:
+    """Poll ``check()`` (bounded) until it returns something: what a node finishes in the
+    background, seen from outside."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            result = await check()
+            if result is not None:
+                return result
+            await asyncio.sleep(0.1)
 
 
 async def wait_until_settled(node: RunningNode) -> None:

@@ -3,6 +3,7 @@
     python fault_runner.py DATA_DIR MINT_URL receive TOKEN
     python fault_runner.py DATA_DIR MINT_URL send ACCOUNT_ID AMOUNT_SAT
     python fault_runner.py DATA_DIR MINT_URL melt ACCOUNT_ID INVOICE
+    python fault_runner.py DATA_DIR MINT_URL invoice AMOUNT_SAT
 
 With ROUTSTR_TEST_FAULT naming a fault point (wallet/faults.py, read at import) the
 process SIGKILLs itself there. Before the operation it prints one JSON line of what a
@@ -43,6 +44,16 @@ async def run(data_dir: Path, mint_url: str, operation: str, args: list[str]) ->
             _say(quote=quote.quote, amount=quote.amount, fee_reserve=quote.fee_reserve)
             result = await service.custody.melt(int(account_id_text), mint_url, quote)
             _say(done="melt", state=result.state, fee=result.fee_sat)
+        elif operation == "invoice":
+            (amount,) = args
+            invoice = await service.create_invoice(int(amount))
+            _say(invoice_id=invoice.invoice_id, secret=invoice.secret)
+            for _ in range(200):  # FakeWallet pays at once; minting follows the refresh
+                record = await service.invoice(invoice.invoice_id)
+                if record.state not in ("unpaid",):
+                    break
+                await asyncio.sleep(0.05)
+            _say(done="invoice", state=record.state)
         else:
             raise SystemExit(f"unknown operation {operation!r}")
     finally:

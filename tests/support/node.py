@@ -32,8 +32,10 @@ def node_toml(
     upstream_timeout_s: float = 5,
     node_extra: str = "",
     name: str = "Test Node",
+    mint_timeout_s: float | None = None,
 ) -> str:
     trusted = ", ".join(f'"{u}"' for u in mint_urls)
+    mint_timeout = f"timeout_s = {mint_timeout_s}" if mint_timeout_s is not None else ""
     return f"""
 [node]
 name = "{name}"
@@ -42,6 +44,7 @@ port = {port}
 {node_extra}
 [mints]
 trusted = [{trusted}]
+{mint_timeout}
 [pricing]
 btc_usd = 100000
 [[upstreams]]
@@ -87,6 +90,7 @@ async def run_node(
     upstream_timeout_s: float = 5,
     node_extra: str = "",
     name: str = "Test Node",
+    mint_timeout_s: float | None = None,
 ) -> AsyncIterator[RunningNode]:
     """Serve a node until the block ends (a clean stop, as on SIGTERM)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -103,6 +107,7 @@ async def run_node(
             upstream_timeout_s=upstream_timeout_s,
             node_extra=node_extra,
             name=name,
+            mint_timeout_s=mint_timeout_s,
         )
     )
     settings = load_settings(config)

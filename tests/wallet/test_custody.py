@@ -7,6 +7,7 @@ by nutshell's wallet, and the audit (which asks the mint, NUT-07) balances after
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from mints.token import encode_token, parse_token
 from routstr_node.demo.mint import LocalMint
 from wallet.custody import SentToken
 from wallet.errors import (
+    AdminKeyTaken,
     InsufficientBalance,
     PaymentInFlight,
     TokenAlreadyRedeemed,
@@ -88,6 +90,7 @@ async def test_redeeming_a_token_twice_is_refused_and_changes_nothing(
 ) -> None:
     token = await ecash.token(200, mint_url=mint.url)
     account = await node.create_account(await node.mints.check_token(token))
+    await node.ledger.account_id_for_key(account.api_key)  # the client got its keys
     other = await fund(node, ecash, mint.url, 10)
     before = ledger_state(data_dir)
     parsed = parse_token(token)
@@ -105,6 +108,57 @@ async def test_redeeming_a_token_twice_is_refused_and_changes_nothing(
 
     assert ledger_state(data_dir) == before
     await assert_balanced(node)
+
+
+async def test_a_create_asked_again_answers_the_same_keys_until_one_is_used(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint, data_dir: Path
+) -> None:
+    """The answer of a create may be lost; the token's owner asks again and gets the same
+    account, in either encoding, but never once its keys have been used."""
+    token = await ecash.token(200, mint_url=mint.url)
+    first = await node.create_account(await node.mints.check_token(token))
+    before = ledger_state(data_dir)
+    as_a = encode_token(mint.url, parse_token(token).proofs, legacy=True)
+
+    for text in (token, as_a):
+        again = await node.create_account(await node.mints.check_token(text))
+        assert again == first
+    assert ledger_state(data_dir) == before  # no second credit, nothing moved
+
+    # the same proofs with another signature (someone who saw the secrets spent) get nothing
+    forged = encode_token(
+        mint.url, [replace(p, C="02" + "11" * 32) for p in parse_token(token).proofs]
+    )
+    with pytest.raises(TokenAlreadyRedeemed):
+        await node.create_account(await node.mints.check_token(forged))
+
+    assert await node.ledger.account_id_for_key(first.api_key) == first.account_id
+    with pytest.raises(TokenAlreadyRedeemed):
+        await node.create_account(await node.mints.check_token(token))
+    assert ledger_state(data_dir).accounts == before.accounts
+    await assert_balanced(node)
+
+
+async def test_a_create_with_the_clients_own_admin_key(
+    node: WalletService, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    token = await ecash.token(100, mint_url=mint.url)
+    own = "my-own-admin-key-" + "x" * 8
+    account = await node.create_account(await node.mints.check_token(token), own)
+    assert account.admin_key == own and account.api_key.startswith("sk-")
+    assert (await node.ledger.account_by_admin_key(own)) is not None
+    # asked again, the same admin key answers the same keys; another one does not
+    checked = await node.mints.check_token(token)
+    assert await node.create_account(checked, own) == account
+    with pytest.raises(TokenAlreadyRedeemed):
+        await node.create_account(checked, own + "-other")
+    with pytest.raises(TokenAlreadyRedeemed):
+        await node.create_account(checked)
+    # another token cannot take an admin key in use
+    other = await ecash.token(100, mint_url=mint.url)
+    with pytest.raises(AdminKeyTaken):
+        await node.create_account(await node.mints.check_token(other), own)
+    assert not await ecash.is_spent(other)  # refused before any swap
 
 
 async def test_a_token_spent_elsewhere_credits_nothing(

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.crash import crash_at
 from support.ecash import EcashFactory
 from support.invoices import fake_invoice
 from support.wallets import fund, ledger_state, open_wallet, query, recovered_wallet
@@ -25,31 +23,9 @@ from mints.directory import MintDirectory
 from mints.errors import MintRefused
 from mints.token import parse_token
 from routstr_node.demo.mint import LocalMint, run_local_mint
-from wallet.errors import TokenAlreadyRedeemed, TokenBeingRedeemed
+from wallet.errors import TokenAlreadyRedeemed
 from wallet.recovery import RecoveryReport
 from wallet.service import WalletService
-
-FAULT_RUNNER = Path(__file__).resolve().parents[1] / "support" / "fault_runner.py"
-
-
-async def crash_at(point: str, data_dir: Path, mint_url: str, *args: str) -> list[dict[str, Any]]:
-    """Run the operation in a child that dies at ``point``; the JSON lines it printed."""
-    env = {**os.environ, "ROUTSTR_TEST_FAULT": point}
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(FAULT_RUNNER),
-        str(data_dir),
-        mint_url,
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await child.communicate()
-    assert child.returncode == -signal.SIGKILL, (child.returncode, out, err.decode()[-2000:])
-    lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
-    assert not [line for line in lines if "done" in line], "the operation finished"
-    return lines
 
 
 async def assert_balanced(node: WalletService) -> None:
@@ -73,9 +49,11 @@ async def funded_account(
 # -- receive --------------------------------------------------------------------------------
 
 
-async def test_crash_after_a_receive_is_written_credits_nothing(
+async def test_crash_after_a_receive_is_written_carries_it_out_at_start(
     data_dir: Path, ecash: EcashFactory, mint: LocalMint
 ) -> None:
+    """Whether the swap left before the crash nobody knows: the identical swap is sent
+    again, the mint does it once, and the token's owner gets the account by asking again."""
     token = await ecash.token(300, mint_url=mint.url)
 
     await crash_at("receive:written", data_dir, mint.url, "receive", token)
@@ -86,25 +64,25 @@ async def test_crash_after_a_receive_is_written_credits_nothing(
     mints = MintDirectory([mint.url])
     unrecovered = WalletService(data_dir, mints)
     await unrecovered.open(recover=False)
-    try:  # before recovery decides, a refund of the token is asked to wait, not told "never"
-        with pytest.raises(TokenBeingRedeemed):
-            await unrecovered.change_of(parsed)
+    try:  # before recovery runs, a refund of the token resolves its redeem then and there
+        assert await unrecovered.change_of(parsed) is None  # an account's, not a payment's
     finally:
         await unrecovered.close()
         await mints.close()
     async with recovered_wallet(data_dir, [mint.url]) as (node, report):
-        assert (report.completed, report.failed, report.still_pending) == ([], [op_id], [])
-        assert await node.change_of(parsed) is None  # failed: the token never paid here
+        assert (report.completed, report.failed, report.still_pending) == ([], [], [])
         state = ledger_state(data_dir)
-        assert state.accounts == () and state.journal_rows == 0 and state.unspent_sat == 0
-        assert state.operations == ((op_id, "receive", "failed"),)
-        assert await ecash.proof_states(token) == ["UNSPENT"] * 4  # 256 32 8 4
+        [(account_id, kind, balance, reserved)] = state.accounts
+        assert (kind, balance, reserved) == ("key", 300_000, 0)
+        assert state.operations == ((op_id, "receive", "done"),)
+        assert await ecash.is_spent(token)
         await assert_balanced(node)
 
-        # the token is as good as before: it can still be redeemed, here too
+        # the client never got the keys: the same token asked again answers them
         account = await node.create_account(await node.mints.check_token(token))
-        assert account.credited_msat == 300_000
-        assert await ecash.is_spent(token)
+        assert (account.account_id, account.credited_msat) == (account_id, 300_000)
+        assert await node.ledger.account_id_for_key(account.api_key) == account_id
+        assert ledger_state(data_dir).accounts == state.accounts
         await assert_balanced(node)
 
 
@@ -125,24 +103,26 @@ async def test_crash_after_a_receive_swapped_credits_exactly_once(
         assert (kind, balance, reserved) == ("key", 300_000, 0)
         assert state.unspent_sat == 300
         await assert_balanced(node)
+        keys = await node.create_account(await node.mints.check_token(token))
+        assert keys.account_id == account_id and keys.credited_msat == 300_000
+        await node.ledger.account_id_for_key(keys.admin_key)  # used: never answered again
         with pytest.raises(TokenAlreadyRedeemed) as again:
             await node.create_account(await node.mints.check_token(token))
         assert again.value.account_id == account_id
 
     async with recovered_wallet(data_dir, [mint.url]) as (node, report):
         assert (report.completed, report.failed, report.still_pending) == ([], [], [])
-        assert ledger_state(data_dir) == state
+        assert ledger_state(data_dir).accounts == state.accounts
         await assert_balanced(node)
 
 
 # -- send -----------------------------------------------------------------------------------
 
 
-async def test_crash_after_a_send_is_written_returns_the_balance(
+async def test_crash_after_a_send_is_written_carries_it_out_at_start(
     data_dir: Path, ecash: EcashFactory, mint: LocalMint
 ) -> None:
     account_id = await funded_account(data_dir, ecash, mint, 1000)
-    before = ledger_state(data_dir)
 
     # 100 is no sum of the proofs held (512 256 128 64 32 8): a swap is needed
     await crash_at("send:written", data_dir, mint.url, "send", str(account_id), "100")
@@ -151,20 +131,15 @@ async def test_crash_after_a_send_is_written_returns_the_balance(
     assert kind == "swap"
     assert ledger_state(data_dir).accounts == ((account_id, "key", 900_000, 100_000),)
     async with recovered_wallet(data_dir, [mint.url]) as (node, report):
-        assert (report.completed, report.failed, report.still_pending) == ([], [op_id], [])
+        assert (report.completed, report.failed, report.still_pending) == ([op_id], [], [])
         state = ledger_state(data_dir)
-        assert state.accounts == before.accounts  # 1_000_000 msat, nothing reserved
-        assert state.unspent_sat == before.unspent_sat == 1000
-        assert query(data_dir, "SELECT COUNT(*) FROM outgoing_tokens") == [(0,)]
-        ys = [row[0] for row in query(data_dir, "SELECT y FROM proofs WHERE state = 'unspent'")]
-        states = await node.mints.client(mint.url).check_state(ys)
-        assert set(states.values()) == {"UNSPENT"}
+        assert state.accounts == ((account_id, "key", 900_000, 0),)  # charged once
+        assert state.unspent_sat == 900
+        [(token, amount)] = query(data_dir, "SELECT token, amount_sat FROM outgoing_tokens")
+        assert amount == 100
+        assert [w.token for w in await node.withdrawals(account_id)] == [token]
         await assert_balanced(node)
-
-        # the proofs still pay: the same withdrawal now goes through
-        sent = await node.withdraw_token(account_id, 100)
-        assert await ecash.redeem(sent.token) == 100
-        assert (await node.ledger.account(account_id)).balance_msat == 900_000
+        assert await ecash.redeem(token) == 100
         await assert_balanced(node)
 
 
@@ -200,11 +175,10 @@ async def test_crash_after_a_send_swapped_completes_the_withdrawal(
 # -- melt -----------------------------------------------------------------------------------
 
 
-async def test_crash_after_a_melt_is_written_pays_nothing_until_paid_again(
+async def test_crash_after_a_melt_is_written_pays_it_once_at_start(
     data_dir: Path, ecash: EcashFactory, mint: LocalMint
 ) -> None:
     account_id = await funded_account(data_dir, ecash, mint, 1000)
-    before = ledger_state(data_dir)
 
     [quote_line] = await crash_at(
         "melt:written", data_dir, mint.url, "melt", str(account_id), fake_invoice(100)
@@ -213,20 +187,21 @@ async def test_crash_after_a_melt_is_written_pays_nothing_until_paid_again(
     [(op_id, kind)] = pending_operations(data_dir)
     assert kind == "melt"
     async with recovered_wallet(data_dir, [mint.url]) as (node, report):
-        assert (report.completed, report.failed, report.still_pending) == ([], [op_id], [])
+        assert (report.completed, report.failed, report.still_pending) == ([op_id], [], [])
         client = node.mints.client(mint.url)
         quote = await client.get_melt_quote(quote_line["quote"])
-        assert quote.state == "UNPAID"
-        state = ledger_state(data_dir)
-        assert state.accounts == before.accounts and state.unspent_sat == 1000
+        assert quote.state == "PAID"
+        [(result,)] = query(data_dir, "SELECT result FROM operations WHERE id = ?", [op_id])
+        cost = json.loads(result)["cost_sat"]
+        assert 100 <= cost <= 100 + quote_line["fee_reserve"]
+        account = await node.ledger.account(account_id)
+        assert (account.balance_msat, account.reserved_msat) == ((1000 - cost) * 1000, 0)
         await assert_balanced(node)
 
-        result = await node.custody.melt(account_id, mint.url, quote)  # paid once, now
-
-        assert result.state == "PAID" and result.fee_sat <= quote.fee_reserve
-        assert (await client.get_melt_quote(quote.quote)).state == "PAID"
-        account = await node.ledger.account(account_id)
-        assert (account.balance_msat, account.reserved_msat) == ((900 - result.fee_sat) * 1000, 0)
+        # the mint pays a quote once: asked again, nothing more is charged
+        with pytest.raises(MintRefused):
+            await node.custody.melt(account_id, mint.url, quote)
+        assert (await node.ledger.account(account_id)).balance_msat == (1000 - cost) * 1000
         await assert_balanced(node)
 
 

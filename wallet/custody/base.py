@@ -14,11 +14,12 @@ from typing import Any, TypeVar
 from mints.client import MintClient
 from mints.curve import Point
 from mints.directory import MintDirectory
-from mints.errors import KeysetInactive, MintRefused
+from mints.errors import KeysetInactive, MintError, MintRefused, MintUnreachable
 from mints.models import BlindSignature, Keyset, Proof
 from mints.outputs import PreparedOutput
 from wallet import blinding
 from wallet.errors import InsufficientCustody
+from wallet.operations import OperationKind, OperationState, Outcome, Resolution
 from wallet.output_pool import OutputPool
 from wallet.selection import Coin
 from wallet.sqlite import custody as sql
@@ -42,6 +43,12 @@ class CustodyBase:
         self._selection_locks: dict[str, asyncio.Lock] = {}
         # operations a request of this process is sending or finishing: not for recovery
         self.live_operations: set[int] = set()
+        # operations a request gave up waiting for (the mint did not answer): the next
+        # background round asks about them again, however young they are
+        self.unresolved: set[int] = set()
+        # one resolution of an operation at a time (the start, the background round, a
+        # token presented again and a timed-out request may all reach for the same one)
+        self._resolution_locks: dict[int, asyncio.Lock] = {}
 
     @contextlib.contextmanager
     def _live(self, op_id: int) -> Iterator[None]:
@@ -109,7 +116,7 @@ class CustodyBase:
         self,
         account_id: int,
         client: MintClient,
-        kind: str,
+        kind: OperationKind,
         purpose: str,
         hold_msat: int,
         intent: dict[str, Any],
@@ -148,9 +155,14 @@ class CustodyBase:
         rows: list[sql.OutputRow],
         *,
         on_refused: Callable[[int, str], Awaitable[None]],
-    ) -> tuple[list[BlindSignature], list[Point | None]]:
-        """Send a written-down swap: a refusal proves it did not happen, anything else
-        (a lost answer, a timeout) is resolved against the mint now or at the next start.
+    ) -> tuple[list[BlindSignature], list[Point | None]] | Resolution:
+        """Send a written-down swap: the mint's signatures, or how the operation was
+        resolved when its answer did not come.
+
+        A refusal, or a connection that was never opened, proves the swap did not happen:
+        ``on_refused`` closes it and the error goes to the caller. After anything else (a
+        timeout, a lost answer) the mint may still carry it out, so the operation is never
+        closed on a guess: :meth:`resolve` sends the identical swap again.
 
         While the mint works, the node does what needs no answer: the outputs' unblinding
         terms, and the next operations' outputs.
@@ -168,9 +180,14 @@ class CustodyBase:
         except MintRefused as exc:
             await on_refused(op_id, str(exc))
             raise
-        except Exception:
-            await self._resolve_now(op_id)
-            raise
+        except MintUnreachable as exc:
+            if not exc.request_sent:
+                await on_refused(op_id, str(exc))
+                raise
+            log.info("operation %s: %s; resolving it", op_id, exc.message)
+        except MintError as exc:  # a malformed answer: the swap may have happened
+            log.warning("operation %s: %s; resolving it", op_id, exc.message)
+        return await self._resolve_for_request(op_id)
 
     async def revert_send(self, op_id: int, error: str) -> None:
         """The swap or melt never happened: inputs back to custody, reservation released."""
@@ -182,16 +199,39 @@ class CustodyBase:
             sql.settle_inputs(c, op_id, "unspent")
             if "reservation_id" in op.intent:
                 ledger_sql.settle(c, int(op.intent["reservation_id"]), 0, operation_id=op_id)
-            sql.finish_operation(c, op_id, "failed", error=error[:500])
+            sql.finish_operation(c, op_id, OperationState.FAILED, error=error[:500])
 
         await self.db.write(txn)
 
     async def _fail(self, op_id: int, error: str) -> None:
-        await self.db.write(lambda c: sql.finish_operation(c, op_id, "failed", error=error[:500]))
+        await self.db.write(
+            lambda c: sql.finish_operation(c, op_id, OperationState.FAILED, error=error[:500])
+        )
 
-    async def _resolve_now(self, op_id: int) -> None:
-        """After an ambiguous mint failure, try once to settle the operation either way.
+    def _resolution_lock(self, op_id: int) -> asyncio.Lock:
+        if len(self._resolution_locks) > 10_000:
+            self._resolution_locks = {k: v for k, v in self._resolution_locks.items() if v.locked()}
+        return self._resolution_locks.setdefault(op_id, asyncio.Lock())
 
-        Settling takes every kind of completion: the composed :class:`Custody` does it.
+    async def resolve(self, op_id: int) -> Resolution:
+        """Settle an operation whose outcome is unknown, by the one rule every path uses.
+
+        It takes every kind of completion: the composed :class:`Custody` does it.
         """
         raise NotImplementedError
+
+    async def resolve_unless_busy(self, op_id: int) -> Resolution:
+        """:meth:`resolve`, or PENDING at once while another task is resolving it (the
+        start-up recovery waiting on a hanging mint): a request touching it is told so
+        now instead of waiting for that mint too."""
+        if self._resolution_lock(op_id).locked():
+            return Resolution(Outcome.PENDING)
+        return await self.resolve(op_id)
+
+    async def _resolve_for_request(self, op_id: int) -> Resolution:
+        """:meth:`resolve` for a request whose mint call failed on the way: one that stays
+        unresolved is left to the background rounds, which ask again soon."""
+        resolution = await self.resolve(op_id)
+        if resolution.outcome is Outcome.PENDING:
+            self.unresolved.add(op_id)
+        return resolution

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from mints.client import MintClient
-from mints.errors import MintRefused
+from mints.errors import MintError, MintRefused, MintUnreachable
 from mints.models import BlindSignature, MeltQuote
 from wallet import blinding
 from wallet.custody.base import CUSTODY_WAITS_S, SELECTION_ATTEMPTS, CustodyBase
-from wallet.errors import InsufficientBalance, InsufficientCustody, OperationInFlight
+from wallet.errors import InsufficientBalance, InsufficientCustody
 from wallet.faults import fault_point
+from wallet.operations import OperationKind, OperationState, Outcome, Resolution
 from wallet.selection import Selection, select_covering
 from wallet.sqlite import custody as sql
 from wallet.sqlite import ledger as ledger_sql
@@ -84,7 +85,7 @@ class Melting(CustodyBase):
         return await self._write_locked(
             account_id,
             client,
-            "melt",
+            OperationKind.MELT,
             "melt",
             hold_msat,
             intent,
@@ -108,29 +109,46 @@ class Melting(CustodyBase):
                     quote.quote, [s.proof for s in inputs], [r.output.message() for r in rows]
                 )
             except MintRefused as exc:
-                states = await client.check_state([s.y for s in inputs])
-                if all(v == "UNSPENT" for v in states.values()):
+                # the mint answered this very request: it did not pay, unless it left the
+                # inputs held (a payment it could not finish either way)
+                try:
+                    states = await client.check_state([s.y for s in inputs])
+                except MintError:
+                    states = {}
+                if states and all(v == "UNSPENT" for v in states.values()):
                     await self.revert_send(op_id, str(exc))
                     raise
-                raise OperationInFlight("the payment is pending at the mint") from exc
-            except Exception:
-                await self._resolve_now(op_id)
-                raise
-            fault_point("melt:paid")
-            if answer.state != "PAID":
-                return await self._melt_not_paid(op_id, client, inputs, quote)
-            return await self.complete_melt(
-                op_id, rows, list(answer.change), answer.payment_preimage
-            )
+            except MintUnreachable as exc:
+                if not exc.request_sent:
+                    await self.revert_send(op_id, str(exc))
+                    raise
+            except MintError:
+                pass  # a malformed answer: the payment may have happened
+            else:
+                fault_point("melt:paid")
+                if answer.state != "PAID":
+                    # the payment is under way: closed only on the mint's final quote state
+                    self.unresolved.add(op_id)
+                    return MeltResult("PENDING", quote.amount, 0, None)
+                return await self.complete_melt(
+                    op_id, rows, list(answer.change), answer.payment_preimage
+                )
+            resolution = await self._resolve_for_request(op_id)
+            return await self._melted_after(op_id, resolution, quote)
 
-    async def _melt_not_paid(
-        self, op_id: int, client: MintClient, inputs: list[sql.StoredProof], quote: MeltQuote
+    async def _melted_after(
+        self, op_id: int, resolution: Resolution, quote: MeltQuote
     ) -> MeltResult:
-        states = await client.check_state([s.y for s in inputs])
-        if all(v == "UNSPENT" for v in states.values()):
-            await self.revert_send(op_id, "the invoice was not paid")
-            raise MintRefused("the mint could not pay the invoice")
-        return MeltResult("PENDING", quote.amount, 0, None)
+        """What a melt whose answer was lost came to, for its request."""
+        match resolution.outcome:
+            case Outcome.DONE:
+                result = await self.db.read(lambda c: sql.operation_result(c, op_id))
+                cost = int(result["cost_sat"])
+                return MeltResult("PAID", quote.amount, cost - quote.amount, None)
+            case Outcome.FAILED:
+                raise resolution.refusal or MintRefused("the mint could not pay the invoice")
+            case Outcome.PENDING:
+                return MeltResult("PENDING", quote.amount, 0, None)
 
     async def complete_melt(
         self,
@@ -151,7 +169,7 @@ class Melting(CustodyBase):
         def txn(c: Any) -> MeltResult:
             inputs = sql.operation_inputs(c, op_id)
             spent = sum(s.proof.amount for s in inputs)
-            if sql.operation_state(c, op_id) != "pending":
+            if sql.operation_state(c, op_id) is not OperationState.PENDING:
                 return MeltResult("PAID", amount, 0, preimage)
             sql.settle_inputs(c, op_id, "spent")
             sql.insert_proofs(c, op.mint_url, stored, state="unspent", operation_id=op_id)
@@ -163,7 +181,7 @@ class Melting(CustodyBase):
                 destination="out",
                 operation_id=op_id,
             )
-            sql.finish_operation(c, op_id, "done", result={"cost_sat": cost})
+            sql.finish_operation(c, op_id, OperationState.DONE, result={"cost_sat": cost})
             return MeltResult("PAID", amount, cost - amount, preimage)
 
         return await self.db.write(txn)

@@ -8,14 +8,27 @@ from typing import Any
 from mints.client import MintClient
 from mints.curve import Point
 from mints.directory import CheckedToken
+from mints.errors import MintUnreachable, ProofsSpent
 from mints.keysets import amount_split
 from mints.models import BlindSignature
 from wallet import blinding
 from wallet.custody.base import CustodyBase
-from wallet.errors import OperationInFlight
+from wallet.errors import OperationInFlight, TokenBeingRedeemed
 from wallet.faults import fault_point
+from wallet.operations import OperationKind, OperationState, Outcome, Resolution
 from wallet.sqlite import custody as sql
 from wallet.sqlite import ledger as ledger_sql
+
+# a token presented again while its redeem is unresolved: resolved, then redeemed afresh
+# if it never happened (a few rounds: another request may take it in between)
+_RESOLVE_ATTEMPTS = 3
+
+
+def _unresolved() -> MintUnreachable:
+    return MintUnreachable(
+        "the mint has not answered whether it took the token; nothing is lost: the same"
+        " token finishes its redeem (or is redeemed afresh) when presented again"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +51,29 @@ class Receiving(CustodyBase):
         ``{"create": {"kind": …, "key_hash": …, "admin_key_hash": …, "token_id": …}}``.
         With ``reserve_msat`` the credit comes with a reservation of that much, in the same
         transaction, when the credit covers it: no moment in between shows the balance free.
+
+        A token whose earlier redeem is still unresolved (its answer lost, the node
+        restarted) gets that redeem resolved now, when no request here is working on it:
+        its credit, if it happened, raises :class:`TokenAlreadyRedeemed` as for any token
+        redeemed before, and a redeem that never happened makes way for this one.
         """
         client = self.mints.client(checked.token.mint)
-        return await self._on_current_keyset(
-            client, lambda: self._receive(client, checked, intent, reserve_msat)
-        )
+        token_id = checked.token.token_id
+        for _ in range(_RESOLVE_ATTEMPTS):
+            try:
+                return await self._on_current_keyset(
+                    client, lambda: self._receive(client, checked, intent, reserve_msat)
+                )
+            except TokenBeingRedeemed:
+                op_id = await self.db.read(lambda c: sql.pending_receive_of_token(c, token_id))
+                if op_id is None:
+                    continue  # it ended meanwhile: look again
+                if op_id in self.live_operations:
+                    raise  # another request of this node is redeeming it right now
+                resolution = await self.resolve_unless_busy(op_id)
+                if resolution.outcome is Outcome.PENDING:
+                    raise _unresolved() from None
+        raise TokenBeingRedeemed("this token is being redeemed by another request")
 
     async def _receive(
         self,
@@ -59,7 +90,7 @@ class Receiving(CustodyBase):
         op_id = await self.db.write(
             lambda c: sql.insert_operation(
                 c,
-                "receive",
+                OperationKind.RECEIVE,
                 client.url,
                 written,
                 rows,
@@ -69,16 +100,36 @@ class Receiving(CustodyBase):
         )
         with self._live(op_id):
             fault_point("receive:written")
-            signatures, terms = await self._swap_written(
+            answer = await self._swap_written(
                 client, op_id, list(token.proofs), rows, on_refused=self._fail
             )
+            if isinstance(answer, Resolution):
+                return await self._received_after(op_id, answer, checked.fee)
+            signatures, terms = answer
             fault_point("receive:swapped")
             op = sql.Operation(
-                op_id, "receive", client.url, "pending", token.token_id, [], written, None
+                op_id,
+                OperationKind.RECEIVE,
+                client.url,
+                OperationState.PENDING,
+                token.token_id,
+                [],
+                written,
+                None,
             )
             return await self.complete_receive(
                 op_id, rows, signatures, op=op, terms=terms, reserve_msat=reserve_msat
             )
+
+    async def _received_after(self, op_id: int, resolution: Resolution, fee_sat: int) -> Received:
+        """What a redeem whose answer was lost came to, for its request."""
+        match resolution.outcome:
+            case Outcome.DONE:
+                return await self.db.read(lambda c: _received_from_result(c, op_id, fee_sat))
+            case Outcome.FAILED:
+                raise resolution.refusal or ProofsSpent("the token's proofs are spent elsewhere")
+            case Outcome.PENDING:
+                raise _unresolved()
 
     async def complete_receive(
         self,
@@ -104,14 +155,17 @@ class Receiving(CustodyBase):
         fee_sat = int(op.intent.get("fee_sat", 0))
 
         def txn(c: Any) -> Received:
-            if sql.operation_state(c, op_id) != "pending":
+            if sql.operation_state(c, op_id) is not OperationState.PENDING:
                 return _received_from_result(c, op_id, fee_sat)
             sql.insert_proofs(c, op.mint_url, stored, state="unspent", operation_id=op_id)
             account_id = _apply_receive_intent(c, op.intent, op.token_id, op.mint_url)
             if credited_msat:
                 ledger_sql.credit_from_custody(c, account_id, credited_msat, operation_id=op_id)
             sql.finish_operation(
-                c, op_id, "done", result={"account_id": account_id, "credited_msat": credited_msat}
+                c,
+                op_id,
+                OperationState.DONE,
+                result={"account_id": account_id, "credited_msat": credited_msat},
             )
             reservation_id = None
             if reserve_msat is not None and 0 < reserve_msat <= credited_msat:

@@ -7,13 +7,20 @@ from typing import Any
 
 from mints.client import MintClient
 from mints.curve import Point
+from mints.errors import ProtocolError
 from mints.keysets import amount_split
 from mints.models import BlindSignature
 from mints.token import encode_token
 from wallet import blinding
 from wallet.custody.base import CUSTODY_WAITS_S, SELECTION_ATTEMPTS, CustodyBase
-from wallet.errors import InsufficientBalance, InsufficientCustody, InvalidAmount
+from wallet.errors import (
+    InsufficientBalance,
+    InsufficientCustody,
+    InvalidAmount,
+    OperationInFlight,
+)
 from wallet.faults import fault_point
+from wallet.operations import OperationKind, OperationState, Outcome, Resolution
 from wallet.selection import Coin, Selection, select_covering, select_exact
 from wallet.sqlite import custody as sql
 from wallet.sqlite import ledger as ledger_sql
@@ -158,7 +165,7 @@ class Sending(CustodyBase):
         }
 
         return await self._write_locked(
-            account_id, client, "swap", purpose, cost_msat, intent, rows, ids
+            account_id, client, OperationKind.SWAP, purpose, cost_msat, intent, rows, ids
         )
 
     async def _run_swap(
@@ -170,11 +177,34 @@ class Sending(CustodyBase):
     ) -> SentToken:
         with self._live(op_id):
             fault_point("send:written")
-            signatures, terms = await self._swap_written(
+            answer = await self._swap_written(
                 client, op_id, [s.proof for s in inputs], rows, on_refused=self.revert_send
             )
+            if isinstance(answer, Resolution):
+                return await self._sent_after(op_id, answer)
+            signatures, terms = answer
             fault_point("send:swapped")
             return await self.complete_send(op_id, rows, signatures, terms=terms)
+
+    async def _sent_after(self, op_id: int, resolution: Resolution) -> SentToken:
+        """What a send whose answer was lost came to, for its request."""
+        match resolution.outcome:
+            case Outcome.DONE:
+                op = await self.db.read(lambda c: sql.operation(c, op_id))
+                token = await self.db.read(lambda c: sql.operation_token(c, op_id))
+                intent = op.intent
+                return SentToken(
+                    token, int(intent["amount_sat"]), int(intent["fee_sat"]), op.mint_url
+                )
+            case Outcome.FAILED:
+                raise resolution.refusal or ProtocolError(
+                    "the node's proofs for this were spent elsewhere"
+                )
+            case Outcome.PENDING:
+                raise OperationInFlight(
+                    "the mint has not answered yet; the withdrawal finishes by itself (its"
+                    " token is then listed at GET /v1/wallet/withdrawals) or is undone"
+                )
 
     async def complete_send(
         self,
@@ -196,7 +226,7 @@ class Sending(CustodyBase):
         token = encode_token(op.mint_url, [s.proof for s in send], legacy=bool(intent["legacy"]))
 
         def txn(c: Any) -> SentToken:
-            if sql.operation_state(c, op_id) != "pending":
+            if sql.operation_state(c, op_id) is not OperationState.PENDING:
                 return SentToken(sql.operation_token(c, op_id), amount, fee, op.mint_url)
             sql.settle_inputs(c, op_id, "spent")
             sql.insert_proofs(c, op.mint_url, keep, state="unspent", operation_id=op_id)
@@ -213,7 +243,9 @@ class Sending(CustodyBase):
                 destination="out",
                 operation_id=op_id,
             )
-            sql.finish_operation(c, op_id, "done", result={"outgoing_token_id": out_id})
+            sql.finish_operation(
+                c, op_id, OperationState.DONE, result={"outgoing_token_id": out_id}
+            )
             return SentToken(token, amount, fee, op.mint_url)
 
         return await self.db.write(txn)

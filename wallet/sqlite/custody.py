@@ -11,6 +11,7 @@ from typing import Any
 from mints.models import Proof
 from mints.outputs import PreparedOutput
 from wallet.errors import TokenAlreadyRedeemed, TokenBeingRedeemed
+from wallet.operations import OperationKind, OperationState
 from wallet.selection import Coin
 from wallet.sqlite.ledger import now
 
@@ -24,9 +25,9 @@ class StoredProof:
 @dataclass(frozen=True, slots=True)
 class Operation:
     id: int
-    kind: str
+    kind: OperationKind
     mint_url: str
-    state: str
+    state: OperationState
     token_id: str | None
     foreign_inputs: list[Proof]
     intent: dict[str, Any]
@@ -60,7 +61,7 @@ def bump_counter(conn: sqlite3.Connection, keyset_id: str, next_value: int) -> N
 
 def insert_operation(
     conn: sqlite3.Connection,
-    kind: str,
+    kind: OperationKind,
     mint_url: str,
     intent: dict[str, Any],
     outputs: Sequence[OutputRow],
@@ -76,7 +77,7 @@ def insert_operation(
             (token_id,),
         ).fetchone()
         if existing is not None:
-            if existing[0] == "pending":
+            if existing[0] == OperationState.PENDING:
                 raise TokenBeingRedeemed("this token is being redeemed by another request")
             result = json.loads(existing[1] or "{}")
             raise TokenAlreadyRedeemed(
@@ -125,10 +126,28 @@ def insert_operation(
 
 def token_being_redeemed(conn: sqlite3.Connection, token_id: str) -> bool:
     """Whether a receive of this token is written down and not finished yet."""
+    return pending_receive_of_token(conn, token_id) is not None
+
+
+def pending_receive_of_token(conn: sqlite3.Connection, token_id: str) -> int | None:
+    """The receive of this token written down and not finished yet, if there is one."""
     row = conn.execute(
-        "SELECT 1 FROM operations WHERE token_id = ? AND state = 'pending'", (token_id,)
+        "SELECT id FROM operations WHERE token_id = ? AND state = 'pending'", (token_id,)
     ).fetchone()
-    return row is not None
+    return int(row[0]) if row is not None else None
+
+
+def account_made_by_token(conn: sqlite3.Connection, token_id: str) -> int | None:
+    """The account a finished receive of this token credited, if there is one."""
+    # "state != 'failed'" as the unique index on a token's live operation says it
+    row = conn.execute(
+        "SELECT state, result FROM operations WHERE token_id = ? AND state != 'failed'",
+        (token_id,),
+    ).fetchone()
+    if row is None or row[0] != OperationState.DONE:
+        return None
+    account_id = json.loads(row[1] or "{}").get("account_id")
+    return int(account_id) if account_id is not None else None
 
 
 def set_quote(conn: sqlite3.Connection, op_id: int, quote_id: str) -> None:
@@ -146,12 +165,12 @@ def operation(conn: sqlite3.Connection, op_id: int) -> Operation:
     return _operation(row)
 
 
-def operation_state(conn: sqlite3.Connection, op_id: int) -> str:
+def operation_state(conn: sqlite3.Connection, op_id: int) -> OperationState:
     """Only the state: what a completion checks first, without decoding the rest."""
     row = conn.execute("SELECT state FROM operations WHERE id = ?", (op_id,)).fetchone()
     if row is None:
         raise KeyError(op_id)
-    return str(row[0])
+    return OperationState(row[0])
 
 
 def pending_operations(conn: sqlite3.Connection) -> list[Operation]:
@@ -178,7 +197,16 @@ def _operation(row: Any) -> Operation:
         Proof(amount=int(p["amount"]), keyset_id=p["id"], secret=p["secret"], C=p["C"])
         for p in json.loads(row[5] or "[]")
     ]
-    return Operation(row[0], row[1], row[2], row[3], row[4], inputs, json.loads(row[6]), row[7])
+    return Operation(
+        row[0],
+        OperationKind(row[1]),
+        row[2],
+        OperationState(row[3]),
+        row[4],
+        inputs,
+        json.loads(row[6]),
+        row[7],
+    )
 
 
 def operation_outputs(conn: sqlite3.Connection, op_id: int) -> list[OutputRow]:
@@ -199,7 +227,7 @@ def operation_outputs(conn: sqlite3.Connection, op_id: int) -> list[OutputRow]:
 def finish_operation(
     conn: sqlite3.Connection,
     op_id: int,
-    state: str,
+    state: OperationState,
     *,
     result: dict[str, Any] | None = None,
     error: str | None = None,

@@ -86,6 +86,11 @@ def create_account(
     token_id: str | None = None,
     mint_url: str | None = None,
 ) -> int:
+    """A new account. It is made after the mint swapped the money that funds it, so it
+    must not fail: an admin key another account took meanwhile (checked before, raced
+    since) is left out, and the account opens with its API key."""
+    if admin_key_hash is not None and find_account(conn, "admin_key_hash", admin_key_hash):
+        admin_key_hash = None
     cur = conn.execute(
         "INSERT INTO accounts (kind, key_hash, admin_key_hash, token_id, mint_url, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -142,6 +147,42 @@ def reissue_keys_if_untouched(
         (key_hash, admin_key_hash, account_id),
     )
     return get_account(conn, account_id)
+
+
+def mark_keys_used(conn: sqlite3.Connection, account_id: int) -> None:
+    """One of the account's keys opened it: the keys are never answered again."""
+    conn.execute(
+        "UPDATE accounts SET keys_used_at = ? WHERE id = ? AND keys_used_at IS NULL",
+        (now(), account_id),
+    )
+
+
+def account_with_unused_keys(
+    conn: sqlite3.Connection, account_id: int, key_hash: str, admin_key_hash: str
+) -> AccountRow | None:
+    """The account, when these are its keys and neither has opened it yet."""
+    row = conn.execute(
+        "SELECT id, kind, balance_msat, reserved_msat, mint_url, token_id FROM accounts"
+        " WHERE id = ? AND kind = 'key' AND keys_used_at IS NULL AND key_hash = ?"
+        " AND admin_key_hash = ?",
+        (account_id, key_hash, admin_key_hash),
+    ).fetchone()
+    return AccountRow(*row) if row else None
+
+
+def reserve_if_untouched(
+    conn: sqlite3.Connection, account_id: int, amount_msat: int, purpose: str
+) -> int | None:
+    """Hold ``amount_msat`` of an X-Cashu payment's credit when nothing has happened on
+    it since the credit (its request never came to be), else None."""
+    row = conn.execute(
+        "SELECT j.kind FROM accounts a JOIN journal j ON j.id = a.last_journal_id"
+        " WHERE a.id = ? AND a.kind = 'xcashu' AND a.reserved_msat = 0",
+        (account_id,),
+    ).fetchone()
+    if row is None or row[0] != "credit":
+        return None
+    return reserve(conn, account_id, amount_msat, purpose)
 
 
 def set_key_hash(conn: sqlite3.Connection, account_id: int, key_hash: str) -> bool:
@@ -302,9 +343,23 @@ def _settled(conn: sqlite3.Connection, reservation_id: int) -> Settlement:
     return Settlement(reservation_id, *row)
 
 
-def open_request_reservations(conn: sqlite3.Connection) -> list[int]:
-    rows = conn.execute("SELECT id FROM reservations WHERE state = 'open' AND purpose = 'request'")
-    return [int(r[0]) for r in rows]
+def open_request_reservations(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+    """Every open request reservation with what its answer delivered so far."""
+    rows = conn.execute(
+        "SELECT id, delivered_msat FROM reservations WHERE state = 'open' AND purpose = 'request'"
+    )
+    return [(int(r[0]), int(r[1])) for r in rows]
+
+
+def record_delivered(conn: sqlite3.Connection, reservation_id: int, delivered_msat: int) -> None:
+    """What an open request has delivered so far (capped at its reservation); moves no
+    money until the reservation is settled."""
+    _positive(delivered_msat)
+    conn.execute(
+        "UPDATE reservations SET delivered_msat = MIN(?, amount_msat)"
+        " WHERE id = ? AND state = 'open'",
+        (delivered_msat, reservation_id),
+    )
 
 
 def reservation_state(conn: sqlite3.Connection, reservation_id: int) -> Settlement:

@@ -215,6 +215,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX proofs_by_outgoing_token ON proofs (outgoing_token_id)
         WHERE outgoing_token_id IS NOT NULL;
     """,
+    # 7: custody under lost answers and crashes.
+    # - keys_used_at: when one of an account's keys first opened it. A create whose
+    #   answer was lost answers the same keys again (they are derived from the token and
+    #   the node's seed) only while none has been used: once one was, the client has it.
+    # - delivered_msat: what an open request's stream has delivered so far, written at
+    #   most every second. A node killed mid-stream charges that at its next start
+    #   instead of releasing the whole reservation.
+    """
+    ALTER TABLE accounts ADD COLUMN keys_used_at INTEGER;
+    ALTER TABLE reservations ADD COLUMN delivered_msat INTEGER NOT NULL DEFAULT 0
+        CHECK (delivered_msat >= 0);
+    """,
 ]
 
 
