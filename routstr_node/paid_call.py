@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from types import TracebackType
 from typing import Protocol
 
@@ -33,6 +34,8 @@ from wallet.errors import InsufficientBalance
 log = logging.getLogger(__name__)
 
 NOTHING = Cost(0, 0, 0)
+# how often a stream's delivered output is written down beside its reservation
+DELIVERED_RECORD_EVERY_S = 1.0
 # after an X-Cashu token was redeemed: the OpenAI SDKs retry 5xx and 429, and a retry
 # would send the spent token again and lose sight of this answer's change
 _NO_RETRY = {"X-Should-Retry": "false"}
@@ -57,6 +60,8 @@ class PaidCall:
         self.change_token: str | None = None
         self._reservation_id: int | None = None
         self._output: Output | None = None
+        self._next_record = time.monotonic() + DELIVERED_RECORD_EVERY_S
+        self._recording: asyncio.Future[None] | None = None
         self._tracked = False  # counted among the node's unsettled calls
         self._most_msat = most_msat  # the cap of the charge: at the provider, once known
 
@@ -110,8 +115,27 @@ class PaidCall:
 
     def relayed(self, output: Output) -> None:
         """Progress of a stream, told on each write: ``output`` is what reached the
-        client so far (charged if the call ends before its settlement: the client left)."""
+        client so far (charged if the call ends before its settlement: the client left).
+
+        About once a second its cost is written down beside the reservation (in the
+        wallet's group commit, not awaited here): a node killed mid-stream charges that
+        at its next start, so a crash costs the operator about a second of output."""
         self._output = output
+        now = time.monotonic()
+        if now < self._next_record or self._recording is not None:
+            return
+        self._next_record = now + DELIVERED_RECORD_EVERY_S
+        self._recording = asyncio.ensure_future(self._record(output))
+
+    async def _record(self, output: Output) -> None:
+        assert self._reservation_id is not None
+        delivered = min(output.cost().total_msat, self._most_msat)
+        try:
+            await self.node.wallet.ledger.record_delivered(self._reservation_id, delivered)
+        except Exception as exc:  # a record is a safeguard: the settlement is the charge
+            log.warning("delivered output not recorded now: %s", type(exc).__name__)
+        finally:
+            self._recording = None
 
     def delivered_cost(self) -> Cost:
         """What the output relayed so far costs (nothing before the first byte)."""

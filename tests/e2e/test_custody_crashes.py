@@ -25,6 +25,7 @@ from support.invoices import fake_invoice
 from support.mint_proxy import MintProxy
 from support.node import node_toml
 from support.node_process import NodeProcess
+from support.wallets import query
 
 from routstr_node.audit_command import run_audit
 from routstr_node.config import load_settings
@@ -216,3 +217,38 @@ async def test_the_node_serves_while_recovery_waits_on_a_hanging_mint(
         await balanced(node)
     finally:
         await node.kill()
+
+
+async def test_killed_mid_stream_the_delivered_output_is_charged_at_start(
+    node: NodeProcess, proxy: MintProxy, ecash: EcashFactory, upstream: RunningUpstream
+) -> None:
+    """A crash mid-stream neither makes the output delivered free nor charges the whole
+    reservation: what the stream had delivered (written down about every second) is
+    charged at the next start, and the rest comes back."""
+    upstream.behaviour.reply_words = 60
+    upstream.behaviour.chunk_delay_s = 0.2  # 12 s of answer: killed well before its end
+    token = await ecash.token(500, mint_url=proxy.url)
+    body = chat_body("tell me a long story", max_tokens=50, stream=True)
+    received: list[bytes] = []
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{node.url}/v1/chat/completions", data=body, headers={"X-Cashu": token}) as resp,
+    ):
+        assert resp.status == 200
+        async for chunk in resp.content.iter_any():
+            received.append(chunk)
+            if b"".join(received).count(b"data:") >= 12:  # over two seconds of output
+                break
+        await node.kill()
+
+    await node.start()
+    [(reserved, charged)] = query(
+        node.config.parent / "data",
+        "SELECT amount_msat, charged_msat FROM reservations WHERE purpose = 'request'",
+    )
+    assert 0 < charged < reserved
+    refund = await post(f"{node.url}/v1/wallet/refund", b"", {"X-Cashu": token})
+    assert refund.status == 200, refund.raw
+    assert refund.body["amount"] == (500_000 - charged) // 1000
+    assert await ecash.redeem(refund.body["cashu_token"]) == refund.body["amount"]
+    await balanced(node)

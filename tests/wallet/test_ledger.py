@@ -201,6 +201,31 @@ async def test_a_restart_releases_the_reservations_of_requests_in_flight(
         await assert_balanced(node)
 
 
+async def test_a_restart_charges_what_a_stream_in_flight_had_delivered(
+    data_dir: Path, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    """The record of what was delivered only grows, never past the reservation, moves no
+    money by itself, and is what the next start charges."""
+    async with open_wallet(data_dir, [mint.url]) as node:
+        account_id = await funded(node, ecash, mint, 100)
+        streaming = await node.ledger.reserve(account_id, 40_000)
+        capped = await node.ledger.reserve(account_id, 5_000)
+        for delivered in (3_000, 12_000, 7_000):  # a late write of an older record
+            await node.ledger.record_delivered(streaming, delivered)
+        await node.ledger.record_delivered(capped, 9_000)
+        row = await node.ledger.account(account_id)
+        assert (row.balance_msat, row.reserved_msat) == (55_000, 45_000)
+
+    async with open_wallet(data_dir, [mint.url]) as node:
+        charged = await node.ledger.reservation(streaming)
+        assert (charged.state, charged.charged_msat) == ("charged", 12_000)
+        assert (await node.ledger.reservation(capped)).charged_msat == 5_000
+        row = await node.ledger.account(account_id)
+        assert (row.balance_msat, row.reserved_msat) == (83_000, 0)
+        assert await node.ledger.earnings_msat() == 17_000
+        await assert_balanced(node)
+
+
 # -- the ledger against a model ----------------------------------------------------------
 
 

@@ -356,7 +356,7 @@ def record_delivered(conn: sqlite3.Connection, reservation_id: int, delivered_ms
     money until the reservation is settled."""
     _positive(delivered_msat)
     conn.execute(
-        "UPDATE reservations SET delivered_msat = MIN(?, amount_msat)"
+        "UPDATE reservations SET delivered_msat = MAX(delivered_msat, MIN(?, amount_msat))"
         " WHERE id = ? AND state = 'open'",
         (delivered_msat, reservation_id),
     )
