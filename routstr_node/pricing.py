@@ -237,6 +237,28 @@ def pricing_fields(price: ModelPrice, *, most_msat: int | None = None) -> dict[s
     }
 
 
+def media_pricing_fields(media: MediaRates) -> dict[str, Any]:
+    """A media model's prices in sat, as GET /v1/models shows them (display only): per
+    image (and by size), per 1M characters, per minute of audio, per second of video
+    (and by resolution). Only the prices the provider sets."""
+    fields: dict[str, Any] = {}
+    for name, rate, per in (
+        ("image", media.image_msat, 1),
+        ("per_1m_chars", media.char_msat, TOKENS_PER_PRICE_UNIT),
+        ("per_minute", media.audio_msat_per_second, SECONDS_PER_MINUTE),
+        ("per_second", media.video_msat_per_second, 1),
+    ):
+        if rate is not None:
+            fields[name] = _display(rate * per / MSAT_PER_SAT)
+    for name, by_key in (
+        ("image_by_size", media.image_msat_by_size),
+        ("per_second_by_resolution", media.video_msat_by_resolution),
+    ):
+        if by_key:
+            fields[name] = {key: _display(rate / MSAT_PER_SAT) for key, rate in by_key.items()}
+    return {**fields, "currency": "sat"} if fields else {}
+
+
 def _display(value: Fraction) -> int | float:
     """A JSON number for people to read: rounded to 9 decimals, int when whole."""
     rounded = round(value, 9)

@@ -60,11 +60,12 @@ class Upstream:
                 self._closing = asyncio.create_task(self.session.close())
 
     async def post(
-        self, node_path: str, payload: Payload, *, stream: bool
+        self, node_path: str, payload: Payload, *, stream: bool, accept: str | None = None
     ) -> aiohttp.ClientResponse:
         """The upstream's answer to ``payload``; if it refuses only the member the node
-        added, its answer to the body without it (the client's request as it came)."""
-        url, headers = self.url(node_path), self.headers(stream=stream)
+        added, its answer to the body without it (the client's request as it came).
+        ``accept``: what the answer is (default JSON, or events for a stream)."""
+        url, headers = self.url(node_path), self.headers(stream=stream, accept=accept)
         resp = await self.session.post(url, data=payload.body, headers=headers)
         if payload.added is None or resp.status != 400:
             return resp
@@ -74,16 +75,33 @@ class Upstream:
         log.info("upstream '%s' refuses %s: sent without it", self.name, payload.added)
         return await self.session.post(url, data=payload.without, headers=headers)
 
+    async def post_form(
+        self, node_path: str, form: aiohttp.MultipartWriter, *, accept: str | None = None
+    ) -> aiohttp.ClientResponse:
+        """Send a multipart form (an upload: its parts are streamed, not joined first)."""
+        headers = self.headers(stream=False, accept=accept, content_type=None)
+        return await self.session.post(self.url(node_path), data=form, headers=headers)
+
+    async def get(self, node_path: str, *, accept: str | None = None) -> aiohttp.ClientResponse:
+        """A GET of ``node_path`` (an asynchronous job's state, its result)."""
+        headers = self.headers(stream=False, accept=accept, content_type=None)
+        return await self.session.get(self.url(node_path), headers=headers)
+
     def url(self, node_path: str) -> str:
         """``/v1/chat/completions`` → ``<base_url>/chat/completions``."""
         suffix = node_path[len("/v1") :] if node_path.startswith("/v1/") else node_path
         return self.base_url.rstrip("/") + suffix
 
-    def headers(self, *, stream: bool) -> dict[str, str]:
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
-        }
+    def headers(
+        self,
+        *,
+        stream: bool,
+        accept: str | None = None,
+        content_type: str | None = "application/json",
+    ) -> dict[str, str]:
+        headers = {"Accept": accept or ("text/event-stream" if stream else "application/json")}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
