@@ -68,9 +68,13 @@ def json_answer(
     )
 
 
-def binary_answer(body: bytes, content_type: str, call: PaidCall) -> web.Response:
-    """Audio or video bytes as they came, the money in the headers."""
-    return web.Response(body=body, headers=call.answer_headers(), content_type=content_type)
+def binary_answer(
+    body: bytes, content_type: str, call: PaidCall, *, charset: str | None = None
+) -> web.Response:
+    """Audio bytes (or a transcript as text) as they came, the money in the headers."""
+    return web.Response(
+        body=body, headers=call.answer_headers(), content_type=content_type, charset=charset
+    )
 
 
 class ClientGone(Exception):

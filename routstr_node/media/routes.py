@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from routstr_node.config import ModelCategory
-from routstr_node.media import images, speech
+from routstr_node.media import images, speech, transcription
 from routstr_node.request_body import parse_json_object, read_body
 from routstr_node.state import NODE
 
@@ -18,6 +18,7 @@ JsonHandler = Callable[[web.Request, bytes, dict[str, Any]], Awaitable[web.Strea
 MEDIA_PATHS: dict[str, ModelCategory] = {
     images.PATH: ModelCategory.IMAGE,
     speech.PATH: ModelCategory.SPEECH,
+    **dict.fromkeys(transcription.PATHS, ModelCategory.TRANSCRIPTION),
 }
 
 
@@ -33,6 +34,8 @@ def _json_route(handle: JsonHandler) -> Callable[[web.Request], Awaitable[web.St
 def add_routes(app: web.Application) -> None:
     app.router.add_post(images.PATH, _json_route(images.handle_images))
     app.router.add_post(speech.PATH, _json_route(speech.handle_speech))
+    for path in transcription.PATHS:
+        app.router.add_post(path, transcription.handle_transcription)
 
 
 def category_paths(category: ModelCategory) -> list[str]:
