@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -45,6 +46,8 @@ class Upstream:
     timeout_s: float
     session: aiohttp.ClientSession
     calls: int = 0  # calls under way on this session
+    # learned: it answers video with OpenAI's asynchronous jobs, not /video/generations
+    video_jobs: bool = False
     retired: bool = False  # replaced by a settings change: closed once its calls are done
     _closing: asyncio.Task[None] | None = None
 
@@ -83,9 +86,16 @@ class Upstream:
         return await self.session.post(self.url(node_path), data=form, headers=headers)
 
     async def get(self, node_path: str, *, accept: str | None = None) -> aiohttp.ClientResponse:
-        """A GET of ``node_path`` (an asynchronous job's state, its result)."""
+        """A GET of ``node_path`` (an asynchronous job's state, its result) or of a URL of
+        the upstream's own (``owns``): the key goes nowhere else."""
+        url = node_path if self.owns(node_path) else self.url(node_path)
         headers = self.headers(stream=False, accept=accept, content_type=None)
-        return await self.session.get(self.url(node_path), headers=headers)
+        return await self.session.get(url, headers=headers)
+
+    def owns(self, url: str) -> bool:
+        """Whether ``url`` is on the upstream's own origin (what its key opens)."""
+        ours, theirs = urlsplit(self.base_url), urlsplit(url)
+        return (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
 
     def url(self, node_path: str) -> str:
         """``/v1/chat/completions`` → ``<base_url>/chat/completions``."""

@@ -202,11 +202,16 @@ class VideoRequest:
         rate = video_rate(price.media, self.resolution)
         return units_cost(price, rate, self.seconds, is_input=False).total_msat
 
-    def cost(self, price: ModelPrice, seconds: Fraction | None, size: str | None) -> Cost:
-        """The seconds of video returned (None: as many as asked for) at the rate of the
-        resolution returned (else the one asked for, else the dearest)."""
+    def billed(self, seconds: Fraction | None, size: str | None) -> tuple[int, str | None]:
+        """The started seconds of video returned (None: as many as asked for) and their
+        resolution (the one returned, else the one asked for; None: unknown)."""
         returned = self.seconds if seconds is None else started_seconds(seconds)
-        at = (resolution(size) if size else None) or self.resolution
+        return returned, (resolution(size) if size else None) or self.resolution
+
+    def cost(self, price: ModelPrice, seconds: Fraction | None, size: str | None) -> Cost:
+        """What ``billed`` says, at the rate of its resolution (unknown or unpriced: the
+        dearest, what was reserved)."""
+        returned, at = self.billed(seconds, size)
         try:
             rate = video_rate(price.media, at)
         except UnsupportedSize:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from routstr_node.config import ModelCategory
-from routstr_node.media import images, speech, transcription
+from routstr_node.media import images, speech, transcription, video
 from routstr_node.request_body import parse_json_object, read_body
 from routstr_node.state import NODE
 
@@ -19,6 +19,7 @@ MEDIA_PATHS: dict[str, ModelCategory] = {
     images.PATH: ModelCategory.IMAGE,
     speech.PATH: ModelCategory.SPEECH,
     **dict.fromkeys(transcription.PATHS, ModelCategory.TRANSCRIPTION),
+    video.PATH: ModelCategory.VIDEO,
 }
 
 
@@ -34,6 +35,7 @@ def _json_route(handle: JsonHandler) -> Callable[[web.Request], Awaitable[web.St
 def add_routes(app: web.Application) -> None:
     app.router.add_post(images.PATH, _json_route(images.handle_images))
     app.router.add_post(speech.PATH, _json_route(speech.handle_speech))
+    app.router.add_post(video.PATH, _json_route(video.handle_video))
     for path in transcription.PATHS:
         app.router.add_post(path, transcription.handle_transcription)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -194,10 +194,7 @@ def upstream_form(
 ) -> aiohttp.MultipartWriter:
     """The form an upstream gets: the client's fields (its name for the model, without the
     node's own fields), then the file, streamed from the spool from its start."""
-    form = aiohttp.MultipartWriter("form-data")
-    for name, value in _fields(upload, upstream_model, removed):
-        part = form.append(value)
-        part.set_content_disposition("form-data", name=name)
+    form = text_form(_fields(upload, upstream_model, removed))
     if upload.file is not None:
         upload.file.spool.seek(0)
         part = form.append(upload.file.spool, {"Content-Type": upload.file.content_type})
@@ -212,3 +209,12 @@ def _fields(
         if name in removed:
             continue
         yield name, upstream_model if name == "model" else value
+
+
+def text_form(fields: Iterable[tuple[str, str]]) -> aiohttp.MultipartWriter:
+    """A multipart form of text fields (more parts may be appended)."""
+    form = aiohttp.MultipartWriter("form-data")
+    for name, value in fields:
+        part = form.append(value)
+        part.set_content_disposition("form-data", name=name)
+    return form

@@ -31,6 +31,7 @@ AUDIO_MSAT_PER_SECOND = 100  # 6 sat a minute
 VIDEO_MSAT = {"720p": 8_000, "1080p": 12_000}
 JOBS_VIDEO_MSAT = {"720p": 5_000}
 DEFAULT_VIDEO_SECONDS = 4
+JOBS_TIMEOUT_S = 2  # a video job that takes longer is given up
 
 
 def media_toml(jobs: RunningUpstream) -> str:
@@ -39,7 +40,7 @@ def media_toml(jobs: RunningUpstream) -> str:
 name = "jobs"
 base_url = "{jobs.url}"
 api_key = "sk-jobs"
-timeout_s = 5
+timeout_s = {JOBS_TIMEOUT_S}
 [[models]]
 id = "{IMAGE}"
 category = "image"
