@@ -74,6 +74,8 @@ def from_domain(exc: Exception) -> ApiError | None:
             return invalid_request("invalid_provider", exc.message, param=exc.param)
         case routing_errors.NoProviderAvailable():
             return not_found("no_provider_available", exc.message)
+        case routing_errors.WrongCategory():
+            return invalid_request("model_wrong_category", exc.message, param="model")
         case media.UnsupportedSize():
             return invalid_request("unsupported_size", exc.message, param="size")
         case mint_errors.TokenInvalid():

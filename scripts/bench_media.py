@@ -27,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 from proxybench import LOOPBACK
+from proxybench.load import fund
 from proxybench.processes import free_port, rss_mb, spawn, start_node, wait_healthy
 
 MODEL = "bench-whisper"
@@ -79,23 +80,6 @@ requests_per_minute = 100000
 requests_per_hour = 1000000
 requests_per_day = 10000000
 """
-
-
-async def fund(node_url: str, mint_url: str, sat: int) -> str:
-    from mints.client import MintClient
-    from routstr_node.demo.run import mint_token
-
-    client = MintClient(mint_url)
-    try:
-        token = await mint_token(client, sat)
-    finally:
-        await client.close()
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(node_url + "/v1/wallet/create", json={"cashu_token": token}) as resp,
-    ):
-        assert resp.status == 201, await resp.text()
-        return str((await resp.json())["api_key"])
 
 
 async def transcribe(session: aiohttp.ClientSession, url: str, key: str, audio: Path) -> int:
@@ -163,7 +147,7 @@ async def bench(args: argparse.Namespace) -> None:
                 node = start_node(config, node_port, work / "node.log")
                 await wait_healthy(node, "/health")
                 per_upload_sat = -(-int(duration) // 60) + 1
-                key = await fund(
+                key, _ = await fund(
                     node.url, mint.url, per_upload_sat * args.uploads * args.rounds + 100
                 )
                 megabytes = audio.stat().st_size / 1e6

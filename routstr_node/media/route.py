@@ -22,7 +22,7 @@ from routstr_node.media.costs import UnsupportedSize
 from routstr_node.paid_call import PaidCall
 from routstr_node.pricing import ModelPrice, PriceUnavailable
 from routstr_node.request_body import upstream_body
-from routstr_node.routing import NO_PREFERENCES, Candidate, choose, find_model, parse_preferences
+from routstr_node.routing import Candidate, choose, routing_of
 from routstr_node.state import NODE
 from routstr_node.upstream import Payload, Upstream
 
@@ -50,17 +50,8 @@ async def serve_media(
     requested = body.get("model")
     if not isinstance(requested, str) or not requested:
         raise invalid_request("model_required", "the request must name a model", param="model")
-    model, variant = find_model(settings, requested)
-    if model.category is not category:
-        raise invalid_request(
-            "model_wrong_category",
-            f"'{model.id}' is a {model.category} model, not served on {request.path}",
-            param="model",
-        )
-    preferences = (
-        parse_preferences(body["provider"], [u.name for u in settings.upstreams])
-        if body.get("provider") is not None
-        else NO_PREFERENCES
+    model, variant, preferences = routing_of(
+        settings, requested, body, request.path, lambda served: served is category
     )
     reading = read(model)
     try:
