@@ -94,13 +94,14 @@ def _attempt(
             call: PaidCall, candidate: Candidate, upstream: Upstream
         ) -> web.StreamResponse:
             name = candidate.name
+            # the form's file stays open until the answer is read (and the sending over)
+            with upstream_form(upload, candidate.offer.upstream_model, NOT_SENT) as form:
 
-            def send() -> Awaitable[aiohttp.ClientResponse]:
-                form = upstream_form(upload, candidate.offer.upstream_model, NOT_SENT)
-                return upstream.post_form(request.path, form)
+                def send() -> Awaitable[aiohttp.ClientResponse]:
+                    return upstream.post_form(request.path, form)
 
-            opened = await open_sent(call.node, model.id, name, send)
-            answer = await read_answer(opened, name)
+                opened = await open_sent(call.node, model.id, name, send)
+                answer = await read_answer(opened, name)
             resp = opened.response
             if resp.status >= 400:
                 raise upstream_status_error(

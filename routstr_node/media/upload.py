@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -163,6 +164,7 @@ async def received_upload(
                 pending, pending_size = [], 0
         if pending:
             await asyncio.to_thread(spool.writelines, pending)
+        await asyncio.to_thread(spool.flush)  # all of it in the file: it is read by descriptor
         if not collector.ended:
             raise invalid_request("invalid_body", "the multipart body ended before its last part")
         yield _upload(collector.parts, spool)
@@ -189,17 +191,25 @@ def _upload(parts: list[_Part], spool: IO[bytes]) -> Upload:
     return upload
 
 
+@contextlib.contextmanager
 def upstream_form(
     upload: Upload, upstream_model: str, removed: tuple[str, ...]
-) -> aiohttp.MultipartWriter:
+) -> Iterator[aiohttp.MultipartWriter]:
     """The form an upstream gets: the client's fields (its name for the model, without the
-    node's own fields), then the file, streamed from the spool from its start."""
+    node's own fields), then the file, streamed from the spool from its start.
+
+    aiohttp closes a file it has sent: it gets a file of its own on the spool's data (a
+    duplicate descriptor), so that the spool stays open for the next provider."""
     form = text_form(_fields(upload, upstream_model, removed))
-    if upload.file is not None:
-        upload.file.spool.seek(0)
-        part = form.append(upload.file.spool, {"Content-Type": upload.file.content_type})
+    if upload.file is None:
+        yield form
+        return
+    descriptor = os.dup(upload.file.spool.fileno())
+    os.lseek(descriptor, 0, os.SEEK_SET)  # the spool's offset too: they share it
+    with os.fdopen(descriptor, "rb") as sent:
+        part = form.append(sent, {"Content-Type": upload.file.content_type})
         part.set_content_disposition("form-data", name=FILE_FIELD, filename=upload.file.name)
-    return form
+        yield form
 
 
 def _fields(

@@ -32,6 +32,7 @@ from support.media import (
     IMAGE,
     MAX_AUDIO_SECONDS,
     WHISPER,
+    WHISPER_ROUTED,
     audio_cost,
     change_sat,
     media_toml,
@@ -253,3 +254,28 @@ async def test_uploads_have_a_larger_limit_of_their_own(
     assert_error(json_refused, 413, "body_too_large")
     assert not await ecash.is_spent(other)
     assert not list(Path(node.data_dir, "uploads").iterdir())  # no spooled file left
+
+
+async def test_a_failover_sends_the_whole_file_again_to_the_next_provider(
+    media_node: RunningNode,
+    upstream: RunningUpstream,
+    providers: Providers,
+    ecash: EcashFactory,
+    mint: LocalMint,
+    openai_sdk: SdkFactory,
+) -> None:
+    upstream.behaviour.fail_status = 500
+    audio = wav_bytes(Fraction(12))
+    token = await ecash.token(100, mint_url=mint.url)
+    client = openai_sdk(media_node, x_cashu=token)
+    raw = await client.audio.transcriptions.with_raw_response.create(
+        model=WHISPER_ROUTED,
+        file=("long.wav", audio, "audio/wav"),
+        extra_body={"provider": '{"order": ["fake", "jobs"]}'},
+    )
+    assert raw.headers["X-Routstr-Provider"] == "jobs"
+    assert int(raw.headers["X-Routstr-Cost-Msats"]) == 12 * 50  # jobs: 3 sat a minute
+    assert upstream.requests[-1].path == "/v1/audio/transcriptions"
+    received = providers.a.requests[-1]
+    assert (received.file_name, received.file_size) == ("long.wav", len(audio))
+    assert await ecash.redeem(raw.headers["X-Cashu"]) == change_sat(100, 600)

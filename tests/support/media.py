@@ -19,6 +19,7 @@ IMAGE_ROUTED = "image-routed"  # fake first (any size), then jobs (1024x1024 onl
 IMAGE_SIZED = "image-sized"  # priced by size only: other sizes are unsupported
 SPEECH = "speech-model"
 WHISPER = "whisper-model"
+WHISPER_ROUTED = "whisper-routed"  # fake (6 sat a minute), then jobs (3 sat a minute)
 VIDEO = "video-model"  # fake: the synchronous route
 VIDEO_JOBS = "video-jobs"  # jobs: OpenAI's /videos
 MAX_AUDIO_SECONDS = 600
@@ -74,6 +75,15 @@ upstream = "fake"
 upstream_model = "whisper-1"
 audio_sat_per_minute = 6
 max_audio_seconds = {MAX_AUDIO_SECONDS}
+[[models]]
+id = "{WHISPER_ROUTED}"
+category = "transcription"
+  [[models.providers]]
+  upstream = "fake"
+  audio_sat_per_minute = 6
+  [[models.providers]]
+  upstream = "jobs"
+  audio_sat_per_minute = 3
 [[models]]
 id = "{VIDEO}"
 category = "video"
