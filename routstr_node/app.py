@@ -20,6 +20,7 @@ from routstr_node.background import every
 from routstr_node.config import Settings
 from routstr_node.errors import ApiError, from_domain
 from routstr_node.identity import load_secret, npub
+from routstr_node.media import routes as media_routes
 from routstr_node.metrics import Metrics
 from routstr_node.nostr.service import nostr_context
 from routstr_node.payment import presented_credential
@@ -45,6 +46,7 @@ _CORS = {
     " X-Should-Retry",
 }
 _PREFLIGHT_MAX_AGE_S = 600
+_PAID_PATHS = frozenset((*PROXIED_PATHS, *media_routes.MEDIA_PATHS))
 _TOKEN_BUCKET = "token:"
 # a new token's request refused for what it sent, the token too small included (a made-up
 # one with a real keyset id gets that far without a call to the mint)
@@ -79,6 +81,7 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
     app.cleanup_ctx.append(every(RESOLVE_PENDING_EVERY_S, "pending-operations", _resolve_stale))
     for path in PROXIED_PATHS:
         app.router.add_post(path, handle_proxy)
+    media_routes.add_routes(app)
     discovery.add_routes(app)
     wallet_api.add_routes(app)
     admin.add_routes(app)  # applies the panel's changes at start: before Nostr announces
@@ -265,7 +268,7 @@ async def _rate_limit_middleware(request: web.Request, handler: Handler) -> web.
     if node is None or request.path in _UNCOUNTED:
         return await handler(request)
     address = "ip:" + (request.remote or "unknown")
-    key = await _payer_bucket(node, request) if request.path in PROXIED_PATHS else ""
+    key = await _payer_bucket(node, request) if request.path in _PAID_PATHS else ""
     # every token is a payer of its own, but an address whose new tokens keep being
     # refused (made up: each a fresh bucket) is held back for the new tokens it sends
     # next; a token already counted is a payer whose own mistakes cost only itself

@@ -5,8 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 import routstr_node
+from routstr_node.config import ModelCategory
 from routstr_node.errors import not_found
 from routstr_node.listing import models_listing, provider_models, served_models
+from routstr_node.media.routes import category_paths
 from routstr_node.nostr.service import NOSTR
 from routstr_node.proxy import PROXIED_PATHS, STREAMING_PATHS
 from routstr_node.state import NODE, NodeState
@@ -73,12 +75,22 @@ async def info(request: web.Request) -> web.Response:
 
 
 def _provider_summary(node: NodeState, name: str) -> dict[str, object]:
+    models = [m for m in served_models(node.settings) if m.offer(name) is not None]
     return {
         "name": name,
-        "models": [m.id for m in served_models(node.settings) if m.offer(name) is not None],
-        "endpoints": list(PROXIED_PATHS),
+        "models": [m.id for m in models],
+        "endpoints": _endpoints({m.category for m in models}),
         "status": str(node.board.status(name)),
     }
+
+
+def _endpoints(categories: set[ModelCategory]) -> list[str]:
+    """The paths a provider's models are served on (the token routes when it has none)."""
+    tokens = not categories or any(c.priced_by_tokens for c in categories)
+    paths = list(PROXIED_PATHS) if tokens else []
+    for category in sorted(categories):
+        paths += category_paths(category)
+    return paths
 
 
 async def providers(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from mints import errors as mint_errors
+from routstr_node import media
 from routstr_node.routing import errors as routing_errors
 from wallet import errors as wallet_errors
 
@@ -73,6 +74,10 @@ def from_domain(exc: Exception) -> ApiError | None:
             return invalid_request("invalid_provider", exc.message, param=exc.param)
         case routing_errors.NoProviderAvailable():
             return not_found("no_provider_available", exc.message)
+        case routing_errors.WrongCategory():
+            return invalid_request("model_wrong_category", exc.message, param="model")
+        case media.UnsupportedSize():
+            return invalid_request("unsupported_size", exc.message, param="size")
         case mint_errors.TokenInvalid():
             return invalid_request("cashu_token_invalid", exc.message)
         case mint_errors.UnitUnsupported():

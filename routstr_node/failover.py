@@ -88,13 +88,27 @@ async def open_answer(
     payload: Payload,
     *,
     stream: bool,
+    accept: str | None = None,
 ) -> Opened:
     """Send ``payload``; raise UpstreamFailure when the provider fails, else its answer
     (a client error among them: the caller reads it). Measures the provider's latency."""
-    name = upstream.name
+
+    def send() -> Awaitable[aiohttp.ClientResponse]:
+        return upstream.post(path, payload, stream=stream, accept=accept)
+
+    return await open_sent(node, model_id, upstream.name, send)
+
+
+async def open_sent(
+    node: NodeState,
+    model_id: str,
+    name: str,
+    send: Callable[[], Awaitable[aiohttp.ClientResponse]],
+) -> Opened:
+    """``open_answer`` for a request of any kind: ``send()`` sends it to provider ``name``."""
     started = time.perf_counter()
     try:
-        response = await upstream.post(path, payload, stream=stream)
+        response = await send()
     except TimeoutError:
         raise UpstreamFailure(upstream_timeout(name)) from None
     except aiohttp.ClientError as exc:
@@ -117,3 +131,15 @@ async def open_answer(
     else:
         node.board.answered(name, model_id, answered - started)
     return Opened(response, started, answered)
+
+
+async def read_answer(opened: Opened, name: str) -> bytes:
+    """The whole body of an answer; a provider that breaks off while sending it failed
+    (nothing of it reached the client: the next candidate may go)."""
+    try:
+        async with opened.response as resp:
+            return await resp.read()
+    except TimeoutError:
+        raise UpstreamFailure(upstream_timeout(name)) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamFailure(upstream_failed(name, type(exc).__name__)) from None

@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import aiohttp
 from aiohttp import web
 
 from routstr_node.answer_tail import usage_at_the_end
-from routstr_node.errors import upstream_failed, upstream_status_error, upstream_timeout
-from routstr_node.failover import UpstreamFailure, open_answer
+from routstr_node.errors import upstream_status_error
+from routstr_node.failover import open_answer, read_answer
 from routstr_node.paid_call import PaidCall
 from routstr_node.pricing import Cost
 from routstr_node.routing import Candidate
@@ -51,13 +50,8 @@ async def forward(
     opened = await open_answer(
         node, request.model_id, upstream, request.path, payload, stream=False
     )
-    try:
-        async with opened.response as resp:
-            raw = await resp.read()
-    except TimeoutError:
-        raise UpstreamFailure(upstream_timeout(name)) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamFailure(upstream_failed(name, type(exc).__name__)) from None
+    raw = await read_answer(opened, name)
+    resp = opened.response
     status = resp.status
     if status >= 400:
         raise upstream_status_error(name, status, raw, resp.headers.get("Retry-After"))

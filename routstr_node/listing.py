@@ -10,13 +10,25 @@ from decimal import Decimal
 from typing import Any
 
 from routstr_node.config import ModelConfig, ProviderConfig, Settings
-from routstr_node.pricing import ModelPrice, max_listed_cost_msat, pricing_fields
+from routstr_node.pricing import (
+    ModelPrice,
+    max_listed_cost_msat,
+    media_pricing_fields,
+    pricing_fields,
+)
 from routstr_node.routing import ProviderBoard, ProviderStatus
 
 
 def served_models(settings: Settings) -> list[ModelConfig]:
-    """The models the node's routes serve now (media models wait for their routes)."""
-    return [m for m in settings.models if m.category.priced_by_tokens]
+    """The models the node's routes serve: every model, on its category's routes."""
+    return list(settings.models)
+
+
+def _media_fields(model: ModelConfig, price: ModelPrice) -> dict[str, Any]:
+    """A media model's `media_pricing` (section 10's prices in sat); none for the rest."""
+    if model.category.priced_by_tokens:
+        return {}
+    return {"media_pricing": media_pricing_fields(price.media)}
 
 
 def default_order(model: ModelConfig, board: ProviderBoard) -> list[ProviderConfig]:
@@ -54,6 +66,7 @@ def models_listing(
                 "capabilities": list(model.capabilities),
                 "context_length": model.context_length,
                 **pricing_fields(prices[0], most_msat=most),
+                **_media_fields(model, prices[0]),
                 "providers": [
                     {
                         "name": offer.upstream,
@@ -61,6 +74,7 @@ def models_listing(
                         "data_collection": str(offer.data_collection),
                         "zdr": offer.zdr,
                         **pricing_fields(price),
+                        **_media_fields(model, price),
                     }
                     for offer, price in zip(offers, prices, strict=True)
                 ],

@@ -1,8 +1,9 @@
-"""Exact pricing: model prices as Fractions of a msat per token, costs as integer msat.
+"""Exact pricing: model prices as Fractions of a msat per unit, costs as integer msat.
 
 No float touches a price or an amount: config prices are Decimal, converted to
 Fraction, and a cost is rounded up to the msat once. Floats appear only in the
-display numbers of GET /v1/models.
+display numbers of GET /v1/models. A unit is a token, or for media models (contract
+section 10) an image, a character of speech input, a second of audio or of video.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
@@ -26,11 +27,65 @@ log = logging.getLogger(__name__)
 
 MSAT_PER_SAT = 1000
 MSAT_PER_BTC = 100_000_000_000
-TOKENS_PER_PRICE_UNIT = 1_000_000  # config prices are per 1M tokens
+TOKENS_PER_PRICE_UNIT = 1_000_000  # config prices are per 1M tokens (and per 1M characters)
+SECONDS_PER_MINUTE = 60  # audio is priced per minute, billed per started second
 
 
 class PriceUnavailable(Exception):
     """No BTC/USD rate is known, so USD-priced models cannot be priced now."""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRates:
+    """A provider's media prices, markup included, in exact msat per unit (section 10).
+
+    None where the provider sets no such price. Size and resolution keys are as in
+    node.toml (``"1024x1024"``, ``"1024x1024/hd"``; ``"720p"``, ``"4K"``): the media
+    routes read them (routstr_node.media.costs).
+    """
+
+    image_msat: Fraction | None = None  # per image, whatever its size
+    image_msat_by_size: Mapping[str, Fraction] = field(default_factory=dict)
+    char_msat: Fraction | None = None  # per character of speech input
+    audio_msat_per_second: Fraction | None = None
+    video_msat_per_second: Fraction | None = None
+    video_msat_by_resolution: Mapping[str, Fraction] = field(default_factory=dict)
+
+    @classmethod
+    def from_offer(
+        cls, offer: ProviderConfig, markup: Fraction, btc_usd: Decimal | None
+    ) -> MediaRates:
+        def one(usd: Decimal | None, sat: Decimal | None, units: int = 1) -> Fraction | None:
+            if usd is None and sat is None:
+                return None
+            return _msat_per_unit(usd, sat, btc_usd, units) * markup
+
+        def by_key(
+            usd: Mapping[str, Decimal] | None, sat: Mapping[str, Decimal] | None
+        ) -> dict[str, Fraction]:
+            if sat is not None:
+                return {key: _msat_per_unit(None, v, btc_usd, 1) * markup for key, v in sat.items()}
+            return {
+                key: _msat_per_unit(v, None, btc_usd, 1) * markup for key, v in (usd or {}).items()
+            }
+
+        return cls(
+            image_msat=one(offer.image_usd, offer.image_sat),
+            image_msat_by_size=by_key(offer.image_usd_by_size, offer.image_sat_by_size),
+            char_msat=one(
+                offer.input_usd_per_1m_chars, offer.input_sat_per_1m_chars, TOKENS_PER_PRICE_UNIT
+            ),
+            audio_msat_per_second=one(
+                offer.audio_usd_per_minute, offer.audio_sat_per_minute, SECONDS_PER_MINUTE
+            ),
+            video_msat_per_second=one(offer.video_usd_per_second, offer.video_sat_per_second),
+            video_msat_by_resolution=by_key(
+                offer.video_usd_per_second_by_resolution, offer.video_sat_per_second_by_resolution
+            ),
+        )
+
+
+NO_MEDIA = MediaRates()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +98,7 @@ class ModelPrice:
     max_output_tokens: int
     context_length: int
     min_request_msat: int = 0
+    media: MediaRates = NO_MEDIA
 
     @classmethod
     def from_config(
@@ -60,8 +116,13 @@ class ModelPrice:
         """
         offer = model.offers[0] if offer is None else offer
         markup = (100 + Fraction(pricing.markup_percent)) / 100
-        input_price = _msat_per_token(offer.input_usd_per_1m, offer.input_sat_per_1m, btc_usd)
-        output_price = _msat_per_token(offer.output_usd_per_1m, offer.output_sat_per_1m, btc_usd)
+        per_1m = TOKENS_PER_PRICE_UNIT
+        input_price = _msat_per_unit(
+            offer.input_usd_per_1m, offer.input_sat_per_1m, btc_usd, per_1m
+        )
+        output_price = _msat_per_unit(
+            offer.output_usd_per_1m, offer.output_sat_per_1m, btc_usd, per_1m
+        )
         return cls(
             input_msat_per_token=input_price * markup,
             output_msat_per_token=output_price * markup,
@@ -69,19 +130,23 @@ class ModelPrice:
             max_output_tokens=model.max_output_tokens or 0,
             context_length=model.context_length or 0,
             min_request_msat=pricing.min_request_msat,
+            media=NO_MEDIA
+            if model.category.priced_by_tokens
+            else MediaRates.from_offer(offer, markup, btc_usd),
         )
 
 
-def _msat_per_token(
-    usd_per_1m: Decimal | None, sat_per_1m: Decimal | None, btc_usd: Decimal | None
+def _msat_per_unit(
+    usd: Decimal | None, sat: Decimal | None, btc_usd: Decimal | None, units: int
 ) -> Fraction:
-    if sat_per_1m is not None:
-        return Fraction(sat_per_1m) * MSAT_PER_SAT / TOKENS_PER_PRICE_UNIT
-    if usd_per_1m is None:
+    """A config price (``usd`` or ``sat`` for ``units`` units) as exact msat per unit."""
+    if sat is not None:
+        return Fraction(sat) * MSAT_PER_SAT / units
+    if usd is None:
         return Fraction(0)
     if btc_usd is None:
         raise PriceUnavailable("a model is priced in USD and no BTC/USD rate is known")
-    return Fraction(usd_per_1m) * MSAT_PER_BTC / Fraction(btc_usd) / TOKENS_PER_PRICE_UNIT
+    return Fraction(usd) * MSAT_PER_BTC / Fraction(btc_usd) / units
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +178,14 @@ def cost_msat(price: ModelPrice, input_tokens: int, output_tokens: int) -> Cost:
     tokens_num = input_num + output_tokens * op.numerator * ip.denominator
     tokens_msat = -(-tokens_num // denominator)
     input_msat = -(-input_num // denominator)
-    request_msat = max(price.request_msat, price.min_request_msat - tokens_msat)
-    return Cost(input_msat, tokens_msat - input_msat, request_msat)
+    return with_request_fee(price, input_msat, tokens_msat - input_msat)
+
+
+def with_request_fee(price: ModelPrice, input_msat: int, output_msat: int) -> Cost:
+    """The cost of what was used plus the request fee, raised to [pricing]
+    min_request_msat when the total is below it."""
+    request_msat = max(price.request_msat, price.min_request_msat - input_msat - output_msat)
+    return Cost(input_msat, output_msat, request_msat)
 
 
 def max_cost_msat(
@@ -164,6 +235,28 @@ def pricing_fields(price: ModelPrice, *, most_msat: int | None = None) -> dict[s
             "max_cost": -(-max_cost // MSAT_PER_SAT),
         },
     }
+
+
+def media_pricing_fields(media: MediaRates) -> dict[str, Any]:
+    """A media model's prices in sat, as GET /v1/models shows them (display only): per
+    image (and by size), per 1M characters, per minute of audio, per second of video
+    (and by resolution). Only the prices the provider sets."""
+    fields: dict[str, Any] = {}
+    for name, rate, per in (
+        ("image", media.image_msat, 1),
+        ("per_1m_chars", media.char_msat, TOKENS_PER_PRICE_UNIT),
+        ("per_minute", media.audio_msat_per_second, SECONDS_PER_MINUTE),
+        ("per_second", media.video_msat_per_second, 1),
+    ):
+        if rate is not None:
+            fields[name] = _display(rate * per / MSAT_PER_SAT)
+    for name, by_key in (
+        ("image_by_size", media.image_msat_by_size),
+        ("per_second_by_resolution", media.video_msat_by_resolution),
+    ):
+        if by_key:
+            fields[name] = {key: _display(rate / MSAT_PER_SAT) for key, rate in by_key.items()}
+    return {**fields, "currency": "sat"} if fields else {}
 
 
 def _display(value: Fraction) -> int | float:

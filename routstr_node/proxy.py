@@ -21,14 +21,7 @@ from routstr_node.paid_call import PaidCall
 from routstr_node.pricing import ModelPrice, PriceUnavailable, max_cost_msat
 from routstr_node.relay import relay_stream
 from routstr_node.request_body import parse_json_object, read_body, upstream_body
-from routstr_node.routing import (
-    NO_PREFERENCES,
-    Candidate,
-    Variant,
-    choose,
-    find_model,
-    parse_preferences,
-)
+from routstr_node.routing import Candidate, Variant, choose, routing_of
 from routstr_node.state import NODE
 from routstr_node.token_answer import TokenRequest
 from routstr_node.upstream import Payload
@@ -72,17 +65,8 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
             code, f"the request must carry '{field_name}' (see the API reference)", param=field_name
         )
     settings = node.settings
-    model, variant = find_model(settings, requested)
-    if not model.category.priced_by_tokens:
-        raise invalid_request(
-            "model_wrong_category",
-            f"'{model.id}' is a {model.category} model, not served on {path}",
-            param="model",
-        )
-    preferences = (
-        parse_preferences(body["provider"], [u.name for u in settings.upstreams])
-        if "provider" in body
-        else NO_PREFERENCES
+    model, variant, preferences = routing_of(
+        settings, requested, body, path, lambda category: category.priced_by_tokens
     )
     stream = body.get("stream") is True and path in STREAMING_PATHS
     if path in STREAMING_PATHS and not isinstance(body.get("stream"), bool | None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -15,11 +16,16 @@ async def read_body(request: web.Request, max_bytes: int, idle_s: float) -> byte
     """The whole body, at most ``max_bytes`` (else 413), or 408 once no byte of it came
     for ``idle_s``: a slow upload that keeps sending is never cut, a stalled one is.
 
-    The one way every route reads its body. A body that has fully arrived (the common
-    case) is taken without a timer.
+    The one way every JSON route reads its body (uploads take it chunk by chunk).
     """
+    return b"".join([chunk async for chunk in body_chunks(request, max_bytes, idle_s)])
+
+
+async def body_chunks(request: web.Request, max_bytes: int, idle_s: float) -> AsyncIterator[bytes]:
+    """The body as it arrives, chunk by chunk, with read_body's bounds: 413 past
+    ``max_bytes``, 408 once nothing came for ``idle_s``. A body that has fully arrived
+    (the common case) is taken without a timer."""
     content = request.content
-    chunks: list[bytes] = []
     size = 0
     while True:
         if content.is_eof():
@@ -39,11 +45,11 @@ async def read_body(request: web.Request, max_bytes: int, idle_s: float) -> byte
                     f"the request body stopped arriving (nothing for {idle_s:g} s)",
                 ) from None
         if not chunk:
-            return b"".join(chunks)
+            return
         size += len(chunk)
         if size > max_bytes:
             raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=size)
-        chunks.append(chunk)
+        yield chunk
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

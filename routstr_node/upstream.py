@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -45,6 +46,8 @@ class Upstream:
     timeout_s: float
     session: aiohttp.ClientSession
     calls: int = 0  # calls under way on this session
+    # learned: it answers video with OpenAI's asynchronous jobs, not /video/generations
+    video_jobs: bool = False
     retired: bool = False  # replaced by a settings change: closed once its calls are done
     _closing: asyncio.Task[None] | None = None
 
@@ -60,11 +63,12 @@ class Upstream:
                 self._closing = asyncio.create_task(self.session.close())
 
     async def post(
-        self, node_path: str, payload: Payload, *, stream: bool
+        self, node_path: str, payload: Payload, *, stream: bool, accept: str | None = None
     ) -> aiohttp.ClientResponse:
         """The upstream's answer to ``payload``; if it refuses only the member the node
-        added, its answer to the body without it (the client's request as it came)."""
-        url, headers = self.url(node_path), self.headers(stream=stream)
+        added, its answer to the body without it (the client's request as it came).
+        ``accept``: what the answer is (default JSON, or events for a stream)."""
+        url, headers = self.url(node_path), self.headers(stream=stream, accept=accept)
         resp = await self.session.post(url, data=payload.body, headers=headers)
         if payload.added is None or resp.status != 400:
             return resp
@@ -74,16 +78,40 @@ class Upstream:
         log.info("upstream '%s' refuses %s: sent without it", self.name, payload.added)
         return await self.session.post(url, data=payload.without, headers=headers)
 
+    async def post_form(
+        self, node_path: str, form: aiohttp.MultipartWriter, *, accept: str | None = None
+    ) -> aiohttp.ClientResponse:
+        """Send a multipart form (an upload: its parts are streamed, not joined first)."""
+        headers = self.headers(stream=False, accept=accept, content_type=None)
+        return await self.session.post(self.url(node_path), data=form, headers=headers)
+
+    async def get(self, node_path: str, *, accept: str | None = None) -> aiohttp.ClientResponse:
+        """A GET of ``node_path`` (an asynchronous job's state, its result) or of a URL of
+        the upstream's own (``owns``): the key goes nowhere else."""
+        url = node_path if self.owns(node_path) else self.url(node_path)
+        headers = self.headers(stream=False, accept=accept, content_type=None)
+        return await self.session.get(url, headers=headers)
+
+    def owns(self, url: str) -> bool:
+        """Whether ``url`` is on the upstream's own origin (what its key opens)."""
+        ours, theirs = urlsplit(self.base_url), urlsplit(url)
+        return (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
+
     def url(self, node_path: str) -> str:
         """``/v1/chat/completions`` → ``<base_url>/chat/completions``."""
         suffix = node_path[len("/v1") :] if node_path.startswith("/v1/") else node_path
         return self.base_url.rstrip("/") + suffix
 
-    def headers(self, *, stream: bool) -> dict[str, str]:
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
-        }
+    def headers(
+        self,
+        *,
+        stream: bool,
+        accept: str | None = None,
+        content_type: str | None = "application/json",
+    ) -> dict[str, str]:
+        headers = {"Accept": accept or ("text/event-stream" if stream else "application/json")}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers

@@ -133,12 +133,15 @@ class AdminSection(Section):
 
 class LimitsSection(Section):
     """`body_timeout_s`: a request body from which no byte came for this long is cut (408):
-    a client that stops sending would otherwise hold a connection and a handler for ever."""
+    a client that stops sending would otherwise hold a connection and a handler for ever.
+    `max_upload_bytes`: the bound of an audio upload (a transcription's multipart body),
+    above OpenAI's 25 MB per file; other bodies are bound by `max_body_bytes`."""
 
     requests_per_minute: Count = 60
     requests_per_hour: Count = 1000
     requests_per_day: Count = 10000
     max_body_bytes: Count = 10485760
+    max_upload_bytes: Count = 27262976
     body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30
 
 

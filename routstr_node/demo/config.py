@@ -7,12 +7,15 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from routstr_node.demo.media_tour import MEDIA_MODELS
+
 LOOPBACK = "127.0.0.1"
 MODEL = "gpt-4o-mini"
 
 
 def demo_config(data_dir: Path, port: int, mint_url: str, upstream_url: str) -> dict[str, Any]:
-    """A node trusting the local mint, selling two sat-priced models of the demo upstream."""
+    """A node trusting the local mint, selling sat-priced models of the demo upstream: two
+    chat models and one of each media category."""
     return {
         "node": {
             "name": "routstr-node demo",
@@ -43,6 +46,7 @@ def demo_config(data_dir: Path, port: int, mint_url: str, upstream_url: str) -> 
                 "context_length": 16_384,
                 "max_output_tokens": 1_024,
             },
+            *MEDIA_MODELS,
         ],
         "limits": {"requests_per_minute": 600, "requests_per_hour": 10_000},
         # a fresh one per demo, shown with the panel's address (the sats are not real)
@@ -71,4 +75,8 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)  # JSON's string escapes are TOML basic-string escapes
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        return (
+            "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        )
     raise TypeError(f"no TOML form for {type(value).__name__}")

@@ -32,6 +32,7 @@ from mints.outputs import prepare_outputs, unblind
 from mints.token import encode_token, parse_token
 from routstr_node.config import Settings
 from routstr_node.demo.config import LOOPBACK, MODEL, config_toml, demo_config
+from routstr_node.demo.media_tour import MEDIA_SAT, media_tour
 from routstr_node.demo.mint import LocalMint, run_local_mint
 from routstr_node.demo.upstream import run_upstream
 from routstr_node.server import serve
@@ -203,7 +204,7 @@ async def show_books(settings: Settings, costs_msat: int, rests_msat: int) -> No
         return
     verdict = "balanced" if report["balanced"] else f"off by {report['difference_msat']} msat"
     say(
-        f"3. The node's books: earned {int(report['earnings_msat']):,} msat;"
+        f"4. The node's books: earned {int(report['earnings_msat']):,} msat;"
         f" custody audit: {verdict}"
     )
     if rests_msat:
@@ -220,7 +221,8 @@ async def tour(mint: LocalMint, settings: Settings, base_url: str) -> None:
         async with aiohttp.ClientSession() as http:
             cost, rest = await pay_per_request(client, base_url)
             spent = await pay_from_account(client, http, base_url)
-        await show_books(settings, cost + spent, rest)
+            media = await media_tour(await mint_token(client, MEDIA_SAT), base_url, http, say)
+        await show_books(settings, cost + spent + media, rest)
         token = await mint_token(client, TRY_IT_SAT)
     finally:
         await client.close()

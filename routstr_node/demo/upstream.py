@@ -10,13 +10,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
+from routstr_node.demo.behaviour import (
+    BEHAVIOUR_KEY,
+    RECORD_KEY,
+    RecordedRequest,
+    UpstreamBehaviour,
+)
+from routstr_node.demo.media_upstream import add_media_routes, is_public, is_upload
 from routstr_node.demo.openai_replies import (
     chat_body,
     chat_stream,
@@ -52,44 +59,7 @@ __all__ = [
     "run_upstream",
 ]
 
-DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 SHUTDOWN_TIMEOUT_S = 1.0
-
-
-@dataclass
-class RecordedRequest:
-    """One request as the upstream received it (what the node forwarded)."""
-
-    method: str
-    path: str
-    headers: CIMultiDict[str]
-    body: bytes
-    json: Any
-
-
-@dataclass
-class UpstreamBehaviour:
-    """Knobs a test turns between requests; read afresh for every request."""
-
-    expected_api_key: str | None = None
-    fail_status: int | None = None
-    delay_s: float = 0.0
-    chunk_delay_s: float = 0.0
-    omit_usage: bool = False
-    cut_after_chunks: int | None = None
-    reply_words: int | None = None
-    unknown_params: list[str] = field(default_factory=list)  # refused as a strict API does
-    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
-    requests: list[RecordedRequest] = field(default_factory=list)
-
-    def reset(self) -> None:
-        """Back to a well-behaved upstream with no recorded requests."""
-        fresh = UpstreamBehaviour()
-        for knob in fields(self):
-            setattr(self, knob.name, getattr(fresh, knob.name))
-
-
-BEHAVIOUR_KEY = web.AppKey("behaviour", UpstreamBehaviour)
 
 
 RETRY_AFTER_S = 20  # what a rate-limited provider asks for
@@ -117,18 +87,20 @@ def _check_api_key(request: web.Request, expected: str | None) -> None:
 async def _provider_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Record the request, then apply delay, auth and forced failure like a provider."""
     behaviour = request.app[BEHAVIOUR_KEY]
-    raw = await request.read()
+    raw = b"" if is_upload(request) else await request.read()  # an upload: read as it comes
     try:
         parsed: Any = parse_json_object(raw) if raw else None
     except ApiError:
         parsed = None
-    behaviour.requests.append(
-        RecordedRequest(request.method, request.path, CIMultiDict(request.headers), raw, parsed)
-    )
+    headers = CIMultiDict(request.headers)
+    record = RecordedRequest(request.method, request.path, headers, raw, parsed)
+    behaviour.requests.append(record)
+    request[RECORD_KEY] = record
     if behaviour.delay_s > 0:
         await asyncio.sleep(behaviour.delay_s)
     try:
-        _check_api_key(request, behaviour.expected_api_key)
+        if not is_public(request):
+            _check_api_key(request, behaviour.expected_api_key)
         if behaviour.fail_status is not None:
             raise status_error(behaviour.fail_status)
         for name in behaviour.unknown_params:
@@ -224,6 +196,7 @@ def create_upstream_app(behaviour: UpstreamBehaviour | None = None) -> web.Appli
     app.router.add_post("/v1/responses", _endpoint(parse_response, response_body, response_stream))
     app.router.add_post("/v1/embeddings", _embeddings)
     app.router.add_get("/v1/models", _models)
+    add_media_routes(app)
     app.router.add_route("*", "/{tail:.*}", _unknown)
     return app
 

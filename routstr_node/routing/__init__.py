@@ -3,7 +3,12 @@ and what each provider's health and measured speed are (contract section 9)."""
 
 from routstr_node.routing.board import DOWN_AFTER_FAILURES, ProviderBoard, ProviderStatus
 from routstr_node.routing.choice import Candidate, Route, choose
-from routstr_node.routing.errors import InvalidProvider, ModelUnavailable, NoProviderAvailable
+from routstr_node.routing.errors import (
+    InvalidProvider,
+    ModelUnavailable,
+    NoProviderAvailable,
+    WrongCategory,
+)
 from routstr_node.routing.request import (
     NO_PREFERENCES,
     Preferences,
@@ -12,6 +17,7 @@ from routstr_node.routing.request import (
     find_model,
     parse_preferences,
     request_parameters,
+    routing_of,
 )
 
 __all__ = [
@@ -27,8 +33,10 @@ __all__ = [
     "Route",
     "Sort",
     "Variant",
+    "WrongCategory",
     "choose",
     "find_model",
     "parse_preferences",
     "request_parameters",
+    "routing_of",
 ]

@@ -60,18 +60,21 @@ def choose(
     preferences: Preferences = NO_PREFERENCES,
     body: Mapping[str, Any] | None = None,
     running: Container[str] | None = None,
+    unsuited: Mapping[str, str] | None = None,
 ) -> Route:
     """The request's route. ``prices`` are the model's offers' (same order);
     ``most_msat`` is what the request can cost at a price; ``body`` the request (its
     parameters are read only for `require_parameters`); ``running`` the upstreams the
-    node has open (None: all).
+    node has open (None: all); ``unsuited`` providers that cannot serve this request
+    (a media size they do not sell), each with the request field that rules it out.
 
     Raises ModelUnavailable when no provider serves the suffix, NoProviderAvailable when
     the request's own filters leave none, InvalidProvider for a sort the suffix
     contradicts.
     """
     offers = model.offers
-    if len(offers) == 1 and variant is None and preferences is NO_PREFERENCES:
+    unsuited = unsuited or {}
+    if len(offers) == 1 and variant is None and preferences is NO_PREFERENCES and not unsuited:
         return _single(model, offers[0], prices[0], most_msat, running)
     sort = _sort(variant, preferences)
     kept: list[int] = []
@@ -86,7 +89,7 @@ def choose(
         if variant is Variant.THINKING and not offer.thinking:
             continue
         served = True
-        reason = _excluded_by(offer, preferences, asked, running)
+        reason = unsuited.get(offer.upstream) or _excluded_by(offer, preferences, asked, running)
         if reason is None:
             kept.append(index)
         else:

@@ -13,6 +13,14 @@ class ModelUnavailable(Exception):
         self.message = message
 
 
+class WrongCategory(Exception):
+    """The model is of a category another route serves (400 model_wrong_category)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class InvalidProvider(Exception):
     """The request's `provider` object is malformed (400); `param` names the field."""
 

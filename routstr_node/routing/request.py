@@ -6,13 +6,13 @@ leaves an X-Cashu token unspent.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from routstr_node.config import DataCollection, ModelConfig, Settings
-from routstr_node.routing.errors import InvalidProvider, ModelUnavailable
+from routstr_node.config import DataCollection, ModelCategory, ModelConfig, Settings
+from routstr_node.routing.errors import InvalidProvider, ModelUnavailable, WrongCategory
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -84,6 +84,24 @@ def find_model(settings: Settings, requested: str) -> tuple[ModelConfig, Variant
             f"the model '{base}' has no variant ':{suffix}' (known: {known})"
         ) from None
     return model, variant
+
+
+def routing_of(
+    settings: Settings,
+    requested: str,
+    body: Mapping[str, Any],
+    path: str,
+    serves: Callable[[ModelCategory], bool],
+) -> tuple[ModelConfig, Variant | None, Preferences]:
+    """What a request on ``path`` asks of the provider choice: its model (one of a
+    category the route ``serves``, else WrongCategory), suffix and `provider` object."""
+    model, variant = find_model(settings, requested)
+    if not serves(model.category):
+        raise WrongCategory(f"'{model.id}' is a {model.category} model, not served on {path}")
+    provider = body.get("provider")
+    upstreams = [u.name for u in settings.upstreams]
+    preferences = NO_PREFERENCES if provider is None else parse_preferences(provider, upstreams)
+    return model, variant, preferences
 
 
 def parse_preferences(value: Any, providers: Collection[str]) -> Preferences:

@@ -209,14 +209,14 @@ async def open_streams(node: Child, target: Target, upstream_url: str, count: in
     return OpenStreams(opened, sum(results), rss, gauge, seconds_to_open)
 
 
-async def fund(node_url: str, mint_url: str) -> tuple[str, str]:
+async def fund(node_url: str, mint_url: str, sat: int = FUND_SAT) -> tuple[str, str]:
     """(payer key, kind): an sk- account if the node has /v1/wallet/create, else a token."""
     from mints.client import MintClient
     from routstr_node.demo.run import mint_token
 
     client = MintClient(mint_url)
     try:
-        token = await mint_token(client, FUND_SAT)
+        token = await mint_token(client, sat)
     finally:
         await client.close()
     async with (

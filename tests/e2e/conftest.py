@@ -8,6 +8,7 @@ from pathlib import Path
 import openai
 import pytest
 from support.e2e import SdkFactory, new_sdk_client
+from support.media import media_toml
 from support.mint_proxy import MintProxy, mint_proxy
 from support.node import RunningNode, run_node
 from support.routing import Providers, refused_url, routing_toml
@@ -88,3 +89,19 @@ async def proxy(_session_proxy: MintProxy) -> AsyncIterator[MintProxy]:
     yield _session_proxy
     _session_proxy.clear()
     await _session_proxy.accept()
+
+
+@pytest.fixture(scope="module")
+async def media_node(
+    tmp_path_factory: pytest.TempPathFactory,
+    mint: LocalMint,
+    _upstream_server: RunningUpstream,
+    _provider_servers: Providers,
+) -> AsyncIterator[RunningNode]:
+    """A node selling the media models (support.media) through the session's fake
+    upstream ("fake") and provider a ("jobs"), one per test module: a test resets the
+    providers with the ``upstream`` and ``providers`` fixtures and changes no setting."""
+    directory = tmp_path_factory.mktemp("media-node")
+    extra = media_toml(_provider_servers.a)
+    async with run_node(directory, [mint.url], _upstream_server.url, extra_toml=extra) as node:
+        yield node

@@ -96,6 +96,8 @@ async def test_demo_pays_serves_a_funded_token_and_stops_everything_on_sigint() 
         printed = await asyncio.wait_for(_read_until_token(process.stdout, lines), START_TIMEOUT_S)
         output = "".join(lines)
         assert "cost" in output and "change" in output, output
+        for route in ("images.generate", "audio.speech", "audio.transcriptions", "video"):
+            assert route in output, output  # each media route, paid through the SDK
         base_url, token = printed["ROUTSTR_BASE_URL"], printed["ROUTSTR_TOKEN"]
         assert base_url == f"http://127.0.0.1:{port}/v1"
         assert token.startswith("cashuB")

@@ -294,6 +294,16 @@ def test_filters_exclude_and_say_which_excluded_what() -> None:
 NAMES_L = list(NAMES)
 
 
+def test_providers_unsuited_to_a_request_are_left_out_and_named() -> None:
+    board = ProviderBoard()
+    route = choose(THREE, prices_of(THREE), most, board, unsuited={"a": "size"})
+    assert [c.name for c in route.candidates] == ["b", "c"]
+    single = routed(a={"input_sat_per_1m": 1})
+    with pytest.raises(NoProviderAvailable) as caught:
+        choose(single, prices_of(single), most, board, unsuited={"a": "size"})
+    assert caught.value.message == "no provider of 'm' is left for this request: size excluded a"
+
+
 def test_order_goes_first_and_no_fallbacks_tries_one() -> None:
     assert route_names(preferences=Preferences(order=("c", "b"))) == ["c", "b", "a"]
     assert route_names(preferences=Preferences(order=("c",), sort=Sort.PRICE)) == ["c", "b", "a"]
