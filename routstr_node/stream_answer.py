@@ -1,0 +1,137 @@
+"""Reading a token route's stream as it passes: what to relay, what it cost, in constant memory.
+
+A stream is relayed in blocks of whole events (all the complete events a read brought),
+not event by event. A block that holds nothing the node must act on (no usage object,
+no ``[DONE]``, no Responses API event) is relayed as it came, with the model renamed in
+its bytes and its generated text counted, both by C-level scans: the JSON is never
+decoded. Only the first events (for the stream's id and type) and the ones that may
+carry usage or end the stream are parsed.
+
+Nothing relayed is kept: the own count a stream without usage is charged from needs
+only the number of UTF-8 bytes of its text, so that is what is kept (before, every
+relayed event's text was held until the end: about 230 bytes an event, 2.3 MB for a
+10,000-token answer).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from routstr_node.pricing import Cost
+from routstr_node.routing import Candidate
+from routstr_node.sse import event_data, event_json
+from routstr_node.token_answer import ModelRenamer, TokenRequest, cost_at
+from routstr_node.usage import TokenUsage, delta_text, reported_usage
+
+_FINAL_RESPONSE_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+# what makes a block worth parsing: a usage object (not OpenAI's `"usage": null` on every
+# chat chunk), the end of the stream, or a Responses API event (their text, usage and
+# final event are in typed events)
+_ACT_ON = re.compile(rb'"usage"\s*:\s*\{|\[DONE\]|"response\.')
+# the generated text of a chat or completions chunk: choices[].delta.content, choices[].text
+_TEXT = re.compile(rb'"(?:content|text)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def text_bytes(block: bytes) -> int:
+    """UTF-8 bytes of the generated text in a block of chat or completions events.
+
+    A JSON string without escapes is its text's UTF-8 bytes as they stand; one with
+    escapes is decoded (a small string, rarely).
+    """
+    total = 0
+    for match in _TEXT.finditer(block):
+        raw = match.group(1)
+        if b"\\" in raw:
+            try:
+                total += len(json.loads(b'"' + raw + b'"').encode())
+            except ValueError:
+                total += len(raw)
+        else:
+            total += len(raw)
+    return total
+
+
+@dataclass
+class StreamAnswer:
+    """One stream of a token route, read as it is relayed (PaidCall's Output)."""
+
+    request: TokenRequest
+    candidate: Candidate
+    rename: ModelRenamer
+    usage: tuple[int, int] | None = None
+    usage_extra: dict[str, Any] = field(default_factory=dict)
+    output_bytes: int = 0  # UTF-8 bytes of the text relayed, for the own count
+    meta: dict[str, Any] = field(default_factory=dict)
+    final_response_event: dict[str, Any] | None = None
+    done: bool = False
+    _rest: bytes = b""  # the start of an event whose end has not come yet
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What of these bytes to relay now: every complete event, renamed, except those
+        held back (the upstream's usage event, its final response event, ``[DONE]``)."""
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
+        data = self._rest + chunk if self._rest else chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._rest = data
+            return b""
+        block, self._rest = data[: end + 2], data[end + 2 :]
+        if self.meta and _ACT_ON.search(block) is None:
+            self.output_bytes += text_bytes(block)
+            return self.rename(block)
+        return b"".join(self._event(e + b"\n\n") for e in block.split(b"\n\n") if e.strip())
+
+    def _event(self, event: bytes) -> bytes:
+        data = event_data(event)
+        if data is None:
+            return event
+        if data.strip() == "[DONE]":
+            self.done = True
+            return b""
+        obj = event_json(data)
+        if obj is None:
+            return event
+        if not self.meta:
+            for key in ("id", "created", "model", "object"):
+                if key in obj:
+                    self.meta[key] = obj[key]
+        if obj.get("type") in _FINAL_RESPONSE_EVENTS:
+            response = obj.get("response")
+            if isinstance(response, dict):
+                self._take_usage(response.get("usage"))
+            self.final_response_event = obj
+            return b""
+        if obj.get("usage"):
+            self._take_usage(obj["usage"])
+            if not obj.get("choices"):
+                return b""
+        self.output_bytes += len(delta_text(obj).encode())
+        return self.rename(event)
+
+    def _take_usage(self, usage: Any) -> None:
+        counts = reported_usage(usage)
+        if counts is not None and isinstance(usage, dict):
+            self.usage = counts
+            self.usage_extra = {k: v for k, v in usage.items() if k != "cost"}
+
+    @property
+    def nothing_came(self) -> bool:
+        """No usage, no final event and no end: the upstream ended without an answer."""
+        return self.usage is None and self.final_response_event is None and not self.done
+
+    def token_usage(self) -> TokenUsage | None:
+        """The upstream's usage, else the own count of what was relayed (None: nothing)."""
+        if self.usage:
+            return TokenUsage(self.usage[0], self.usage[1], True)
+        if self.output_bytes:
+            return self.request.own_count_of_bytes(self.output_bytes)
+        return None
+
+    def cost(self) -> Cost:
+        """What the stream relayed so far costs at its provider (PaidCall's Output)."""
+        usage = self.token_usage()
+        return cost_at(self.candidate, usage) if usage is not None else Cost(0, 0, 0)
