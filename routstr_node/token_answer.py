@@ -18,9 +18,10 @@ from routstr_node.pricing import Cost, cost_msat
 from routstr_node.routing import Candidate
 from routstr_node.usage import TokenUsage, estimate_prompt_tokens, estimate_tokens_of_bytes
 
-# a "model" member whose value is a string; never matched inside a JSON string, where
-# quotes are escaped
-_MODEL_MEMBER = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+# a "model" member whose value is a string, in the "unrolled" form (runs of plain bytes
+# between escapes: a per-byte alternation is run byte by byte, 4x slower); never matched
+# inside a JSON string, where quotes are escaped
+_MODEL_MEMBER = re.compile(rb'"model"\s*:\s*"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,7 +86,7 @@ def test_usage_and_done_are_held_back_and_usage_null_is_not_an_act() -> None:
 
 def test_memory_per_stream_does_not_grow_with_the_answer() -> None:
     """5,000 more events cost the stream's state no more than a constant: nothing of
-    what passed is kept (before: ~230 bytes an event)."""
+    what passed is kept past a small batch (before: ~230 bytes an event)."""
     answer = _answer()
     events = [_chunk(f"word{i} ") for i in range(5_100)]
     for event in events[:100]:
@@ -100,5 +100,5 @@ def test_memory_per_stream_does_not_grow_with_the_answer() -> None:
     finally:
         tracemalloc.stop()
     grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
-    assert grown < 4096, grown
+    assert grown < 16 * 1024, grown  # at most the batch of blocks not yet counted
     assert answer.output_bytes == sum(len(f"word{i} ") for i in range(5_100))
