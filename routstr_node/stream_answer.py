@@ -38,16 +38,17 @@ _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 _COUNT_BATCH_BYTES = 8 * 1024
 
 
-def needs_parsing(block: bytes) -> bool:
-    """Whether a block holds what the node acts on: a usage object (not OpenAI's
-    `"usage": null` on every chat chunk), the stream's end, or a Responses API event
-    (their text, usage and final event are typed events)."""
-    if b"[DONE]" in block or b'"response.' in block:
-        return True
+def first_to_parse(block: bytes) -> int:
+    """Where the first thing the node acts on starts in a block of events (-1: nothing):
+    a usage object (not OpenAI's `"usage": null` on every chat chunk), the stream's end,
+    or a Responses API event (their text, usage and final event are typed events)."""
+    found = [at for at in (block.find(b"[DONE]"), block.find(b'"response.')) if at >= 0]
     usages = block.count(b'"usage"')
-    if not usages or usages == block.count(b'"usage":null') + block.count(b'"usage": null'):
-        return False
-    return _USAGE_OBJECT.search(block) is not None
+    if usages and usages != block.count(b'"usage":null') + block.count(b'"usage": null'):
+        usage = _USAGE_OBJECT.search(block)
+        if usage is not None:
+            found.append(usage.start())
+    return min(found) if found else -1
 
 
 def text_bytes(block: bytes) -> int:
@@ -96,15 +97,38 @@ class StreamAnswer:
             self._rest = data
             return b""
         block, self._rest = data[: end + 2], data[end + 2 :]
-        if self.meta and not needs_parsing(block):
-            self._uncounted.append(block)
-            self._uncounted_size += len(block)
-            if self._uncounted_size > _COUNT_BATCH_BYTES:
-                self._count()
-            return self.rename(block)
-        return b"".join(self._event(e + b"\n\n") for e in block.split(b"\n\n") if e.strip())
+        out: list[bytes] = []
+        if not self.meta:  # the first event names the stream: parsed once
+            first = block.find(b"\n\n") + 2
+            out.append(self._event(block[:first]))
+            block = block[first:]
+        while block:
+            at = first_to_parse(block)
+            if at < 0:
+                out.append(self._pass(block))
+                break
+            # the events before it pass as they are; it alone is parsed
+            before = block.rfind(b"\n\n", 0, at)
+            start = before + 2 if before >= 0 else 0
+            stop = block.find(b"\n\n", at) + 2
+            if start:
+                out.append(self._pass(block[:start]))
+            out.append(self._event(block[start:stop]))
+            block = block[stop:]
+        return b"".join(out)
+
+    def _pass(self, events: bytes) -> bytes:
+        """Events the node only relays: renamed in their bytes, their text counted later."""
+        self._uncounted.append(events)
+        self._uncounted_size += len(events)
+        if self._uncounted_size > _COUNT_BATCH_BYTES:
+            self._count()
+        return self.rename(events)
 
     def _event(self, event: bytes) -> bytes:
+        """One event the node reads: the stream's first, or one it may act on."""
+        if not event.strip():
+            return b""
         data = event_data(event)
         if data is None:
             return event
