@@ -102,3 +102,19 @@ def test_memory_per_stream_does_not_grow_with_the_answer() -> None:
     grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     assert grown < 16 * 1024, grown  # at most the batch of blocks not yet counted
     assert answer.output_bytes == sum(len(f"word{i} ") for i in range(5_100))
+
+
+@given(_TEXTS)
+def test_a_completions_stream_counts_its_choices_text(texts: list[str]) -> None:
+    answer = _answer()
+    answer.request = TokenRequest("/v1/completions", {"prompt": "p"}, "m")
+    events = [
+        b"data: "
+        + json.dumps({"id": "c", "object": "text_completion", "model": "x",
+                      "choices": [{"index": 0, "text": t}], "usage": None}).encode()
+        + b"\n\n"
+        for t in texts
+    ]  # fmt: skip
+    out = b"".join(answer.feed(e) for e in events)
+    assert out.count(b"data:") == len(texts)
+    assert answer.output_bytes == len("".join(texts).encode())
