@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -26,93 +25,14 @@ from routstr_node.failover import UpstreamFailure, open_answer
 from routstr_node.paid_call import PaidCall
 from routstr_node.pricing import Cost
 from routstr_node.routing import Candidate
-from routstr_node.sse import DONE, EventSplitter, encode_event, event_data, event_json
+from routstr_node.sse import DONE, encode_event
 from routstr_node.state import COUNTED_STREAM, RESPONSE_HEADERS
-from routstr_node.token_answer import ModelRenamer, TokenRequest, cost_at, cost_json
+from routstr_node.stream_answer import StreamAnswer
+from routstr_node.token_answer import TokenRequest, cost_at, cost_json
 from routstr_node.upstream import Payload, Upstream
-from routstr_node.usage import TokenUsage, delta_text, reported_usage
+from routstr_node.usage import TokenUsage
 
 _CLIENT_GONE = (ConnectionError, aiohttp.ClientConnectionResetError)
-_FINAL_RESPONSE_EVENTS = ("response.completed", "response.incomplete", "response.failed")
-
-
-@dataclass
-class _StreamState:
-    request: TokenRequest
-    candidate: Candidate
-    rename: ModelRenamer
-    usage: tuple[int, int] | None = None
-    usage_extra: dict[str, Any] = field(default_factory=dict)
-    unparsed: list[str] = field(default_factory=list)  # relayed, parsed only if usage never came
-    delivered: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-    final_response_event: dict[str, Any] | None = None
-    done: bool = False
-
-    def process(self, event: bytes) -> bytes:
-        """What of this event to pass on now (b"" to hold it back).
-
-        Only events that may carry usage, the stream's metadata or its final response
-        are parsed here; the rest is relayed with the model renamed in its bytes and
-        parsed only when the own count is needed at the end.
-        """
-        data = event_data(event)
-        if data is None:
-            return event
-        if data.strip() == "[DONE]":
-            self.done = True
-            return b""
-        if self.meta and '"usage"' not in data and '"response.' not in data:
-            self.unparsed.append(data)
-            return self.rename(event)
-        obj = event_json(data)
-        if obj is None:
-            return event
-        for key in ("id", "created", "model", "object"):
-            if key in obj:
-                self.meta[key] = obj[key]
-        if obj.get("type") in _FINAL_RESPONSE_EVENTS:
-            response = obj.get("response")
-            if isinstance(response, dict):
-                self._take_usage(response.get("usage"))
-            self.final_response_event = obj
-            return b""
-        if obj.get("usage"):
-            self._take_usage(obj["usage"])
-            if not obj.get("choices"):
-                return b""
-        text = delta_text(obj)
-        if text:
-            self.delivered.append(text)
-        return self.rename(event)
-
-    def delivered_text(self) -> str:
-        """The generated text relayed so far (for the own count when usage is missing)."""
-        for data in self.unparsed:
-            obj = event_json(data)
-            if obj is not None:
-                self.delivered.append(delta_text(obj))
-        self.unparsed.clear()
-        return "".join(self.delivered)
-
-    def token_usage(self) -> TokenUsage | None:
-        """The upstream's usage, else the own count of what was relayed (None: nothing)."""
-        if self.usage:
-            return TokenUsage(self.usage[0], self.usage[1], True)
-        if delivered := self.delivered_text():
-            return self.request.own_count(delivered)
-        return None
-
-    def cost(self) -> Cost:
-        """What the stream relayed so far costs at its provider (PaidCall's Output)."""
-        usage = self.token_usage()
-        return cost_at(self.candidate, usage) if usage is not None else Cost(0, 0, 0)
-
-    def _take_usage(self, usage: Any) -> None:
-        counts = reported_usage(usage)
-        if counts is not None and isinstance(usage, dict):
-            self.usage = counts
-            self.usage_extra = {k: v for k, v in usage.items() if k != "cost"}
 
 
 async def relay_stream(
@@ -129,8 +49,7 @@ async def relay_stream(
     )
     upstream_resp = opened.response
     response: web.StreamResponse | None = None
-    state = _StreamState(token_request, candidate, token_request.renamer())
-    splitter = EventSplitter()
+    state = StreamAnswer(token_request, candidate, token_request.renamer())
     upstream_broke: str | None = None
     client_gone = False
     first_byte: float | None = None
@@ -156,7 +75,7 @@ async def relay_stream(
             except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
                 upstream_broke = type(exc).__name__
                 break
-            out = b"".join(state.process(e) for e in splitter.feed(chunk))
+            out = state.feed(chunk)
             if not out:
                 continue
             call.relayed(state)
@@ -168,8 +87,7 @@ async def relay_stream(
             except _CLIENT_GONE:
                 client_gone = True
                 break
-        nothing_came = state.usage is None and state.final_response_event is None and not state.done
-        if response is None and (upstream_broke or nothing_came):
+        if response is None and (upstream_broke or state.nothing_came):
             why = upstream_broke or "the stream ended empty"
             raise UpstreamFailure(upstream_failed(name, why))
     finally:
@@ -213,7 +131,7 @@ async def _start(request: web.Request, call: PaidCall) -> web.StreamResponse:
 
 
 def _final_events(
-    call: PaidCall, state: _StreamState, usage: TokenUsage, cost: Cost, upstream_broke: str | None
+    call: PaidCall, state: StreamAnswer, usage: TokenUsage, cost: Cost, upstream_broke: str | None
 ) -> bytes:
     request = state.request
     usage_obj = {**request.usage_fields(usage), **state.usage_extra, "cost": cost_json(cost)}

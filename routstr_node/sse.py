@@ -1,26 +1,9 @@
-"""Splitting a server-sent-event byte stream into whole events as bytes arrive."""
+"""Server-sent events: the data of an event, and events the node writes itself."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
-
-
-class EventSplitter:
-    """Feed bytes, get complete events (each ending in a blank line) back at once."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        data = self._buffer + chunk.replace(b"\r\n", b"\n")
-        events = data.split(b"\n\n")
-        self._buffer = events.pop()
-        return [e + b"\n\n" for e in events if e.strip()]
-
-    def rest(self) -> bytes:
-        rest, self._buffer = self._buffer, b""
-        return rest
 
 
 def event_data(event: bytes) -> str | None:

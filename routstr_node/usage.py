@@ -23,7 +23,11 @@ class TokenUsage:
 
 
 def estimate_tokens(text: str) -> int:
-    return -(-len(text.encode()) // _BYTES_PER_TOKEN)
+    return estimate_tokens_of_bytes(len(text.encode()))
+
+
+def estimate_tokens_of_bytes(utf8_bytes: int) -> int:
+    return -(-utf8_bytes // _BYTES_PER_TOKEN)
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:

@@ -61,6 +61,9 @@ from proxybench.processes import (
 )
 from proxybench.report import Row, ms, print_table, profile_run, verdict
 from proxybench.routing import measure_routing, report_routing, time_choice
+from proxybench.sse import EventRate, event_rates, report_sse, rss_per_stream
+
+LONG_STREAMS_HELD = 50
 
 
 @dataclass
@@ -132,6 +135,9 @@ async def bench(args: argparse.Namespace) -> None:
                     measured = await measure(
                         args, targets, node, upstream, bare, rss_idle_start, flush=True
                     )
+                sse = None
+                if args.only in ("all", "sse"):
+                    sse = await measure_sse(args, targets, node, upstream, bare)
                 print("routing: latency, concurrency 1, non-streaming …", flush=True)
                 routing = await measure_routing(
                     node.url, upstream.url, key, args.requests, warmup=200
@@ -139,6 +145,9 @@ async def bench(args: argparse.Namespace) -> None:
                 node.stop()
                 if measured is not None:
                     report(measured, args.streams, args.concurrency)
+                if sse is not None:
+                    print()
+                    report_sse(*sse)
                 print()
                 report_routing(time_choice(config), routing)
                 print(f"load average after: {os.getloadavg()[0]:.2f}")
@@ -207,6 +216,20 @@ async def measure(
         rss_mb(node.pid),
         rss_mb(node.pid, "VmHWM"),
     )
+
+
+async def measure_sse(
+    args: argparse.Namespace, targets: list[Target], node: Child, upstream: Child, bare: Child
+) -> tuple[dict[str, EventRate], float, float, int]:
+    print("SSE events/s, long answers …", flush=True)
+    pids = {"bare": bare.pid, "node": node.pid}
+    both = [t for t in targets if t.name in pids]
+    rates = await event_rates(both, pids, max(100, args.requests // 10), args.rounds)
+    print(f"RSS per open stream, {LONG_STREAMS_HELD} held …", flush=True)
+    node_target = targets[3]
+    short = await rss_per_stream(node, node_target, upstream.url, LONG_STREAMS_HELD, long=False)
+    long = await rss_per_stream(node, node_target, upstream.url, LONG_STREAMS_HELD, long=True)
+    return rates, long, short, LONG_STREAMS_HELD
 
 
 def report(m: Measured, streams: int, concurrency: int) -> None:
@@ -284,6 +307,11 @@ def report(m: Measured, streams: int, concurrency: int) -> None:
         f"[DONE] after release; RSS after they closed {m.rss_after_streams:.1f} MB, "
         f"peak (VmHWM) {m.rss_peak:.1f} MB"
     )
+    back = m.rss_after_streams / m.rss_idle_after - 1
+    print(
+        f"  RSS after the streams closed is {back:+.0%} of idle after the load"
+        f" (target within 15%): {verdict(back <= 0.15)}"
+    )
     print(
         "CPU seconds (user + system) in the median round of each throughput run,"
         " 2 cores shared by all processes:"
@@ -310,9 +338,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="throughput rounds (medians)")
     parser.add_argument(
         "--only",
-        choices=("all", "routing"),
+        choices=("all", "routing", "sse"),
         default="all",
-        help="routing: only the routing figures (no throughput, streams or RSS)",
+        help="routing, sse: only the routing, or the long-answer (SSE events/s, RSS per"
+        " stream) figures, each with the routing ones",
     )
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "URL"), help=argparse.SUPPRESS)

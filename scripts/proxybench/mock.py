@@ -11,7 +11,17 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from proxybench import FAIL_MODEL, HOLD_MODEL, LOOPBACK, MODEL, UPSTREAM_KEY
+from proxybench import (
+    FAIL_MODEL,
+    HOLD_MODEL,
+    LONG_EVENTS,
+    LONG_MODEL,
+    LOOPBACK,
+    MODEL,
+    SSE_EVENTS,
+    SSE_MODEL,
+    UPSTREAM_KEY,
+)
 
 _CHAT = {
     "id": "chatcmpl-bench",
@@ -68,6 +78,44 @@ STREAM_EVENTS = [
     b"data: [DONE]\n\n",
 ]
 
+def _openai_chunk(i: int) -> bytes:
+    """A chat chunk as OpenAI streams it with include_usage: "usage": null on each."""
+    return _event(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": MODEL,
+            "system_fingerprint": "fp_bench",
+            "choices": [
+                {"index": 0, "delta": {"content": f" word{i}"}, "logprobs": None,
+                 "finish_reason": None}
+            ],
+            "usage": None,
+        }
+    )  # fmt: skip
+
+
+def _openai_stream(events: int) -> tuple[bytes, bytes]:
+    """(the answer's events, its end: the usage event and [DONE]) of ``events`` chunks."""
+    body = b"".join(_openai_chunk(i) for i in range(events))
+    end = _event(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": MODEL,
+            "choices": [],
+            "usage": {"prompt_tokens": 9, "completion_tokens": events, "total_tokens": events + 9},
+        }
+    )
+    return body, end + b"data: [DONE]\n\n"
+
+
+SSE_ANSWER = _openai_stream(SSE_EVENTS)
+LONG_ANSWER = _openai_stream(LONG_EVENTS)
+_WRITE_BYTES = 16 * 1024  # an upstream writes its stream in pieces, not in one send
+
 RELEASE = web.AppKey("release", asyncio.Event)
 
 
@@ -83,6 +131,15 @@ async def _upstream_chat(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
+    if body.get("model") in (SSE_MODEL, LONG_MODEL):
+        events_body, end = SSE_ANSWER if body["model"] == SSE_MODEL else LONG_ANSWER
+        for at in range(0, len(events_body), _WRITE_BYTES):
+            await response.write(events_body[at : at + _WRITE_BYTES])
+        if body["model"] == LONG_MODEL:
+            await request.app[RELEASE].wait()
+        await response.write(end)
+        await response.write_eof()
+        return response
     events = STREAM_EVENTS
     if body.get("model") == HOLD_MODEL:
         await response.write(events[0])

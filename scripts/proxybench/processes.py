@@ -18,9 +18,11 @@ from proxybench import (
     FAIL_MODEL,
     FAILOVER_MODEL,
     HOLD_MODEL,
+    LONG_MODEL,
     LOOPBACK,
     MODEL,
     ROUTED_MODEL,
+    SSE_MODEL,
     UPSTREAM_KEY,
 )
 
@@ -146,7 +148,7 @@ output_sat_per_1m = 400
 context_length = 8192
 max_output_tokens = 256
 """
-        for model in (MODEL, HOLD_MODEL)
+        for model in (MODEL, HOLD_MODEL, SSE_MODEL, LONG_MODEL)
     )
     return f"""
 [node]

@@ -199,9 +199,17 @@ async def profile_run(
         node_pid = wrapper.pid if profiler == "cprofile" else child_pids(wrapper.pid)[0]
         watch = {"node": node_pid}
         n, c = args.requests, args.concurrency
-        plain = await throughput(via, plain_request, body(MODEL, False), n, c, watch)
-        streamed = await throughput(via, stream_request, body(MODEL, True), n // 2, c, watch)
-        print(f"under the profiler: {plain.rps:,.0f} plain req/s, {streamed.rps:,.0f} streams/s")
+        if args.only == "sse":  # long answers only: where a relayed event's time goes
+            from proxybench.sse import event_rates
+
+            rates = await event_rates([via], watch, max(100, n // 10), 1)
+            print(f"under the profiler: {rates['node'].events_per_s[0]:,.0f} events/s")
+        else:
+            plain = await throughput(via, plain_request, body(MODEL, False), n, c, watch)
+            streamed = await throughput(via, stream_request, body(MODEL, True), n // 2, c, watch)
+            print(
+                f"under the profiler: {plain.rps:,.0f} plain req/s, {streamed.rps:,.0f} streams/s"
+            )
         os.kill(node_pid, signal.SIGTERM)  # each profiler writes its file as the node exits
         with contextlib.suppress(subprocess.TimeoutExpired):
             await asyncio.to_thread(wrapper.process.wait, 60)
