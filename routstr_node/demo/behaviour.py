@@ -55,8 +55,8 @@ class UpstreamBehaviour:
     video_job_s: float = 0.2  # how long an asynchronous video job takes
     video_job_fails: bool = False  # jobs end "failed"
     video_jobs: dict[str, VideoJob] = field(default_factory=dict)
-    # what the provider hears in audio whose duration the node cannot read (it decodes
-    # more formats than mutagen reads, webm among them)
+    # what the provider hears in audio whose duration the node cannot read (a provider
+    # decodes what carries no readable length: a browser's webm often names none)
     unreadable_audio_s: float = 3.0
 
     def reset(self) -> None:

@@ -60,7 +60,8 @@ def wav(seconds: float, rate: int = AUDIO_RATE) -> bytes:
 
 @functools.cache
 def shipped(name: str) -> bytes:
-    """One of the small files shipped with the demo (``tone.mp3``, ``clip.mp4``)."""
+    """One of the small files shipped with the demo (``tone.mp3``, ``tone.webm``,
+    ``clip.mp4``)."""
     return resources.files("routstr_node.demo").joinpath("media", name).read_bytes()
 
 

@@ -16,7 +16,6 @@ import tempfile
 import time
 from typing import IO, Any
 
-import mutagen
 from aiohttp import BodyPartReader, web
 
 from routstr_node.demo.behaviour import BEHAVIOUR_KEY, RECORD_KEY, VideoJob
@@ -31,6 +30,7 @@ from routstr_node.demo.media_replies import (
     video_job_request,
 )
 from routstr_node.demo.openai_requests import ApiError, parse_json_object
+from routstr_node.media.durations import audio_seconds
 
 PUBLIC_MEDIA = "/v1/media/public"  # what anyone may fetch (OpenAI's image URLs)
 KEYED_MEDIA = "/v1/media/keyed"  # what only the key opens (a video's content)
@@ -107,16 +107,6 @@ async def _form(request: web.Request, spool: IO[bytes]) -> tuple[dict[str, str],
     return fields, file_name, size
 
 
-def _duration(spool: IO[bytes]) -> float | None:
-    spool.seek(0)
-    try:
-        audio = mutagen.File(spool)
-    except mutagen.MutagenError:
-        return None
-    length = getattr(getattr(audio, "info", None), "length", None)
-    return float(length) if isinstance(length, int | float) and length > 0 else None
-
-
 def _transcribe(translate: bool) -> Any:
     async def handle(request: web.Request) -> web.StreamResponse:
         behaviour = request.app[BEHAVIOUR_KEY]
@@ -128,9 +118,9 @@ def _transcribe(translate: bool) -> Any:
             record.form, record.file_name, record.file_size = fields, file_name, size
             if file_name is None:
                 raise ApiError(400, "Missing required parameter: 'file'.", param="file")
-            seconds = await asyncio.to_thread(_duration, spool)
-        if seconds is None:
-            seconds = behaviour.unreadable_audio_s
+            # the provider hears the audio: its length, as the node reads it too
+            heard = await asyncio.to_thread(audio_seconds, spool)
+        seconds = float(heard) if heard is not None else behaviour.unreadable_audio_s
         answer, content_type = transcription_body(
             seconds, fields, translate=translate, with_usage=not behaviour.omit_usage
         )

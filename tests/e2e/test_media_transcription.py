@@ -138,7 +138,7 @@ async def test_an_unreadable_file_reserves_max_audio_seconds_and_pays_what_was_h
     mint: LocalMint,
 ) -> None:
     url = f"{media_node.url}/v1/audio/transcriptions"
-    webm = ("speech.webm", b"\x1aE\xdf\xa3" + bytes(4000), "audio/webm")
+    webm = ("speech.webm", b"\x1aE\xdf\xa3" + bytes(4000), "audio/webm")  # no readable length
     unpaid = await upload(url, {"model": WHISPER}, webm)
     assert_error(unpaid, 402, "payment_required")
     most = MAX_AUDIO_SECONDS * AUDIO_MSAT_PER_SECOND
@@ -155,6 +155,25 @@ async def test_an_unreadable_file_reserves_max_audio_seconds_and_pays_what_was_h
     capped = await upload(url, {"model": WHISPER}, webm, {"X-Cashu": token})
     assert int(capped.headers["X-Routstr-Cost-Msats"]) == most
     assert await ecash.redeem(capped.headers["X-Cashu"]) == change_sat(100, most)
+
+
+async def test_a_webm_is_reserved_and_charged_by_its_length(
+    media_node: RunningNode, ecash: EcashFactory, mint: LocalMint
+) -> None:
+    """webm (Matroska, which mutagen does not read) is read too: 2.508 s of Opus is 3
+    started seconds, reserved and charged."""
+    url = f"{media_node.url}/v1/audio/transcriptions"
+    webm = ("speech.webm", shipped("tone.webm"), "audio/webm")
+    unpaid = await upload(url, {"model": WHISPER}, webm)
+    assert_error(unpaid, 402, "payment_required")
+    assert PaymentRequest.deserialize(unpaid.headers["X-Cashu"]).a == math.ceil(
+        3 * AUDIO_MSAT_PER_SECOND / 1000
+    )
+    token = await ecash.token(100, mint_url=mint.url)
+    paid = await upload(url, {"model": WHISPER}, webm, {"X-Cashu": token})
+    assert paid.status == 200, paid.raw
+    assert int(paid.headers["X-Routstr-Cost-Msats"]) == 3 * AUDIO_MSAT_PER_SECOND
+    assert reservations(media_node)[-1] == (3 * AUDIO_MSAT_PER_SECOND, "charged", 300)
 
 
 async def test_a_short_wav_reserves_only_its_seconds(
