@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,7 +53,38 @@ async def body_chunks(request: web.Request, max_bytes: int, idle_s: float) -> As
         yield chunk
 
 
+# how deep a request body may nest: an OpenAI request goes a few levels (a message's
+# content parts, a tool's JSON schema); deeper is refused before it is parsed
+MAX_NESTING = 256
+_NESTING = re.compile(rb'[\[\]{}]|"[^"\\]*(?:\\.[^"\\]*)*"')  # a bracket, or a string
+
+
+def nested_deeper_than(raw: bytes, limit: int) -> bool:
+    """Whether JSON text opens more than ``limit`` arrays and objects inside each other.
+
+    Asked only of a text with more brackets than ``limit`` (a count in C): the parser's
+    own recursion into a body nested as deep as it goes (100,000 levels) ran the cyclic
+    collector's finalizers at the recursion limit, where they failed.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for token in _NESTING.finditer(raw):
+        mark = token.group()
+        if mark in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif mark in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if nested_deeper_than(raw, MAX_NESTING):
+        raise invalid_request(
+            "invalid_json", f"the request body nests deeper than {MAX_NESTING} levels"
+        )
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from routstr_node.errors import invalid_request
-from routstr_node.request_body import read_body
+from routstr_node.request_body import nested_deeper_than, read_body
 from routstr_node.state import NODE
 
 MAX_DEPTH = 32  # node.toml's shape is four levels deep
@@ -29,6 +29,8 @@ async def admin_body(request: web.Request) -> bytes:
 
 def admin_json(raw: bytes) -> Any:
     """The parsed body; numbers with a fraction or exponent are exact Decimals."""
+    if nested_deeper_than(raw, MAX_DEPTH):
+        raise invalid_request("invalid_json", f"the body is nested deeper than {MAX_DEPTH}")
     try:
         value = json.loads(raw, parse_float=Decimal, parse_constant=_no_constant)
     except (ValueError, RecursionError):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routstr_node.request_body import upstream_body
+from routstr_node.errors import ApiError
+from routstr_node.request_body import nested_deeper_than, parse_json_object, upstream_body
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
@@ -72,3 +74,31 @@ def test_the_upstream_gets_the_same_body_with_its_model_and_a_usage_request(
     assert json.loads(forwarded, object_pairs_hook=_no_duplicate_keys) == expected
     if body["model"] == "gpt-x" and not asks_usage and not added:
         assert forwarded == raw  # nothing to change: the client's bytes as they came
+
+
+@given(st.recursive(st.none() | st.integers() | st.text(alphabet="[]{}\"\\ab", max_size=8),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(alphabet="[]{}ab", max_size=3), inner, max_size=3),
+                    max_leaves=30))  # fmt: skip
+def test_nesting_is_measured_as_the_parser_sees_it(value: object) -> None:
+    """Brackets inside strings do not count; the depth is the document's own."""
+    raw = json.dumps(value).encode()
+
+    def depth(v: object) -> int:
+        if isinstance(v, list):
+            return 1 + max((depth(x) for x in v), default=0)
+        if isinstance(v, dict):
+            return 1 + max((depth(x) for x in v.values()), default=0)
+        return 0
+
+    real = depth(value)
+    for limit in range(6):
+        assert nested_deeper_than(raw, limit) == (real > limit)
+
+
+def test_a_body_nested_past_the_limit_is_refused_before_it_is_parsed() -> None:
+    with pytest.raises(ApiError) as refused:
+        parse_json_object(b"[" * 100_000 + b"]" * 100_000)
+    assert refused.value.code == "invalid_json" and "nests deeper" in refused.value.message
+    wide = b'{"input": [' + b",".join(b"[1, 2]" for _ in range(1000)) + b"]}"
+    assert len(parse_json_object(wide)["input"]) == 1000  # many brackets, two levels
