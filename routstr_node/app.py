@@ -29,8 +29,7 @@ from routstr_node.proxy import PROXIED_PATHS, handle_proxy
 from routstr_node.ratelimit import RateLimiter
 from routstr_node.state import COUNTED_STREAM, NODE, REQUEST_ID, RESPONSE_HEADERS, NodeState
 from routstr_node.upstream import Upstreams
-from wallet.keys import key_hash
-from wallet.service import WalletService
+from wallet import WalletService, key_hash
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from mints.directory import MintDirectory
 from routstr_node.config import Settings
-from wallet.service import DB_FILE, WalletService
+from wallet import DB_FILE, WalletService
 
 
 class NoLedger(Exception):

@@ -29,7 +29,7 @@ from routstr_node.payment import Payer, PaymentMode, payment_required, resolve_p
 from routstr_node.pricing import Cost
 from routstr_node.routing import Candidate
 from routstr_node.state import NodeState
-from wallet.errors import InsufficientBalance
+from wallet import InsufficientBalance
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from routstr_node.pricing import BtcUsdRate, ModelPrice, PriceUnavailable
 from routstr_node.ratelimit import RateLimiter
 from routstr_node.routing import ProviderBoard
 from routstr_node.upstream import Upstreams
-from wallet.service import WalletService
+from wallet import WalletService
 
 
 class Unsettled:

@@ -31,7 +31,7 @@ from routstr_node.admin.signin import (
 from routstr_node.admin.state import ADMIN, AdminState
 from routstr_node.errors import ApiError, invalid_request, unauthorized
 from routstr_node.state import NODE
-from wallet.settings_store import SettingsStore, StoredSettings
+from wallet import SettingsStore, StoredSettings
 
 log = logging.getLogger(__name__)
 

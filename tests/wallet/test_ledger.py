@@ -34,9 +34,9 @@ from wallet.errors import (
 from wallet.keys import key_hash
 from wallet.ledger import Ledger
 from wallet.service import DB_FILE, WalletService
-from wallet.sqlite import invoices as invoices_sql
 from wallet.sqlite import ledger as ledger_sql
-from wallet.sqlite.database import Database
+from wallet.sqlite.store import SqliteStore
+from wallet.store import WalletStore
 
 ROUTSTR_NODE = Path(sys.executable).parent / "routstr-node"
 
@@ -232,10 +232,10 @@ async def test_a_restart_charges_what_a_stream_in_flight_had_delivered(
 @pytest.fixture(scope="module")
 async def bare_ledger(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ledger]:
     """A ledger database of its own, no custody: accounts are funded by ledger credits."""
-    db = Database(tmp_path_factory.mktemp("ledger") / DB_FILE)
-    await db.open()
-    yield Ledger(db)
-    await db.close()
+    store = SqliteStore(tmp_path_factory.mktemp("ledger"))
+    await store.open()
+    yield Ledger(store)
+    await store.close()
 
 
 @dataclass
@@ -272,7 +272,7 @@ async def test_the_ledger_follows_a_simple_model(
             ledger_sql.credit_from_custody(c, account_id, initial, operation_id=None)
         return account_id
 
-    account_id = await ledger.db.write(create)
+    account_id = await _sqlite(ledger.store).db.write(create)
     model = Model(balance=initial)
     reservations: list[int] = []
 
@@ -311,7 +311,7 @@ async def test_the_ledger_follows_a_simple_model(
         assert (row.balance_msat, row.reserved_msat) == (model.balance, model.reserved)
         assert await ledger.earnings_msat() - earnings_before == model.earnings
 
-    latest = await ledger.db.read(
+    latest = await _sqlite(ledger.store).db.read(
         lambda c: c.execute(
             "SELECT a.last_journal_id, (SELECT MAX(id) FROM journal WHERE account_id = a.id)"
             " FROM accounts a WHERE a.id = ?",
@@ -331,12 +331,12 @@ async def test_only_an_untouched_young_account_gets_new_keys_again(node: WalletS
     assert account_id is not None
     first = await node.claim_invoice_keys(invoice.invoice_id, invoice.secret)
     assert first is not None
-    op_id = await node.db.read(lambda c: invoices_sql.operation_id(c, invoice.invoice_id))
+    op_id = await node.store.invoice_operation_id(invoice.invoice_id)
     assert op_id is not None
 
     async def reissue(created_since: int) -> object:
         new_hashes = key_hash("sk-new"), key_hash("radmin_new")
-        reissued = await node.db.write(
+        reissued = await _sqlite(node.store).db.write(
             lambda c: ledger_sql.reissue_keys_if_untouched(
                 c, account_id, op_id, *new_hashes, created_since
             )
@@ -504,3 +504,8 @@ async def test_an_audit_with_a_mint_away_shows_what_it_could_not_check(
     assert printed["balances_msat"] + printed["earnings_msat"] == 300_000
     assert printed["mints"][away.url] == {"stored_sat": 300, "unspent_sat": 0, "unchecked_sat": 300}
     assert any("cannot check proof states" in p for p in printed["problems"])
+
+
+def _sqlite(store: WalletStore) -> SqliteStore:
+    assert isinstance(store, SqliteStore)
+    return store

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from mints.client import MintClient
 from mints.curve import Point
@@ -19,12 +19,11 @@ from mints.models import BlindSignature, Keyset, Proof
 from mints.outputs import PreparedOutput
 from wallet import blinding
 from wallet.errors import InsufficientCustody
-from wallet.operations import OperationKind, OperationState, Outcome, Resolution
+from wallet.operations import Outcome, OutputRow, Resolution, SpendIntent
 from wallet.output_pool import OutputPool
+from wallet.records import StoredProof
 from wallet.selection import Coin
-from wallet.sqlite import custody as sql
-from wallet.sqlite import ledger as ledger_sql
-from wallet.sqlite.database import Database
+from wallet.store import COINS_PER_AMOUNT, WalletStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,10 +35,10 @@ CUSTODY_WAITS_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.5)
 class CustodyBase:
     """The node's ecash at its trusted mints: the state every operation uses."""
 
-    def __init__(self, db: Database, mints: MintDirectory, seed: bytes) -> None:
-        self.db = db
+    def __init__(self, store: WalletStore, mints: MintDirectory, seed: bytes) -> None:
+        self.store = store
         self.mints = mints
-        self.outputs = OutputPool(db, seed)
+        self.outputs = OutputPool(store, seed)
         self._selection_locks: dict[str, asyncio.Lock] = {}
         # operations a request of this process is sending or finishing: not for recovery
         self.live_operations: set[int] = set()
@@ -92,13 +91,8 @@ class CustodyBase:
     ) -> tuple[list[Coin], bool, int]:
         """Proofs at the mint to select from, whether some were left out (``every_coin``:
         none), and the account's balance (msat), read together."""
-        per_amount = None if every_coin else sql.COINS_PER_AMOUNT
-        return await self.db.read(
-            lambda c: (
-                *sql.selectable_coins(c, mint_url, per_amount),
-                ledger_sql.get_account(c, account_id).balance_msat,
-            )
-        )
+        per_amount = None if every_coin else COINS_PER_AMOUNT
+        return await self.store.coins_and_balance(mint_url, account_id, per_amount)
 
     def _selection_lock(self, mint_url: str) -> asyncio.Lock:
         return self._selection_locks.setdefault(mint_url, asyncio.Lock())
@@ -107,44 +101,30 @@ class CustodyBase:
         """Custody is short at a mint while other operations there are in flight: their
         change comes back within milliseconds, so wait a moment; otherwise it is short."""
         delay = next(waits, None)
-        pending = await self.db.read(lambda c: sql.has_operations_in_flight(c, mint_url))
+        pending = await self.store.operations_in_flight(mint_url)
         if delay is None or not pending:
             raise InsufficientCustody(f"the node holds too little at {mint_url} for this")
         await asyncio.sleep(delay)
 
     async def _write_locked(
         self,
-        account_id: int,
+        intent: SpendIntent,
         client: MintClient,
-        kind: OperationKind,
         purpose: str,
         hold_msat: int,
-        intent: dict[str, Any],
-        rows: list[sql.OutputRow],
+        rows: list[OutputRow],
         proof_ids: list[int],
         *,
         quote_id: str | None = None,
-    ) -> tuple[int, list[sql.StoredProof], list[sql.OutputRow]] | None:
+    ) -> tuple[int, list[StoredProof], list[OutputRow]] | None:
         """One transaction: hold the account's money, write the operation down, lock its
         inputs. None when another operation took one of the inputs first."""
-
-        def txn(c: Any) -> tuple[int, list[sql.StoredProof]]:
-            reservation = ledger_sql.reserve(c, account_id, hold_msat, purpose)
-            op_id = sql.insert_operation(
-                c,
-                kind,
-                client.url,
-                {**intent, "reservation_id": reservation},
-                rows,
-                quote_id=quote_id,
-            )
-            sql.lock_proofs(c, proof_ids, op_id)
-            return op_id, sql.operation_inputs(c, op_id)
-
-        try:
-            op_id, inputs = await self.db.write(txn)
-        except sql.SelectionConflict:
+        written = await self.store.write_spend(
+            intent, client.url, hold_msat, purpose, rows, proof_ids, quote_id
+        )
+        if written is None:
             return None
+        op_id, inputs = written
         return op_id, inputs, rows
 
     async def _swap_written(
@@ -152,7 +132,7 @@ class CustodyBase:
         client: MintClient,
         op_id: int,
         inputs: list[Proof],
-        rows: list[sql.OutputRow],
+        rows: list[OutputRow],
         *,
         on_refused: Callable[[int, str], Awaitable[None]],
     ) -> tuple[list[BlindSignature], list[Point | None]] | Resolution:
@@ -191,22 +171,10 @@ class CustodyBase:
 
     async def revert_send(self, op_id: int, error: str) -> None:
         """The swap or melt never happened: inputs back to custody, reservation released."""
-
-        def txn(c: Any) -> None:
-            op = sql.operation(c, op_id)
-            if op.state != "pending":
-                return
-            sql.settle_inputs(c, op_id, "unspent")
-            if "reservation_id" in op.intent:
-                ledger_sql.settle(c, int(op.intent["reservation_id"]), 0, operation_id=op_id)
-            sql.finish_operation(c, op_id, OperationState.FAILED, error=error[:500])
-
-        await self.db.write(txn)
+        await self.store.revert_spend(op_id, error)
 
     async def _fail(self, op_id: int, error: str) -> None:
-        await self.db.write(
-            lambda c: sql.finish_operation(c, op_id, OperationState.FAILED, error=error[:500])
-        )
+        await self.store.fail_operation(op_id, error)
 
     def _resolution_lock(self, op_id: int) -> asyncio.Lock:
         if len(self._resolution_locks) > 10_000:

@@ -9,28 +9,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
 
 from wallet.errors import AccountNotFound, InsufficientBalance, InvalidAmount
+from wallet.records import AccountRow, Settlement
 
-
-@dataclass(frozen=True, slots=True)
-class AccountRow:
-    id: int
-    kind: str
-    balance_msat: int
-    reserved_msat: int
-    mint_url: str | None
-    token_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    reservation_id: int
-    account_id: int
-    reserved_msat: int
-    charged_msat: int
-    state: str
+__all__ = ["AccountRow", "Settlement"]
 
 
 def now() -> int:
