@@ -101,7 +101,7 @@ async def _resolve_stale(node: NodeState) -> None:
 def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         mints = MintDirectory(list(settings.mints.trusted), timeout_s=settings.mints.timeout_s)
-        wallet = WalletService(settings.node.data_dir, mints)
+        wallet = WalletService(settings.node.data_dir, mints, settings.database.url)
         upstreams = Upstreams()
         price_session = aiohttp.ClientSession()
         for model in settings.models:

@@ -49,6 +49,7 @@ def main() -> None:
 def run(config: Path, host: str | None, port: int | None) -> None:
     """Serve the node; ready when GET /health answers 200."""
     from routstr_node.server import CannotListen, serve, settle_the_collector
+    from wallet import StoreUnavailable
 
     settings = _settings(config)
     logging.basicConfig(
@@ -57,7 +58,7 @@ def run(config: Path, host: str | None, port: int | None) -> None:
     settle_the_collector()
     try:
         asyncio.run(serve(settings, host=host, port=port, config_path=config))
-    except CannotListen as exc:
+    except (CannotListen, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
 
 

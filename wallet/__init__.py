@@ -24,6 +24,7 @@ from wallet.lightning_in import MAX_INVOICE_SAT, IssuedKeys, NewInvoice
 from wallet.records import AccountRow, InvoiceRecord, Settlement, StoredSettings, Withdrawal
 from wallet.service import DB_FILE, NewAccount, WalletService
 from wallet.settings_store import PasswordOrigin, SettingsStore
+from wallet.store_errors import StoreUnavailable
 
 __all__ = [
     "API_KEY_PREFIX",
@@ -46,6 +47,7 @@ __all__ = [
     "PaymentFailed",
     "SettingsStore",
     "Settlement",
+    "StoreUnavailable",
     "StoredSettings",
     "TokenAlreadyRedeemed",
     "WalletService",

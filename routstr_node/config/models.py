@@ -196,7 +196,7 @@ class DatabaseSection(Section):
             return value
         if urlsplit(value).scheme not in ("postgresql", "postgres"):
             raise ValueError("must be empty (SQLite in data_dir) or a postgresql:// URL")
-        raise ValueError(_not_built("PostgreSQL databases"))
+        return value
 
 
 class PayoutSection(Section):

@@ -711,12 +711,6 @@ ERROR_CASES: list[tuple[str, str, str]] = [
         "sessions.enabled",
     ),
     (
-        MINIMAL + '[database]\nurl = "postgresql://u@h/db"\n',
-        "node.toml: database.url: not supported by this version yet (PostgreSQL databases come"
-        " in a later version)",
-        "database.url",
-    ),
-    (
         MINIMAL + '[database]\nurl = "mysql://u@h/db"\n',
         "node.toml: database.url: must be empty (SQLite in data_dir) or a postgresql:// URL",
         "database.url",
@@ -1091,7 +1085,7 @@ def test_a_routed_model_round_trips_through_the_admin_view(in_tmp: Path) -> None
             "models[0].providers[0].upstream",
         ),
         ({"sessions": {"enabled": True}}, "sessions.enabled"),
-        ({"database": {"url": "postgresql://u:pw@db/x"}}, "database.url"),
+        ({"database": {"url": "mysql://u:pw@db/x"}}, "database.url"),
         ({"payout": {"lightning_address": "me@example.com"}}, "payout.lightning_address"),
     ],
 )
@@ -1103,13 +1097,16 @@ def test_patch_errors_of_the_new_keys_name_the_field(
     assert caught.value.param == param
 
 
-def test_a_database_url_from_its_variable_stops_the_node(in_tmp: Path) -> None:
+def test_a_database_url_comes_from_its_variable(in_tmp: Path) -> None:
     text = MINIMAL + '[database]\nurl_env = "DB_URL"\n'
     assert load_text(text, {}).database.url == ""
-    error = load_error(text, {"DB_URL": "postgresql://u:pw@db/x"})
+    assert load_text(text, {"DB_URL": "postgresql://u:pw@db/x"}).database.url == (
+        "postgresql://u:pw@db/x"
+    )
+    error = load_error(text, {"DB_URL": "mysql://u:pw@db/x"})
     assert str(error) == (
-        "DB_URL (database.url_env in node.toml): database.url: not supported by this version"
-        " yet (PostgreSQL databases come in a later version)"
+        "DB_URL (database.url_env in node.toml): database.url: must be empty (SQLite in"
+        " data_dir) or a postgresql:// URL"
     )
     assert error.param == "database.url"
     overridden = load_error(MINIMAL, {"ROUTSTR_SESSIONS__ENABLED": "true"})
