@@ -705,12 +705,6 @@ ERROR_CASES: list[tuple[str, str, str]] = [
         "models[0].context_length",
     ),
     (
-        MINIMAL + "[sessions]\nenabled = true\n",
-        "node.toml: sessions.enabled: not supported by this version yet (sessions come in a"
-        " later version)",
-        "sessions.enabled",
-    ),
-    (
         MINIMAL + '[database]\nurl = "postgresql://u@h/db"\n',
         "node.toml: database.url: not supported by this version yet (PostgreSQL databases come"
         " in a later version)",
