@@ -1084,7 +1084,7 @@ def test_a_routed_model_round_trips_through_the_admin_view(in_tmp: Path) -> None
             },
             "models[0].providers[0].upstream",
         ),
-        ({"sessions": {"enabled": True}}, "sessions.enabled"),
+        ({"sessions": {"enabled": "yes"}}, "sessions.enabled"),
         ({"database": {"url": "postgresql://u:pw@db/x"}}, "database.url"),
         ({"payout": {"lightning_address": "me@example.com"}}, "payout.lightning_address"),
     ],
@@ -1106,8 +1106,9 @@ def test_a_database_url_from_its_variable_stops_the_node(in_tmp: Path) -> None:
         " yet (PostgreSQL databases come in a later version)"
     )
     assert error.param == "database.url"
-    overridden = load_error(MINIMAL, {"ROUTSTR_SESSIONS__ENABLED": "true"})
-    assert str(overridden).startswith("ROUTSTR_SESSIONS__ENABLED: sessions.enabled: not supported")
+    overridden = load_error(MINIMAL, {"ROUTSTR_SESSIONS__ENABLED": "maybe"})
+    assert str(overridden).startswith("ROUTSTR_SESSIONS__ENABLED: sessions.enabled: ")
+    assert load_text(MINIMAL, {"ROUTSTR_SESSIONS__ENABLED": "true"}).sessions.enabled
 
 
 def test_a_database_url_is_a_secret() -> None:
