@@ -20,8 +20,17 @@ from wallet.errors import (
     TokenAlreadyRedeemed,
 )
 from wallet.keys import API_KEY_PREFIX, key_hash, new_api_key
+from wallet.ledger import Ledger
 from wallet.lightning_in import MAX_INVOICE_SAT, IssuedKeys, NewInvoice
-from wallet.records import AccountRow, InvoiceRecord, Settlement, StoredSettings, Withdrawal
+from wallet.records import (
+    AccountRow,
+    ChargedRequest,
+    InvoiceRecord,
+    RequestTag,
+    Settlement,
+    StoredSettings,
+    Withdrawal,
+)
 from wallet.service import DB_FILE, NewAccount, WalletService
 from wallet.settings_store import PasswordOrigin, SettingsStore
 from wallet.store_errors import StoreUnavailable
@@ -33,6 +42,7 @@ __all__ = [
     "AccountRow",
     "AdminKeyTaken",
     "AuditReport",
+    "ChargedRequest",
     "InsufficientBalance",
     "InsufficientCustody",
     "InvoiceNotFound",
@@ -41,10 +51,12 @@ __all__ = [
     "InvoiceSecretInvalid",
     "IssuedKeys",
     "KeysAlreadyDelivered",
+    "Ledger",
     "NewAccount",
     "NewInvoice",
     "PasswordOrigin",
     "PaymentFailed",
+    "RequestTag",
     "SettingsStore",
     "Settlement",
     "StoreUnavailable",

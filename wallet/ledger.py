@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mints.token import Token
 from wallet.keys import key_hash
-from wallet.records import AccountRow, Settlement
+from wallet.records import AccountRow, ChargedRequest, RequestTag, Settlement
 from wallet.store import WalletStore
 
 _MAX_CACHED_IDS = 100_000
@@ -73,9 +73,12 @@ class Ledger:
         """Hold the most a request can cost; raises InsufficientBalance."""
         return await self.store.reserve(account_id, amount_msat, purpose)
 
-    async def settle(self, reservation_id: int, charge_msat: int) -> Settlement:
-        """Charge the real cost (capped at the reservation) to earnings; release the rest."""
-        return await self.store.settle(reservation_id, charge_msat)
+    async def settle(
+        self, reservation_id: int, charge_msat: int, tag: RequestTag | None = None
+    ) -> Settlement:
+        """Charge the real cost (capped at the reservation) to earnings; release the rest.
+        ``tag`` names the request in the same update (its usage record's safeguard)."""
+        return await self.store.settle(reservation_id, charge_msat, tag=tag)
 
     async def release(self, reservation_id: int) -> Settlement:
         return await self.store.settle(reservation_id, 0)
@@ -89,10 +92,21 @@ class Ledger:
         rest goes back."""
         return await self.store.settle_open_reservations()
 
-    async def record_delivered(self, reservation_id: int, delivered_msat: int) -> None:
+    async def record_delivered(
+        self, reservation_id: int, delivered_msat: int, tag: RequestTag | None = None
+    ) -> None:
         """What an open request's answer has delivered so far: charged at the next start
         if the node dies before the request settles."""
-        await self.store.record_delivered(reservation_id, delivered_msat)
+        await self.store.record_delivered(reservation_id, delivered_msat, tag)
+
+    async def charged_requests_after(
+        self, after_reservation_id: int, settled_since: int, limit: int = 10_000
+    ) -> list[ChargedRequest]:
+        """Charged requests by reservation id, for usage records lost in a crash."""
+        return await self.store.charged_requests_after(after_reservation_id, settled_since, limit)
+
+    async def last_reservation_id(self) -> int:
+        return await self.store.last_reservation_id()
 
     async def earnings_msat(self) -> int:
         return await self.store.earnings_msat()

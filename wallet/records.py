@@ -38,6 +38,28 @@ class Settlement:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestTag:
+    """What a request reservation's charge names: the request, for its usage record."""
+
+    request_id: str
+    route: str
+    model: str
+    provider: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargedRequest:
+    """A charged request as the ledger knows it (a usage record is rebuilt from it)."""
+
+    reservation_id: int
+    tag: RequestTag
+    account_id: int
+    account_kind: str
+    charged_msat: int
+    settled_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class StoredProof:
     proof: Proof
     y: str

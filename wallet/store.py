@@ -23,12 +23,14 @@ from wallet.operations import (
 )
 from wallet.records import (
     AccountRow,
+    ChargedRequest,
     Credit,
     InvoiceRecord,
     LedgerSnapshot,
     NewInvoiceRow,
     PasswordOrigin,
     RefundRow,
+    RequestTag,
     Settlement,
     StoredProof,
     StoredSettings,
@@ -105,14 +107,33 @@ class WalletStore(Protocol):
     ) -> int | None: ...
 
     async def settle(
-        self, reservation_id: int, charge_msat: int, destination: str = "earnings"
-    ) -> Settlement: ...
+        self,
+        reservation_id: int,
+        charge_msat: int,
+        destination: str = "earnings",
+        *,
+        tag: RequestTag | None = None,
+    ) -> Settlement:
+        """Charge at most the reservation and release the rest, exactly once; ``tag``
+        names the request in the same update."""
+        ...
 
     async def reservation(self, reservation_id: int) -> Settlement: ...
 
     async def settle_open_reservations(self) -> int: ...
 
-    async def record_delivered(self, reservation_id: int, delivered_msat: int) -> None: ...
+    async def record_delivered(
+        self, reservation_id: int, delivered_msat: int, tag: RequestTag | None = None
+    ) -> None: ...
+
+    async def charged_requests_after(
+        self, after_reservation_id: int, settled_since: int, limit: int
+    ) -> list[ChargedRequest]:
+        """Charged request reservations naming their request, by id (usage records lost
+        in a crash are rebuilt from them)."""
+        ...
+
+    async def last_reservation_id(self) -> int: ...
 
     async def earnings_msat(self) -> int: ...
 

@@ -160,6 +160,10 @@ def _not_built(what: str) -> str:
 
 class LogsSection(Section):
     retention_days: Count = 30  # usage records (per request) are kept this long
+    usage_records: Flag = True  # false: no usage records (history, admin usage stay empty)
+    # one JSON line per request (request id, route, status, latency, model, provider,
+    # cost; never a key or a token) appended to this file; "-": standard output; "": off
+    access_log: str = ""
 
 
 class SessionsSection(Section):
@@ -168,13 +172,6 @@ class SessionsSection(Section):
     enabled: Flag = False
     ttl_hours: Count = 24
     max_messages: Count = 50
-
-    @field_validator("enabled")
-    @classmethod
-    def _built(cls, value: bool) -> bool:
-        if value:  # never accepted and then ignored: a client would count on it
-            raise ValueError(_not_built("sessions"))
-        return value
 
 
 class DatabaseSection(Section):

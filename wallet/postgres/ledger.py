@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from wallet.errors import AccountNotFound, InsufficientBalance, InvalidAmount
-from wallet.records import AccountRow, Settlement
+from wallet.records import AccountRow, ChargedRequest, RequestTag, Settlement
 
 Conn = Any  # asyncpg.Connection (the driver ships no types)
 
@@ -235,18 +235,23 @@ async def settle(
     *,
     destination: str = "earnings",
     operation_id: int | None = None,
+    tag: RequestTag | None = None,
 ) -> Settlement:
     """Charge at most the reservation and release the rest, exactly once (a second call
-    changes nothing and returns the first outcome)."""
+    changes nothing and returns the first outcome); ``tag`` names the request."""
     _positive(charge_msat)
     if destination not in ("earnings", "out"):
         raise ValueError(destination)
     row = await conn.fetchrow(
         "UPDATE reservations SET state = CASE WHEN $1::bigint > 0 THEN 'charged'"
-        " ELSE 'released' END, charged_msat = LEAST($1::bigint, amount_msat), settled_at = $2"
+        " ELSE 'released' END, charged_msat = LEAST($1::bigint, amount_msat), settled_at = $2,"
+        " request_id = COALESCE($4, request_id), request_route = COALESCE($5, request_route),"
+        " request_model = COALESCE($6, request_model),"
+        " request_provider = CASE WHEN $4::text IS NULL THEN request_provider ELSE $7 END"
         " WHERE id = $3 AND state = 'open'"
         " RETURNING account_id, amount_msat, charged_msat, state",
         charge_msat, now(), reservation_id,
+        *((tag.request_id, tag.route, tag.model, tag.provider) if tag else (None,) * 4),
     )  # fmt: skip
     if row is None:
         return await reservation_state(conn, reservation_id)
@@ -286,6 +291,48 @@ async def reservation_state(conn: Conn, reservation_id: int) -> Settlement:
     if row is None:
         raise AccountNotFound(f"no reservation {reservation_id}")
     return Settlement(reservation_id, int(row[0]), int(row[1]), int(row[2]), str(row[3]))
+
+
+async def record_delivered(
+    conn: Conn, reservation_id: int, delivered_msat: int, tag: RequestTag | None
+) -> None:
+    """What an open request has delivered so far (capped at its reservation), and the
+    request it is."""
+    _positive(delivered_msat)
+    await conn.execute(
+        "UPDATE reservations SET delivered_msat ="
+        " GREATEST(delivered_msat, LEAST($1::bigint, amount_msat)),"
+        " request_id = COALESCE($3, request_id), request_route = COALESCE($4, request_route),"
+        " request_model = COALESCE($5, request_model),"
+        " request_provider = CASE WHEN $3::text IS NULL THEN request_provider ELSE $6 END"
+        " WHERE id = $2 AND state = 'open'",
+        delivered_msat, reservation_id,
+        *((tag.request_id, tag.route, tag.model, tag.provider) if tag else (None,) * 4),
+    )  # fmt: skip
+
+
+async def charged_requests_after(
+    conn: Conn, after_reservation_id: int, settled_since: int, limit: int
+) -> list[ChargedRequest]:
+    rows = await conn.fetch(
+        "SELECT r.id, r.request_id, r.request_route, r.request_model, r.request_provider,"
+        " r.account_id, a.kind, r.charged_msat, r.settled_at"
+        " FROM reservations r JOIN accounts a ON a.id = r.account_id"
+        " WHERE r.id > $1 AND r.state = 'charged' AND r.request_id IS NOT NULL"
+        " AND r.settled_at >= $2 ORDER BY r.id LIMIT $3",
+        after_reservation_id, settled_since, limit,
+    )  # fmt: skip
+    return [
+        ChargedRequest(
+            int(r[0]),
+            RequestTag(str(r[1]), str(r[2] or ""), str(r[3] or ""), r[4]),
+            int(r[5]),
+            str(r[6]),
+            int(r[7]),
+            int(r[8]),
+        )
+        for r in rows
+    ]
 
 
 async def debit_to_earnings(

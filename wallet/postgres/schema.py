@@ -36,7 +36,11 @@ MIGRATIONS: list[str] = [
         purpose TEXT NOT NULL,
         created_at BIGINT NOT NULL,
         settled_at BIGINT,
-        delivered_msat BIGINT NOT NULL DEFAULT 0 CHECK (delivered_msat >= 0)
+        delivered_msat BIGINT NOT NULL DEFAULT 0 CHECK (delivered_msat >= 0),
+        request_id TEXT,
+        request_route TEXT,
+        request_model TEXT,
+        request_provider TEXT
     );
     CREATE INDEX reservations_open ON reservations (state) WHERE state = 'open';
     CREATE TABLE earnings (

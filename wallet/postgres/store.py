@@ -37,12 +37,14 @@ from wallet.postgres.schema import migrate
 from wallet.postgres.settings import audit_snapshot, load_settings, save_settings
 from wallet.records import (
     AccountRow,
+    ChargedRequest,
     Credit,
     InvoiceRecord,
     LedgerSnapshot,
     NewInvoiceRow,
     PasswordOrigin,
     RefundRow,
+    RequestTag,
     Settlement,
     StoredProof,
     StoredSettings,
@@ -215,10 +217,17 @@ class PostgresStore:
         )
 
     async def settle(
-        self, reservation_id: int, charge_msat: int, destination: str = "earnings"
+        self,
+        reservation_id: int,
+        charge_msat: int,
+        destination: str = "earnings",
+        *,
+        tag: RequestTag | None = None,
     ) -> Settlement:
         return await self._write(
-            lambda c: ledger_sql.settle(c, reservation_id, charge_msat, destination=destination)
+            lambda c: ledger_sql.settle(
+                c, reservation_id, charge_msat, destination=destination, tag=tag
+            )
         )
 
     async def reservation(self, reservation_id: int) -> Settlement:
@@ -236,16 +245,25 @@ class PostgresStore:
 
         return await self._write(settle_all)
 
-    async def record_delivered(self, reservation_id: int, delivered_msat: int) -> None:
-        ledger_sql._positive(delivered_msat)
+    async def record_delivered(
+        self, reservation_id: int, delivered_msat: int, tag: RequestTag | None = None
+    ) -> None:
         await self._write(
-            lambda c: c.execute(
-                "UPDATE reservations SET delivered_msat ="
-                " GREATEST(delivered_msat, LEAST($1::bigint, amount_msat))"
-                " WHERE id = $2 AND state = 'open'",
-                delivered_msat,
-                reservation_id,
+            lambda c: ledger_sql.record_delivered(c, reservation_id, delivered_msat, tag)
+        )
+
+    async def charged_requests_after(
+        self, after_reservation_id: int, settled_since: int, limit: int
+    ) -> list[ChargedRequest]:
+        return await self._one(
+            lambda c: ledger_sql.charged_requests_after(
+                c, after_reservation_id, settled_since, limit
             )
+        )
+
+    async def last_reservation_id(self) -> int:
+        return int(
+            await self._one(lambda c: c.fetchval("SELECT COALESCE(MAX(id), 0) FROM reservations"))
         )
 
     async def earnings_msat(self) -> int:

@@ -23,12 +23,14 @@ from wallet.operations import (
 )
 from wallet.records import (
     AccountRow,
+    ChargedRequest,
     Credit,
     InvoiceRecord,
     LedgerSnapshot,
     NewInvoiceRow,
     PasswordOrigin,
     RefundRow,
+    RequestTag,
     Settlement,
     StoredProof,
     StoredSettings,
@@ -143,10 +145,17 @@ class SqliteStore:
         )
 
     async def settle(
-        self, reservation_id: int, charge_msat: int, destination: str = "earnings"
+        self,
+        reservation_id: int,
+        charge_msat: int,
+        destination: str = "earnings",
+        *,
+        tag: RequestTag | None = None,
     ) -> Settlement:
         return await self.db.write(
-            lambda c: ledger_sql.settle(c, reservation_id, charge_msat, destination=destination)
+            lambda c: ledger_sql.settle(
+                c, reservation_id, charge_msat, destination=destination, tag=tag
+            )
         )
 
     async def reservation(self, reservation_id: int) -> Settlement:
@@ -161,10 +170,24 @@ class SqliteStore:
 
         return await self.db.write(settle_all)
 
-    async def record_delivered(self, reservation_id: int, delivered_msat: int) -> None:
+    async def record_delivered(
+        self, reservation_id: int, delivered_msat: int, tag: RequestTag | None = None
+    ) -> None:
         await self.db.write(
-            lambda c: ledger_sql.record_delivered(c, reservation_id, delivered_msat)
+            lambda c: ledger_sql.record_delivered(c, reservation_id, delivered_msat, tag)
         )
+
+    async def charged_requests_after(
+        self, after_reservation_id: int, settled_since: int, limit: int
+    ) -> list[ChargedRequest]:
+        return await self.db.read(
+            lambda c: ledger_sql.charged_requests_after(
+                c, after_reservation_id, settled_since, limit
+            )
+        )
+
+    async def last_reservation_id(self) -> int:
+        return await self.db.read(ledger_sql.last_reservation_id)
 
     async def earnings_msat(self) -> int:
         return await self.db.read(ledger_sql.earnings_msat)
