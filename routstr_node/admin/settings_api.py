@@ -102,6 +102,12 @@ def _check_runnable(running: Settings, new: Settings) -> None:
             raise ConfigError(
                 f"{param}: cannot change while the node runs; change it in node.toml", param
             )
+    if new.database.url != running.database.url:  # where the ledger (and these settings) live
+        raise ConfigError(
+            "database.url: cannot change while the node runs; change it in node.toml (and"
+            " move the ledger with routstr-node migrate)",
+            "database.url",
+        )
     if new.nostr.nsec != running.nostr.nsec:
         try:
             load_secret(new.node.data_dir, new.nostr.nsec)
