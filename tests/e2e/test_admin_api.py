@@ -235,7 +235,7 @@ async def test_invalid_settings_are_refused_naming_the_field(
             ({"models": [{**_MODEL, "category": "music"}]}, "models[0].category"),
             ({"sessions": {"enabled": True}}, "sessions.enabled"),  # not built yet
             ({"database": {"url": "postgresql://db/x"}}, "database.url"),
-            ({"payout": {"lightning_address": "me@example.com"}}, "payout.lightning_address"),
+            ({"payout": {"lightning_address": "not an address"}}, "payout.lightning_address"),
             ([1, 2], None),
         ]
         for patch, param in cases:
