@@ -28,6 +28,8 @@ from routstr_node.payout_job import payout_context
 from routstr_node.pricing import BtcUsdRate
 from routstr_node.proxy import PROXIED_PATHS, handle_proxy
 from routstr_node.ratelimit import RateLimiter
+from routstr_node.records import routes as records_routes
+from routstr_node.records.service import RECORDS, records_context
 from routstr_node.state import COUNTED_STREAM, NODE, REQUEST_ID, RESPONSE_HEADERS, NodeState
 from routstr_node.upstream import Upstreams
 from wallet.keys import key_hash
@@ -77,6 +79,7 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
     )
     app[CONFIG_PATH] = config_path
     app.cleanup_ctx.append(_node_context(settings))
+    app.cleanup_ctx.append(records_context)  # usage records, the access log
     # a payment the mint left pending, an answer lost while a mint was away: resolved
     # while the node runs, not only at its next start
     app.cleanup_ctx.append(every(RESOLVE_PENDING_EVERY_S, "pending-operations", _resolve_stale))
@@ -85,6 +88,7 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
     media_routes.add_routes(app)
     discovery.add_routes(app)
     wallet_api.add_routes(app)
+    records_routes.add_routes(app)
     admin.add_routes(app)  # applies the panel's changes at start: before Nostr announces
     app.cleanup_ctx.append(nostr_context)  # announcing this node, discovering others
     app.cleanup_ctx.append(payout_context)  # earnings to the operator's Lightning address
@@ -162,13 +166,19 @@ async def _outer_middleware(request: web.Request, handler: Handler) -> web.Strea
             return _preflight(request, headers)  # not a request of its own: not counted
     request[REQUEST_ID] = request_id
     request[RESPONSE_HEADERS] = headers
+    created = int(time.time())
     started = time.perf_counter()
+    status = 499  # cancelled: the client went away
     try:
         response = await _answer(request, handler)
+        status = response.status
     finally:
         node = request.app.get(NODE)
         if node is not None and request.get(COUNTED_STREAM):
             node.metrics.open_streams -= 1
+        records = request.app.get(RECORDS)
+        if records is not None:
+            records.request_done(request, status, created, started)
     if not response.prepared:
         for name, value in request[RESPONSE_HEADERS].items():
             response.headers.setdefault(name, value)

@@ -19,6 +19,7 @@ from routstr_node.errors import upstream_status_error
 from routstr_node.failover import open_answer, read_answer
 from routstr_node.paid_call import PaidCall
 from routstr_node.pricing import Cost
+from routstr_node.records import Counted
 from routstr_node.routing import Candidate
 from routstr_node.token_answer import TokenRequest, cost_at, cost_json
 from routstr_node.upstream import Payload, Upstream
@@ -97,7 +98,9 @@ async def _settle(
     usage: TokenUsage,
     started: float,
 ) -> Cost:
-    cost = await call.settle(cost_at(candidate, usage))
+    cost = await call.settle(
+        cost_at(candidate, usage), Counted(usage.input_tokens, usage.output_tokens)
+    )
     seconds = time.perf_counter() - started  # a whole answer: written before its first byte
     call.node.board.generated(candidate.name, request.model_id, usage.output_tokens, seconds)
     return cost

@@ -144,7 +144,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
                 )
             return await forward(call, token_request, candidate, upstream, payload)
 
-    async with PaidCall(request, node, route.reserve_msat) as call:
+    async with PaidCall(request, node, route.reserve_msat, model.id) as call:
         return await first_answer(node, call, route, attempt)
 
 

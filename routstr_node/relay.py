@@ -24,6 +24,7 @@ from routstr_node.errors import upstream_failed, upstream_status_error, upstream
 from routstr_node.failover import UpstreamFailure, open_answer
 from routstr_node.paid_call import PaidCall
 from routstr_node.pricing import Cost
+from routstr_node.records import Counted
 from routstr_node.routing import Candidate
 from routstr_node.sse import DONE, encode_event
 from routstr_node.state import COUNTED_STREAM, RESPONSE_HEADERS
@@ -81,7 +82,7 @@ async def relay_stream(
             call.relayed(state)
             try:
                 if response is None:
-                    first_byte = time.perf_counter()
+                    first_byte = call.first_byte_at = time.perf_counter()
                     response = await _start(request, call)
                 await response.write(out)
             except _CLIENT_GONE:
@@ -96,7 +97,9 @@ async def relay_stream(
     usage = state.token_usage()
     # no output reached the client: nothing is charged (a client gone early)
     cost = await asyncio.shield(
-        call.settle(cost_at(candidate, usage) if usage is not None else Cost(0, 0, 0))
+        call.settle(cost_at(candidate, usage), Counted(usage.input_tokens, usage.output_tokens))
+        if usage is not None
+        else call.settle(Cost(0, 0, 0))
     )
     if usage is None:
         usage = TokenUsage(0, 0, False)

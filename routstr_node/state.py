@@ -41,6 +41,11 @@ class Unsettled:
         if self._count == 0:
             self._none.set()
 
+    @property
+    def none(self) -> bool:
+        """Whether every call was settled."""
+        return self._count == 0
+
     async def drained(self, timeout_s: float) -> bool:
         """Whether every call was settled within ``timeout_s``."""
         try:

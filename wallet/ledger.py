@@ -9,7 +9,7 @@ from wallet.errors import AccountNotFound
 from wallet.keys import key_hash
 from wallet.sqlite import ledger as sql
 from wallet.sqlite.database import Database
-from wallet.sqlite.ledger import AccountRow, Settlement
+from wallet.sqlite.ledger import AccountRow, ChargedRequest, RequestTag, Settlement
 
 _MAX_CACHED_IDS = 100_000
 
@@ -83,9 +83,12 @@ class Ledger:
         """Hold the most a request can cost; raises InsufficientBalance."""
         return await self.db.write(lambda c: sql.reserve(c, account_id, amount_msat, purpose))
 
-    async def settle(self, reservation_id: int, charge_msat: int) -> Settlement:
-        """Charge the real cost (capped at the reservation) to earnings; release the rest."""
-        return await self.db.write(lambda c: sql.settle(c, reservation_id, charge_msat))
+    async def settle(
+        self, reservation_id: int, charge_msat: int, tag: RequestTag | None = None
+    ) -> Settlement:
+        """Charge the real cost (capped at the reservation) to earnings; release the rest.
+        ``tag`` names the request in the same update (its usage record's safeguard)."""
+        return await self.db.write(lambda c: sql.settle(c, reservation_id, charge_msat, tag=tag))
 
     async def release(self, reservation_id: int) -> Settlement:
         return await self.db.write(lambda c: sql.settle(c, reservation_id, 0))
@@ -106,10 +109,23 @@ class Ledger:
 
         return await self.db.write(txn)
 
-    async def record_delivered(self, reservation_id: int, delivered_msat: int) -> None:
+    async def record_delivered(
+        self, reservation_id: int, delivered_msat: int, tag: RequestTag | None = None
+    ) -> None:
         """What an open request's answer has delivered so far: charged at the next start
         if the node dies before the request settles."""
-        await self.db.write(lambda c: sql.record_delivered(c, reservation_id, delivered_msat))
+        await self.db.write(lambda c: sql.record_delivered(c, reservation_id, delivered_msat, tag))
+
+    async def charged_requests_after(
+        self, after_reservation_id: int, settled_since: int, limit: int = 10_000
+    ) -> list[ChargedRequest]:
+        """Charged requests by reservation id, for usage records lost in a crash."""
+        return await self.db.read(
+            lambda c: sql.charged_requests_after(c, after_reservation_id, settled_since, limit)
+        )
+
+    async def last_reservation_id(self) -> int:
+        return await self.db.read(sql.last_reservation_id)
 
     async def earnings_msat(self) -> int:
         return await self.db.read(sql.earnings_msat)

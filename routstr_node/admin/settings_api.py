@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # where the node listens and keeps its money are fixed while it runs
 _FIXED_WHILE_RUNNING = ("host", "port", "data_dir")
+_LOGS_FIXED_WHILE_RUNNING = ("usage_records", "access_log")
 
 
 def settings_view(settings: Settings) -> dict[str, Any]:
@@ -92,6 +93,12 @@ def _check_runnable(running: Settings, new: Settings) -> None:
     for key in _FIXED_WHILE_RUNNING:
         if getattr(new.node, key) != getattr(running.node, key):
             param = f"node.{key}"
+            raise ConfigError(
+                f"{param}: cannot change while the node runs; change it in node.toml", param
+            )
+    for key in _LOGS_FIXED_WHILE_RUNNING:  # opened at start (a file, a writer)
+        if getattr(new.logs, key) != getattr(running.logs, key):
+            param = f"logs.{key}"
             raise ConfigError(
                 f"{param}: cannot change while the node runs; change it in node.toml", param
             )

@@ -160,6 +160,10 @@ def _not_built(what: str) -> str:
 
 class LogsSection(Section):
     retention_days: Count = 30  # usage records (per request) are kept this long
+    usage_records: Flag = True  # false: no usage records (history, admin usage stay empty)
+    # one JSON line per request (request id, route, status, latency, model, provider,
+    # cost; never a key or a token) appended to this file; "-": standard output; "": off
+    access_log: str = ""
 
 
 class SessionsSection(Section):

@@ -227,7 +227,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE reservations ADD COLUMN delivered_msat INTEGER NOT NULL DEFAULT 0
         CHECK (delivered_msat >= 0);
     """,
-    # 8: earnings paid out (contract section 13). A payout moves what it may spend from
+    # 8: a request's charge names the request (its id, route, model and provider), written
+    # by the same UPDATE that charges it. Usage records live in a file of their own,
+    # written after the answer; the node rebuilds one from here when it was lost (a
+    # crash before the record was written), so a charged request is never unrecorded.
+    """
+    ALTER TABLE reservations ADD COLUMN request_id TEXT;
+    ALTER TABLE reservations ADD COLUMN request_route TEXT;
+    ALTER TABLE reservations ADD COLUMN request_model TEXT;
+    ALTER TABLE reservations ADD COLUMN request_provider TEXT;
+    """,
+    # 9: earnings paid out (contract section 13). A payout moves what it may spend from
     # earnings to an account of its own that no key opens, and custody pays the token or
     # invoice from that account as it pays any withdrawal (written ahead, recovered by the
     # one rule); what it did not spend goes back to earnings when it closes. Leases name
