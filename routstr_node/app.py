@@ -97,6 +97,7 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
 
 async def _resolve_stale(node: NodeState) -> None:
     report = await node.wallet.resolve_stale()
+    await node.wallet.payouts.settle_open()  # payouts whose operations were just resolved
     if report.completed or report.failed:
         log.info(
             "pending operations resolved: %d completed, %d failed",

@@ -133,9 +133,7 @@ class WalletService:
         """Pending operations no request is working on, resolved while the node runs."""
         if self._stale is None:
             self._stale = StaleOperations(self.custody)
-        report = await self._stale.resolve(min_age_s)
-        await self.payouts.settle_open()
-        return report
+        return await self._stale.resolve(min_age_s)
 
     async def close(self) -> None:
         if self._recovery is not None:
