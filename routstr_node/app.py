@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from mints.directory import MintDirectory
-from routstr_node import admin, discovery, wallet_api
+from routstr_node import admin, discovery, sessions, wallet_api
 from routstr_node.background import every
 from routstr_node.config import Settings
 from routstr_node.errors import ApiError, from_domain
@@ -89,6 +89,7 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
     discovery.add_routes(app)
     wallet_api.add_routes(app)
     records_routes.add_routes(app)
+    sessions.routes.add_routes(app)
     admin.add_routes(app)  # applies the panel's changes at start: before Nostr announces
     app.cleanup_ctx.append(nostr_context)  # announcing this node, discovering others
     app.cleanup_ctx.append(payout_context)  # earnings to the operator's Lightning address
@@ -197,7 +198,7 @@ def _preflight(request: web.Request, headers: dict[str, str]) -> web.Response:
     asked = request.headers.get("Access-Control-Request-Headers", "")
     allowed = {
         **headers,
-        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
         "Access-Control-Allow-Headers": asked or "Authorization, Content-Type, X-Cashu",
         "Access-Control-Max-Age": str(_PREFLIGHT_MAX_AGE_S),
     }

@@ -51,6 +51,7 @@ async def relay_stream(
     upstream_resp = opened.response
     response: web.StreamResponse | None = None
     state = StreamAnswer(token_request, candidate, token_request.renamer())
+    session = token_request.session
     upstream_broke: str | None = None
     client_gone = False
     first_byte: float | None = None
@@ -79,6 +80,8 @@ async def relay_stream(
             out = state.feed(chunk)
             if not out:
                 continue
+            if session is not None:
+                out = session.tag_events(out)
             call.relayed(state)
             try:
                 if response is None:
@@ -110,6 +113,8 @@ async def relay_stream(
         return response if response is not None else web.Response(status=499)
     if response is None:
         response = await _start(request, call)
+    if session is not None and call.payer is not None and not upstream_broke:
+        await session.keep(call.payer.account_id, session.streamed_answer())
     # the final events and the stream's end in one write (one send, not two)
     with contextlib.suppress(*_CLIENT_GONE):
         await response.write_eof(_final_events(call, state, usage, cost, upstream_broke))
@@ -147,6 +152,8 @@ def _final_events(
             "code": "upstream_error",
             "param": None,
         }
+        if request.session is not None:
+            error["session_id"] = request.session.id
         if call.change_token:
             # the SDKs raise on this event and never read the usage event after it: the
             # same change is in the error too, where the exception's body shows it
@@ -159,6 +166,8 @@ def _final_events(
         final["response"]["usage"] = usage_obj
         final["response"]["model"] = request.model_id
         final.update({"choices": [], "usage": usage_obj, "provider": provider})
+        if request.session is not None:
+            final["session_id"] = request.session.id
         if call.change_token:
             final["cashu_change"] = call.change_token
         return out + encode_event(final, event=str(final.get("type"))) + DONE
@@ -171,6 +180,8 @@ def _final_events(
         "choices": [],
         "usage": usage_obj,
     }
+    if request.session is not None:
+        usage_event["session_id"] = request.session.id
     if call.change_token:
         usage_event["cashu_change"] = call.change_token
     return out + encode_event(usage_event) + DONE

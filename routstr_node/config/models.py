@@ -173,13 +173,6 @@ class SessionsSection(Section):
     ttl_hours: Count = 24
     max_messages: Count = 50
 
-    @field_validator("enabled")
-    @classmethod
-    def _built(cls, value: bool) -> bool:
-        if value:  # never accepted and then ignored: a client would count on it
-            raise ValueError(_not_built("sessions"))
-        return value
-
 
 class DatabaseSection(Section):
     """Empty `url`: the SQLite file in data_dir. A PostgreSQL URL may hold a password:

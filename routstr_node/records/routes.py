@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from routstr_node.account_api import account_of
+from routstr_node.admin import usage_page
 from routstr_node.errors import invalid_request
 from routstr_node.records.model import Grouping, RecordFilter, UsageGroup, UsageRecord
 from routstr_node.records.service import RECORDS
@@ -30,6 +31,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/balance/history", balance_history)
     app.router.add_get("/admin/api/requests", admin_requests)
     app.router.add_get("/admin/api/usage", admin_usage)
+    usage_page.add_routes(app)
 
 
 def _int_param(request: web.Request, name: str, default: int, maximum: int) -> int:

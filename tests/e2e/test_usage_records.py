@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.accounts import bearer
+from support.accounts import bearer, funded_auth
 from support.e2e import (
     assert_balanced,
     assert_error,
@@ -28,7 +28,9 @@ from support.e2e import (
     wait_until_settled,
 )
 from support.ecash import EcashFactory
+from support.media import IMAGE, SPEECH, media_toml
 from support.node import MODEL, RunningNode, run_node
+from support.routing import Providers
 from support.wallets import query
 
 from routstr_node.demo.mint import LocalMint
@@ -242,3 +244,34 @@ async def test_records_off_keeps_none(
         assert answer.status == 200
         await wait_until_settled(node)
         assert await _admin_requests(node) == []
+
+
+async def test_media_records_count_their_units(
+    tmp_path: Path,
+    mint: LocalMint,
+    upstream: RunningUpstream,
+    providers: Providers,
+    ecash: EcashFactory,
+) -> None:
+    extra = media_toml(providers.a) + f'[admin]\npassword = "{PASSWORD}"\n'
+    async with run_node(tmp_path / "node", [mint.url], upstream.url, extra_toml=extra) as node:
+        auth = await funded_auth(node.url, ecash, mint.url, 1000)
+        image = await post(
+            f"{node.base_url}/images/generations",
+            {"model": IMAGE, "prompt": "a lighthouse", "n": 2, "size": "1024x1024"},
+            auth,
+        )
+        assert image.status == 200, image.raw
+        speech = await post(
+            f"{node.base_url}/audio/speech",
+            {"model": SPEECH, "input": "twelve chars", "voice": "alloy"},
+            auth,
+        )
+        assert speech.status == 200, speech.raw
+        recorded = {r["route"]: r for r in await _all_recorded(node, 2)}
+        pictures = recorded["/v1/images/generations"]
+        assert (pictures["units"], pictures["unit"], pictures["model"]) == (2, "image", IMAGE)
+        assert pictures["cost_msats"] == int(image.headers["X-Routstr-Cost-Msats"])
+        spoken = recorded["/v1/audio/speech"]
+        assert (spoken["units"], spoken["unit"]) == (len("twelve chars"), "character")
+        assert spoken["cost_msats"] == int(speech.headers["X-Routstr-Cost-Msats"])

@@ -705,12 +705,6 @@ ERROR_CASES: list[tuple[str, str, str]] = [
         "models[0].context_length",
     ),
     (
-        MINIMAL + "[sessions]\nenabled = true\n",
-        "node.toml: sessions.enabled: not supported by this version yet (sessions come in a"
-        " later version)",
-        "sessions.enabled",
-    ),
-    (
         MINIMAL + '[database]\nurl = "postgresql://u@h/db"\n',
         "node.toml: database.url: not supported by this version yet (PostgreSQL databases come"
         " in a later version)",
@@ -1084,7 +1078,7 @@ def test_a_routed_model_round_trips_through_the_admin_view(in_tmp: Path) -> None
             },
             "models[0].providers[0].upstream",
         ),
-        ({"sessions": {"enabled": True}}, "sessions.enabled"),
+        ({"sessions": {"enabled": "yes"}}, "sessions.enabled"),
         ({"database": {"url": "postgresql://u:pw@db/x"}}, "database.url"),
         ({"payout": {"lightning_address": "not an address"}}, "payout.lightning_address"),
     ],
@@ -1106,8 +1100,9 @@ def test_a_database_url_from_its_variable_stops_the_node(in_tmp: Path) -> None:
         " yet (PostgreSQL databases come in a later version)"
     )
     assert error.param == "database.url"
-    overridden = load_error(MINIMAL, {"ROUTSTR_SESSIONS__ENABLED": "true"})
-    assert str(overridden).startswith("ROUTSTR_SESSIONS__ENABLED: sessions.enabled: not supported")
+    overridden = load_error(MINIMAL, {"ROUTSTR_SESSIONS__ENABLED": "maybe"})
+    assert str(overridden).startswith("ROUTSTR_SESSIONS__ENABLED: sessions.enabled: ")
+    assert load_text(MINIMAL, {"ROUTSTR_SESSIONS__ENABLED": "true"}).sessions.enabled
 
 
 def test_a_database_url_is_a_secret() -> None:
