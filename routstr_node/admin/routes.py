@@ -21,6 +21,7 @@ from aiohttp import web
 
 from routstr_node.admin import books_api
 from routstr_node.admin.json_body import admin_body, admin_json
+from routstr_node.admin.local_key import remove_local_key, write_local_key
 from routstr_node.admin.password import AdminPassword, generate_password, hash_off_loop
 from routstr_node.admin.settings_api import get_settings, patch_settings, restore_at_start
 from routstr_node.admin.signin import (
@@ -64,7 +65,12 @@ async def _admin_context(app: web.Application) -> AsyncIterator[None]:
     )
     app[ADMIN] = admin
     await restore_at_start(app, admin)
-    yield
+    data_dir = node.settings.node.data_dir
+    admin.local_key = write_local_key(data_dir)
+    try:
+        yield
+    finally:
+        remove_local_key(data_dir, admin.local_key)
 
 
 async def _password(

@@ -5,6 +5,8 @@ and withdrawals racing each other and client traffic."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -258,3 +260,56 @@ async def test_withdrawals_racing_each_other_and_clients_never_touch_liabilities
         assert end["totals"]["earnings_msat"] == earnings + charged - paid_out
         assert end["totals"]["liabilities_msat"] == owed - charged
         await assert_balanced(node)
+
+
+async def routstr_node(*args: str) -> tuple[int, Any]:
+    """The command as an operator runs it; its exit code and the JSON it printed."""
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "routstr-node"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    assert out, err
+    return process.returncode, json.loads(out)
+
+
+async def test_the_command_line_prints_the_books_and_pays_out_beside_the_node_and_without(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream, ecash: EcashFactory
+) -> None:
+    async with signed_in(tmp_path, mint.url, upstream) as (node, admin):
+        await mixed_run(node, ecash, mint)
+        config = str(node.config_path)
+        code, printed = await routstr_node("earnings", "--config", config)
+        assert code == 0
+        assert printed["totals"] == (await books(admin, node))["totals"]
+        assert printed["audit"]["balanced"] is True
+        earned = printed["totals"]["earnings_msat"]
+
+        # the running node pays: the command asks it
+        code, paid = await routstr_node("earnings", "withdraw", "--config", config, "--amount", "4")
+        assert code == 0, paid
+        assert paid["amount"] == 4 and paid["mint"] == mint.url
+        assert await ecash.redeem(paid["cashu_token"]) == 4
+        listed = await admin_call(admin, node, "GET", "/admin/api/payouts")
+        assert [p["cashu_token"] for p in listed.body["payouts"]] == [paid["cashu_token"]]
+        code, refused = await routstr_node(
+            "earnings", "withdraw", "--config", config, "--amount", str(earned // 1000)
+        )
+        assert code == 1 and refused["error"]["code"] == "insufficient_earnings"
+        code, invoice = await routstr_node(
+            "earnings", "withdraw", "--config", config, "--invoice", fake_invoice(2)
+        )
+        assert code == 0 and invoice["paid"] is True, invoice
+    assert not (node.data_dir / "admin-cli.key").exists()
+
+    # no node runs: the command pays itself
+    code, rest = await routstr_node("earnings", "withdraw", "--config", config)
+    assert code == 0, rest
+    assert await ecash.redeem(rest["cashu_token"]) == rest["amount"]
+    code, printed = await routstr_node("earnings", "--config", config)
+    assert printed["totals"]["withdrawable_msat"] == 0
+    assert printed["totals"]["earnings_msat"] < 1000
+    assert printed["audit"]["balanced"] is True
