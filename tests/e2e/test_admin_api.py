@@ -233,7 +233,6 @@ async def test_invalid_settings_are_refused_naming_the_field(
                 "models[0].upstream",
             ),
             ({"models": [{**_MODEL, "category": "music"}]}, "models[0].category"),
-            ({"sessions": {"enabled": True}}, "sessions.enabled"),  # not built yet
             ({"database": {"url": "postgresql://db/x"}}, "database.url"),
             ({"payout": {"lightning_address": "not an address"}}, "payout.lightning_address"),
             ([1, 2], None),
