@@ -29,6 +29,7 @@ from wallet.keys import key_hash, token_account_keys
 from wallet.ledger import Ledger
 from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
 from wallet.operations import Outcome
+from wallet.payouts import Payouts
 from wallet.recovery import RecoveryReport, StaleOperations, recover_all
 from wallet.seed import load_or_create_seed
 from wallet.settings_store import SettingsStore
@@ -82,6 +83,7 @@ class WalletService:
         self._stale: StaleOperations | None = None
         self._recovery: asyncio.Task[RecoveryReport] | None = None
         self._seed = b""
+        self.payouts = Payouts(self)
 
     @property
     def custody(self) -> Custody:
@@ -117,6 +119,7 @@ class WalletService:
     async def recover(self) -> RecoveryReport:
         """Resolve every pending operation (each mint's beside the others')."""
         report = await recover_all(self.custody)
+        await self.payouts.settle_open()  # payouts whose operations were just resolved
         if report.completed or report.failed or report.still_pending:
             log.info(
                 "recovery: %d completed, %d failed, %d still pending",
