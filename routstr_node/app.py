@@ -24,6 +24,7 @@ from routstr_node.media import routes as media_routes
 from routstr_node.metrics import Metrics
 from routstr_node.nostr.service import nostr_context
 from routstr_node.payment import presented_credential
+from routstr_node.payout_job import payout_context
 from routstr_node.pricing import BtcUsdRate
 from routstr_node.proxy import PROXIED_PATHS, handle_proxy
 from routstr_node.ratelimit import RateLimiter
@@ -90,11 +91,13 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
     sessions.routes.add_routes(app)
     admin.add_routes(app)  # applies the panel's changes at start: before Nostr announces
     app.cleanup_ctx.append(nostr_context)  # announcing this node, discovering others
+    app.cleanup_ctx.append(payout_context)  # earnings to the operator's Lightning address
     return app
 
 
 async def _resolve_stale(node: NodeState) -> None:
     report = await node.wallet.resolve_stale()
+    await node.wallet.payouts.settle_open()  # payouts whose operations were just resolved
     if report.completed or report.failed:
         log.info(
             "pending operations resolved: %d completed, %d failed",

@@ -29,6 +29,7 @@ from wallet.ledger import Ledger
 from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
 from wallet.operations import AccountKind, Outcome
 from wallet.operations import NewAccount as AccountToOpen
+from wallet.payouts import Payouts
 from wallet.records import AccountRow, Withdrawal
 from wallet.recovery import RecoveryReport, StaleOperations, recover_all
 from wallet.settings_store import SettingsStore
@@ -66,6 +67,7 @@ class WalletService:
         self._stale: StaleOperations | None = None
         self._recovery: asyncio.Task[RecoveryReport] | None = None
         self._seed = b""
+        self.payouts = Payouts(self)
 
     @property
     def custody(self) -> Custody:
@@ -101,6 +103,7 @@ class WalletService:
     async def recover(self) -> RecoveryReport:
         """Resolve every pending operation (each mint's beside the others')."""
         report = await recover_all(self.custody)
+        await self.payouts.settle_open()  # payouts whose operations were just resolved
         if report.completed or report.failed or report.still_pending:
             log.info(
                 "recovery: %d completed, %d failed, %d still pending",

@@ -21,6 +21,7 @@ from wallet.operations import (
     ReceiveIntent,
     SpendIntent,
 )
+from wallet.payout_records import Books, PayoutKind, PayoutRow
 from wallet.records import (
     AccountRow,
     ChargedRequest,
@@ -295,6 +296,41 @@ class WalletStore(Protocol):
         password_hash: str | None,
         origin: PasswordOrigin = "admin",
     ) -> None: ...
+
+    # -- earnings paid out, the books, node-wide leases ------------------------------------
+
+    async def books(self, mint_urls: list[str]) -> Books:
+        """The books per mint, in one snapshot."""
+        ...
+
+    async def hold_for_payout(
+        self,
+        kind: PayoutKind,
+        mint_url: str,
+        hold_msat: int,
+        idempotency_key: str | None,
+        asked_sat: int | None,
+        destination: str | None,
+    ) -> PayoutRow:
+        """Move ``hold_msat`` from earnings to a new payout's own account and write the
+        payout down; InsufficientEarnings, or PayoutKeyTaken for a key used before."""
+        ...
+
+    async def settle_payout(self, payout_id: int, error: tuple[str, str] | None) -> PayoutRow:
+        """Close a pending payout from what custody did with its account, giving back what
+        it did not spend; unchanged while custody is busy with it."""
+        ...
+
+    async def payout_by_key(self, key: str) -> PayoutRow | None: ...
+
+    async def recent_payouts(self, limit: int) -> list[PayoutRow]: ...
+
+    async def open_payouts(self, created_before: int) -> list[PayoutRow]: ...
+
+    async def take_lease(self, name: str, holder: str, ttl_s: int) -> bool:
+        """Whether ``holder`` holds the node-wide lease ``name`` now (taken, renewed, or
+        taken over from a holder whose lease ran out)."""
+        ...
 
     # -- the audit -------------------------------------------------------------------------
 

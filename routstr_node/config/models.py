@@ -212,7 +212,7 @@ class PayoutSection(Section):
             raise ValueError(
                 f"'{value}' is not a Lightning address (name@domain) or an LNURL-pay https URL"
             )
-        raise ValueError(_not_built("payouts"))
+        return value
 
 
 _LIGHTNING_ADDRESS = re.compile(r"[a-z0-9._+-]+@[a-z0-9-]+(\.[a-z0-9-]+)+", re.IGNORECASE)

@@ -166,8 +166,8 @@ MIGRATIONS: list[str] = [
     );
     """,
     # 2: what several processes share beyond the ledger: the wallet's seed (every output
-    # is derived from it, in every process) and leases (a pending operation or a role
-    # held by one process at a time, until it expires: a process that dies lets go)
+    # is derived from it, in every process), leases (a node-wide job held by one process
+    # at a time, until it expires: a process that dies lets go), and earnings paid out
     """
     CREATE TABLE wallet_seed (
         id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -176,8 +176,27 @@ MIGRATIONS: list[str] = [
     CREATE TABLE leases (
         name TEXT PRIMARY KEY,
         holder TEXT NOT NULL,
-        expires_at DOUBLE PRECISION NOT NULL
+        expires_at BIGINT NOT NULL
     );
+    CREATE TABLE payouts (
+        id BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('token', 'invoice', 'lightning_address')),
+        idempotency_key TEXT UNIQUE,
+        account_id BIGINT NOT NULL UNIQUE REFERENCES accounts (id),
+        mint_url TEXT NOT NULL,
+        held_msat BIGINT NOT NULL CHECK (held_msat > 0),
+        asked_sat BIGINT,
+        destination TEXT,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'paid', 'failed')),
+        amount_sat BIGINT,
+        fee_sat BIGINT,
+        token TEXT,
+        error_code TEXT,
+        error TEXT,
+        created_at BIGINT NOT NULL,
+        finished_at BIGINT
+    );
+    CREATE INDEX payouts_open ON payouts (state) WHERE state = 'pending';
     """,
 ]
 

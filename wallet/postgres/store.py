@@ -28,10 +28,12 @@ from wallet.operations import (
     ReceiveIntent,
     SpendIntent,
 )
+from wallet.payout_records import Books, PayoutKind, PayoutRow
 from wallet.postgres import completions as txn
 from wallet.postgres import custody as sql
 from wallet.postgres import invoices as invoices_sql
 from wallet.postgres import ledger as ledger_sql
+from wallet.postgres import payouts as payouts_sql
 from wallet.postgres.ledger import Conn
 from wallet.postgres.schema import migrate
 from wallet.postgres.settings import audit_snapshot, load_settings, save_settings
@@ -473,6 +475,41 @@ class PostgresStore:
                 c, invoice_id, key_hash, admin_key_hash, reissue_since
             )
         )
+
+    # -- payouts, books, leases ----------------------------------------------------------
+
+    async def books(self, mint_urls: list[str]) -> Books:
+        return await self._read(lambda c: payouts_sql.books(c, mint_urls))
+
+    async def hold_for_payout(
+        self,
+        kind: PayoutKind,
+        mint_url: str,
+        hold_msat: int,
+        idempotency_key: str | None,
+        asked_sat: int | None,
+        destination: str | None,
+    ) -> PayoutRow:
+        return await self._write(
+            lambda c: payouts_sql.hold_for_payout(
+                c, kind, mint_url, hold_msat, idempotency_key, asked_sat, destination
+            )
+        )
+
+    async def settle_payout(self, payout_id: int, error: tuple[str, str] | None) -> PayoutRow:
+        return await self._write(lambda c: payouts_sql.settle_payout(c, payout_id, error))
+
+    async def payout_by_key(self, key: str) -> PayoutRow | None:
+        return await self._one(lambda c: payouts_sql.payout_by_key(c, key))
+
+    async def recent_payouts(self, limit: int) -> list[PayoutRow]:
+        return await self._one(lambda c: payouts_sql.recent_payouts(c, limit))
+
+    async def open_payouts(self, created_before: int) -> list[PayoutRow]:
+        return await self._one(lambda c: payouts_sql.open_payouts(c, created_before))
+
+    async def take_lease(self, name: str, holder: str, ttl_s: int) -> bool:
+        return await self._write(lambda c: payouts_sql.take_lease(c, name, holder, ttl_s))
 
     # -- settings and audit ----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from wallet.operations import (
     ReceiveIntent,
     SpendIntent,
 )
+from wallet.payout_records import Books, PayoutKind, PayoutRow
 from wallet.records import (
     AccountRow,
     ChargedRequest,
@@ -39,12 +40,14 @@ from wallet.records import (
 from wallet.seed import load_or_create_seed
 from wallet.selection import Coin
 from wallet.sqlite import audit as audit_sql
+from wallet.sqlite import books as books_sql
 from wallet.sqlite import completions as txn
 from wallet.sqlite import custody as sql
 from wallet.sqlite import invoices as invoices_sql
 from wallet.sqlite import ledger as ledger_sql
 from wallet.sqlite import node_settings
 from wallet.sqlite import outgoing as outgoing_sql
+from wallet.sqlite import payouts as payouts_sql
 from wallet.sqlite.database import Database
 
 DB_FILE = "wallet.sqlite3"
@@ -400,6 +403,47 @@ class SqliteStore:
                 c, invoice_id, key_hash, admin_key_hash, reissue_since
             )
         )
+
+    # -- payouts, books, leases ----------------------------------------------------------
+
+    async def books(self, mint_urls: list[str]) -> Books:
+        return await self.db.read(lambda c: books_sql.books(c, mint_urls))
+
+    async def hold_for_payout(
+        self,
+        kind: PayoutKind,
+        mint_url: str,
+        hold_msat: int,
+        idempotency_key: str | None,
+        asked_sat: int | None,
+        destination: str | None,
+    ) -> PayoutRow:
+        return await self.db.write(
+            lambda c: payouts_sql.hold_for_payout(
+                c,
+                kind=kind,
+                mint_url=mint_url,
+                hold_msat=hold_msat,
+                idempotency_key=idempotency_key,
+                asked_sat=asked_sat,
+                destination=destination,
+            )
+        )
+
+    async def settle_payout(self, payout_id: int, error: tuple[str, str] | None) -> PayoutRow:
+        return await self.db.write(lambda c: payouts_sql.settle_payout(c, payout_id, error))
+
+    async def payout_by_key(self, key: str) -> PayoutRow | None:
+        return await self.db.read(lambda c: payouts_sql.payout_by_key(c, key))
+
+    async def recent_payouts(self, limit: int) -> list[PayoutRow]:
+        return await self.db.read(lambda c: payouts_sql.recent_payouts(c, limit))
+
+    async def open_payouts(self, created_before: int) -> list[PayoutRow]:
+        return await self.db.read(lambda c: payouts_sql.open_payouts(c, created_before))
+
+    async def take_lease(self, name: str, holder: str, ttl_s: int) -> bool:
+        return await self.db.write(lambda c: payouts_sql.take_lease(c, name, holder, ttl_s))
 
     # -- settings and audit ----------------------------------------------------------------
 
