@@ -287,7 +287,7 @@ class WalletService:
         op_id = await self.store.pending_receive_of_token(token.token_id)
         if op_id is None:
             return
-        if op_id in self.custody.live_operations:
+        if self.custody.is_live(op_id, token.token_id):
             raise TokenBeingRedeemed("the token is being redeemed by another request")
         if (await self.custody.resolve_unless_busy(op_id)).outcome is Outcome.PENDING:
             raise TokenBeingRedeemed(

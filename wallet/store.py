@@ -159,9 +159,12 @@ class WalletStore(Protocol):
         rows: Sequence[OutputRow],
         proof_ids: Sequence[int],
         quote_id: str | None,
+        on_written: Callable[[int], None],
     ) -> tuple[int, list[StoredProof]] | None:
         """Hold the account's money, write the operation down, lock its inputs; None when
-        another operation took one of the inputs first."""
+        another operation took one of the inputs first. ``on_written`` gets the new
+        operation's id inside the transaction, before any other reader can see it (the
+        caller marks it as its own: no recovery round reaches for it meanwhile)."""
         ...
 
     async def write_receive(
@@ -171,8 +174,10 @@ class WalletStore(Protocol):
         rows: Sequence[OutputRow],
         token_id: str,
         foreign_inputs: Sequence[Proof],
+        on_written: Callable[[int], None],
     ) -> int:
-        """Write a token's swap down; raises TokenBeingRedeemed or TokenAlreadyRedeemed."""
+        """Write a token's swap down; raises TokenBeingRedeemed or TokenAlreadyRedeemed.
+        ``on_written`` as for :meth:`write_spend`."""
         ...
 
     async def write_issue(

@@ -32,6 +32,10 @@ SELECTION_ATTEMPTS = 5
 CUSTODY_WAITS_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.5)
 
 
+class _NotWritten(Exception):
+    """The write of an operation was rolled back without an error for the caller."""
+
+
 class CustodyBase:
     """The node's ecash at its trusted mints: the state every operation uses."""
 
@@ -42,6 +46,9 @@ class CustodyBase:
         self._selection_locks: dict[str, asyncio.Lock] = {}
         # operations a request of this process is sending or finishing: not for recovery
         self.live_operations: set[int] = set()
+        # tokens a request of this process is redeeming, from before their operation is
+        # written down (its id is known only once the write returns) to the end
+        self._receiving: dict[str, int] = {}
         # operations a request gave up waiting for (the mint did not answer): the next
         # background round asks about them again, however young they are
         self.unresolved: set[int] = set()
@@ -56,6 +63,43 @@ class CustodyBase:
             yield
         finally:
             self.live_operations.discard(op_id)
+
+    @contextlib.contextmanager
+    def _marking_live(self) -> Iterator[Callable[[int], None]]:
+        """A mark for an operation being written down: live from inside its transaction
+        (before any other reader sees it), unmarked again if the write fails. Once it is
+        written, its request's :meth:`_live` ends the mark."""
+        marked: list[int] = []
+
+        def mark(op_id: int) -> None:
+            marked.append(op_id)
+            self.live_operations.add(op_id)
+
+        try:
+            yield mark
+        except _NotWritten:
+            for op_id in marked:
+                self.live_operations.discard(op_id)
+        except BaseException:
+            for op_id in marked:
+                self.live_operations.discard(op_id)
+            raise
+
+    @contextlib.contextmanager
+    def _receiving_token(self, token_id: str) -> Iterator[None]:
+        self._receiving[token_id] = self._receiving.get(token_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._receiving.pop(token_id) - 1
+            if left:
+                self._receiving[token_id] = left
+
+    def is_live(self, op_id: int, token_id: str | None = None) -> bool:
+        """Whether a request of this process works on the operation (or its token)."""
+        return op_id in self.live_operations or (
+            token_id is not None and token_id in self._receiving
+        )
 
     def client_for(self, mint_url: str) -> MintClient:
         """The mint's client; also for a mint no longer trusted where custody holds ecash."""
@@ -119,9 +163,12 @@ class CustodyBase:
     ) -> tuple[int, list[StoredProof], list[OutputRow]] | None:
         """One transaction: hold the account's money, write the operation down, lock its
         inputs. None when another operation took one of the inputs first."""
-        written = await self.store.write_spend(
-            intent, client.url, hold_msat, purpose, rows, proof_ids, quote_id
-        )
+        with self._marking_live() as mark:
+            written = await self.store.write_spend(
+                intent, client.url, hold_msat, purpose, rows, proof_ids, quote_id, mark
+            )
+            if written is None:  # rolled back: its id may be given to the next one
+                raise _NotWritten
         if written is None:
             return None
         op_id, inputs = written

@@ -79,7 +79,7 @@ class Receiving(CustodyBase):
                 op_id = await self.store.pending_receive_of_token(token_id)
                 if op_id is None:
                     continue  # it ended meanwhile: look again
-                if op_id in self.live_operations:
+                if self.is_live(op_id, token_id):
                     raise  # another request of this node is redeeming it right now
                 resolution = await self.resolve_unless_busy(op_id)
                 if resolution.outcome is Outcome.PENDING:
@@ -102,24 +102,26 @@ class Receiving(CustodyBase):
             if isinstance(credit_to, int)
             else ReceiveIntent(None, credit_to, checked.fee)
         )
-        op_id = await self.store.write_receive(
-            intent, client.url, rows, token.token_id, token.proofs
-        )
-        with self._live(op_id):
-            fault_point("receive:written")
-            answer = await self._swap_written(
-                client, op_id, list(token.proofs), rows, on_refused=self._fail
-            )
-            if isinstance(answer, Resolution):
-                return await self._received_after(op_id, answer, checked.fee)
-            signatures, terms = answer
-            fault_point("receive:swapped")
-            op = Operation(
-                op_id, client.url, OperationState.PENDING, intent, token.token_id, [], None
-            )
-            return await self.complete_receive(
-                op_id, rows, signatures, op=op, terms=terms, reserve_msat=reserve_msat
-            )
+        with self._receiving_token(token.token_id):
+            with self._marking_live() as mark:
+                op_id = await self.store.write_receive(
+                    intent, client.url, rows, token.token_id, token.proofs, mark
+                )
+            with self._live(op_id):
+                fault_point("receive:written")
+                answer = await self._swap_written(
+                    client, op_id, list(token.proofs), rows, on_refused=self._fail
+                )
+                if isinstance(answer, Resolution):
+                    return await self._received_after(op_id, answer, checked.fee)
+                signatures, terms = answer
+                fault_point("receive:swapped")
+                op = Operation(
+                    op_id, client.url, OperationState.PENDING, intent, token.token_id, [], None
+                )
+                return await self.complete_receive(
+                    op_id, rows, signatures, op=op, terms=terms, reserve_msat=reserve_msat
+                )
 
     async def _received_after(self, op_id: int, resolution: Resolution, fee_sat: int) -> Received:
         """What a redeem whose answer was lost came to, for its request."""

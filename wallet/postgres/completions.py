@@ -54,12 +54,30 @@ async def write_spend(
     rows: Sequence[OutputRow],
     proof_ids: Sequence[int],
     quote_id: str | None,
+    on_written: Callable[[int], None],
 ) -> tuple[int, list[StoredProof]]:
     reservation = await ledger_sql.reserve(c, intent.account_id, hold_msat, purpose)
     written = dataclasses.replace(intent, reservation_id=reservation)
     op_id = await sql.insert_operation(c, written, mint_url, rows, quote_id=quote_id)
+    on_written(op_id)
     await sql.lock_proofs(c, proof_ids, op_id)
     return op_id, await sql.operation_inputs(c, op_id)
+
+
+async def write_receive(
+    c: Conn,
+    intent: ReceiveIntent,
+    mint_url: str,
+    rows: Sequence[OutputRow],
+    token_id: str,
+    foreign_inputs: Sequence[Proof],
+    on_written: Callable[[int], None],
+) -> int:
+    op_id = await sql.insert_operation(
+        c, intent, mint_url, rows, token_id=token_id, foreign_inputs=foreign_inputs
+    )
+    on_written(op_id)
+    return op_id
 
 
 async def write_issue(

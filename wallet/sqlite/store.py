@@ -230,11 +230,12 @@ class SqliteStore:
         rows: Sequence[OutputRow],
         proof_ids: Sequence[int],
         quote_id: str | None,
+        on_written: Callable[[int], None],
     ) -> tuple[int, list[StoredProof]] | None:
         try:
             return await self.db.write(
                 lambda c: txn.write_spend(
-                    c, intent, mint_url, hold_msat, purpose, rows, proof_ids, quote_id
+                    c, intent, mint_url, hold_msat, purpose, rows, proof_ids, quote_id, on_written
                 )
             )
         except sql.SelectionConflict:
@@ -247,10 +248,11 @@ class SqliteStore:
         rows: Sequence[OutputRow],
         token_id: str,
         foreign_inputs: Sequence[Proof],
+        on_written: Callable[[int], None],
     ) -> int:
         return await self.db.write(
-            lambda c: sql.insert_operation(
-                c, intent, mint_url, rows, token_id=token_id, foreign_inputs=foreign_inputs
+            lambda c: txn.write_receive(
+                c, intent, mint_url, rows, token_id, foreign_inputs, on_written
             )
         )
 
