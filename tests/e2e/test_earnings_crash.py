@@ -48,7 +48,7 @@ async def node(
 ) -> AsyncIterator[NodeProcess]:
     port = _free_port()
     config = tmp_path / "node.toml"
-    extra = f'[admin]\npassword = "{PASSWORD}"\n'
+    extra = f'[admin]\npassword = "{PASSWORD}"\n[limits]\nrequests_per_minute = 6000\n'
     config.write_text(
         node_toml(tmp_path / "data", port, [proxy.url], upstream.url, extra, mint_timeout_s=1.5)
     )
@@ -93,9 +93,9 @@ async def test_killed_mid_earnings_melt_it_is_paid_once_and_nothing_is_lost(
     await node.start()
 
     async def closed() -> list[dict[str, Any]] | None:
-        payouts: list[dict[str, Any]] = (await get(f"{node.url}/admin/api/payouts", ADMIN)).body[
-            "payouts"
-        ]
+        answer = await get(f"{node.url}/admin/api/payouts", ADMIN)
+        assert answer.status == 200, answer.raw
+        payouts: list[dict[str, Any]] = answer.body["payouts"]
         return payouts if payouts and payouts[0]["state"] != "pending" else None
 
     [payout] = await until(closed)

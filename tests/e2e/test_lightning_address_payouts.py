@@ -76,7 +76,7 @@ async def lnurl_service() -> AsyncIterator[LnurlService]:
 
 
 def _toml(service: LnurlService | None, min_sat: int = 10) -> str:
-    extra = f'[admin]\npassword = "{PASSWORD}"\n'
+    extra = f'[admin]\npassword = "{PASSWORD}"\n[limits]\nrequests_per_minute = 6000\n'
     if service is not None:
         extra += (
             f'[payout]\nlightning_address = "{service.address}"\n'
@@ -166,9 +166,10 @@ async def test_an_invoice_for_another_amount_is_refused_and_nothing_is_paid(
             assert service.asked_msat == []
 
             patch = {"payout": {"min_sat": 10}}
-            async with aiohttp.ClientSession() as http, http.patch(
-                f"{node.url}/admin/api/settings", json=patch, headers=ADMIN
-            ) as resp:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.patch(f"{node.url}/admin/api/settings", json=patch, headers=ADMIN) as resp,
+            ):
                 assert resp.status == 200, await resp.text()
             before = await _books(node)
             refused = await post(f"{node.url}/admin/api/payouts/run", {}, ADMIN)
