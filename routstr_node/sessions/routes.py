@@ -12,6 +12,7 @@ from aiohttp import web
 from routstr_node.account_api import account_of
 from routstr_node.errors import not_found
 from routstr_node.sessions.chat import alive_since
+from routstr_node.sessions.postgres_store import PostgresSessionStore
 from routstr_node.sessions.store import SESSIONS_FILE, SessionStore, SqliteSessionStore
 from routstr_node.state import NODE
 
@@ -27,7 +28,12 @@ def add_routes(app: web.Application) -> None:
 
 async def _sessions_context(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE]
-    store = SqliteSessionStore(node.settings.node.data_dir / SESSIONS_FILE)
+    url = node.settings.database.url
+    store: SessionStore = (
+        PostgresSessionStore(url)
+        if url
+        else SqliteSessionStore(node.settings.node.data_dir / SESSIONS_FILE)
+    )
     await store.open()
     app[SESSIONS] = store
     try:
