@@ -275,3 +275,20 @@ async def test_media_records_count_their_units(
         spoken = recorded["/v1/audio/speech"]
         assert (spoken["units"], spoken["unit"]) == (len("twelve chars"), "character")
         assert spoken["cost_msats"] == int(speech.headers["X-Routstr-Cost-Msats"])
+
+
+async def test_a_key_sent_as_the_request_id_is_not_taken(
+    records_node: RunningNode, ecash: EcashFactory, mint: LocalMint, tmp_path: Path
+) -> None:
+    """Request ids go into records and the access log: a client's own is kept, but not
+    when it is a key or a token pasted in the wrong header."""
+    auth = await funded_auth(records_node.url, ecash, mint.url, 500)
+    key = auth["Authorization"].removeprefix("Bearer ")
+    chat = f"{records_node.base_url}/chat/completions"
+    own = await post(chat, chat_body("mine"), {**auth, "X-Request-Id": "client-42"})
+    assert own.headers["X-Request-Id"] == "client-42"
+    pasted = await post(chat, chat_body("oops"), {**auth, "X-Request-Id": key})
+    assert pasted.status == 200 and pasted.headers["X-Request-Id"] != key
+    recorded = await _all_recorded(records_node, 2)
+    assert {r["request_id"] for r in recorded} == {"client-42", pasted.headers["X-Request-Id"]}
+    assert key not in (tmp_path / "access.log").read_text()
