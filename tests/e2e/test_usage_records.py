@@ -9,6 +9,7 @@ checked against the answers' headers and against the ledger's journal, to the ms
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import closing
@@ -90,7 +91,9 @@ async def test_mixed_run_history_and_admin_totals_equal_the_ledger(
     ecash: EcashFactory,
     mint: LocalMint,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     node = records_node
     chat = f"{node.base_url}/chat/completions"
     account_token = await ecash.token(2000, mint_url=mint.url)
@@ -222,7 +225,8 @@ async def test_mixed_run_history_and_admin_totals_equal_the_ledger(
         "provider",
         "cost_msats",
     } <= set(lines[-1])
-    dumped = _dump_files(node.data_dir / "usage.sqlite3") + access
+    # the records, the access log, and everything the node logged meanwhile
+    dumped = _dump_files(node.data_dir / "usage.sqlite3") + access + caplog.text
     for secret in secrets:
         assert secret not in dumped
         assert secret[-40:] not in dumped
