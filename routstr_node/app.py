@@ -65,6 +65,15 @@ def _new_request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}{next(_request_numbers):010x}"
 
 
+_SECRET_PREFIXES = ("sk-", "radmin_", "cashu")
+
+
+def _looks_secret(request_id: str) -> bool:
+    """A client's request id that is a key or a token (pasted in the wrong header) is
+    not taken: request ids go into usage records and the access log."""
+    return request_id.strip().lower().startswith(_SECRET_PREFIXES)
+
+
 # at a stop, how long the wallet stays open for settlements still under way
 SETTLE_ON_STOP_S = 10.0
 
@@ -158,7 +167,7 @@ def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterat
 async def _outer_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id on every answer, the contract's error envelope, metrics."""
     request_id = request.headers.get("X-Request-Id") or _new_request_id()
-    if len(request_id) > 128 or not request_id.isprintable():
+    if len(request_id) > 128 or not request_id.isprintable() or _looks_secret(request_id):
         request_id = _new_request_id()
     headers: dict[str, str] = {"X-Request-Id": request_id}
     if request.path.startswith(_API_PREFIX):

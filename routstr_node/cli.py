@@ -128,7 +128,7 @@ def earnings_withdraw(
     pays it when one runs on this data_dir; else this command does. Exits 1 when it is
     refused (more than the earnings: insufficient_earnings), printing the error."""
     from routstr_node.audit_command import NoLedger
-    from routstr_node.earnings_command import Refused, withdraw
+    from routstr_node.earnings_command import NodeUnreachable, Refused, withdraw
 
     chosen = config if config != DEFAULT_PATH else group_config
     settings = _settings(chosen, _CannotAudit)
@@ -141,6 +141,8 @@ def earnings_withdraw(
     except Refused as exc:
         click.echo(json.dumps({"error": exc.error}, sort_keys=True))
         sys.exit(1)
+    except NodeUnreachable as exc:
+        raise _CannotAudit(str(exc)) from None
     click.echo(json.dumps(answer, sort_keys=True))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from mints.directory import MintDirectory
-from routstr_node.admin.local_key import read_local_key
+from routstr_node.admin.local_key import node_runs, read_local_key
 from routstr_node.admin.signin import SESSION_COOKIE
 from routstr_node.audit_command import NoLedger
 from routstr_node.books import AuditSeen, books_view, withdrawal_answer
@@ -24,6 +24,11 @@ from wallet import DB_FILE, WalletService
 
 _ANY_ADDRESS = ("0.0.0.0", "::", "")
 _TIMEOUT = aiohttp.ClientTimeout(total=120)
+
+
+class NodeUnreachable(Exception):
+    """A node runs on this data_dir, but not where node.toml says: nothing is paid (this
+    command must not pay beside it)."""
 
 
 class Refused(Exception):
@@ -85,9 +90,10 @@ async def _ask_running_node(
     settings: Settings, body: dict[str, Any], key: str | None
 ) -> dict[str, Any] | None:
     """The running node's answer; None when no node runs on this data_dir."""
-    local_key = read_local_key(settings.node.data_dir)
-    if local_key is None:
-        return None
+    data_dir = settings.node.data_dir
+    local_key = read_local_key(data_dir)
+    if local_key is None or not node_runs(data_dir):
+        return None  # none runs (a key left by a node that was killed holds no lock)
     headers = {"Cookie": f"{SESSION_COOKIE}={local_key}"}
     if key is not None:
         headers["Idempotency-Key"] = key
@@ -98,9 +104,12 @@ async def _ask_running_node(
                 answer = json.loads(await response.read())
                 status = response.status
         except aiohttp.ClientConnectionError:
-            return None  # a key left by a node that was killed: none runs
+            raise NodeUnreachable(
+                f"a node runs on {data_dir} but does not answer at {url}: run this command"
+                " with the node.toml it runs with"
+            ) from None
     if status == 401:
-        return None  # not the node of this data_dir
+        raise NodeUnreachable(f"the node at {url} is not the one that runs on {data_dir}")
     if status >= 400:
         raise Refused(status, answer.get("error", {}))
     result: dict[str, Any] = answer

@@ -3,6 +3,7 @@ anything pays it: it must be for exactly the amount that was asked."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -92,6 +93,15 @@ async def invoice_for(session: aiohttp.ClientSession, address: str, amount_sat: 
         decoded = bolt11.decode(invoice)
     except Exception:  # the library raises several kinds for a malformed invoice
         raise LightningAddressError(f"{callback} gave an invoice that does not decode") from None
+    metadata = params.get("metadata")
+    hashed = decoded.description_hash
+    # LUD-06: an invoice that names a description hash names the service's metadata
+    if (
+        hashed
+        and isinstance(metadata, str)
+        and hashed.lower() != hashlib.sha256(metadata.encode()).hexdigest()
+    ):
+        raise LightningAddressError(f"{callback} gave an invoice for another description")
     if decoded.amount_msat != amount_msat:
         raise InvoiceAmountMismatch(
             f"the invoice from {address} is for {decoded.amount_msat} msat,"

@@ -55,6 +55,7 @@ class Payouts:
         self.wallet = wallet
         self._live: set[int] = set()
         self._key_locks: dict[str, asyncio.Lock] = {}
+        self._holding = asyncio.Lock()
         self._started_at = int(time.time()) - 1  # what a run before this one left
 
     # -- reading ------------------------------------------------------------------------
@@ -85,7 +86,7 @@ class Payouts:
             else:
                 at_least = amount_sat * 1000
                 hold = at_least + await self._fee_allowance_sat(mint) * 1000
-            row = await self._hold(PayoutKind.TOKEN, mint, now, hold, at_least, key, amount_sat)
+            row = await self._hold(PayoutKind.TOKEN, mint, hold, at_least, key, amount_sat)
             with self._working_on(row.id):
                 error: tuple[str, str] | None = None
                 try:
@@ -145,7 +146,7 @@ class Payouts:
                 hold = need + await self._fee_allowance_sat(mint) * 1000
                 try:
                     row = await self._hold(
-                        kind, mint, now, hold, need, key, quote.amount, destination or invoice
+                        kind, mint, hold, need, key, quote.amount, destination or invoice
                     )
                 except InsufficientEarnings as exc:
                     short = exc
@@ -217,7 +218,6 @@ class Payouts:
         self,
         kind: PayoutKind,
         mint: str,
-        now: Books,
         hold_msat: int,
         at_least_msat: int,
         key: str | None,
@@ -225,7 +225,29 @@ class Payouts:
         destination: str | None = None,
     ) -> PayoutRow:
         """Hold ``hold_msat`` of earnings (cut to what the mint's part of the books can
-        pay, never below ``at_least_msat``) for a new payout."""
+        pay, never below ``at_least_msat``) for a new payout.
+
+        The books are read again and the hold written one payout at a time: a payout
+        under way counts against its mint's part at once, so two never take the custody
+        that backs that mint's clients. (Earnings as a whole are guarded by the hold's
+        conditional update, across processes too.)"""
+        async with self._holding:
+            _, now = await self._books_with_urls()
+            return await self._hold_now(
+                kind, mint, now, hold_msat, at_least_msat, key, asked_sat, destination
+            )
+
+    async def _hold_now(
+        self,
+        kind: PayoutKind,
+        mint: str,
+        now: Books,
+        hold_msat: int,
+        at_least_msat: int,
+        key: str | None,
+        asked_sat: int | None,
+        destination: str | None,
+    ) -> PayoutRow:
         withdrawable = _withdrawable_at(now, mint)
         hold = min(hold_msat, withdrawable)
         if hold < max(at_least_msat, 1000):

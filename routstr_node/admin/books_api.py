@@ -18,6 +18,7 @@ from routstr_node.state import NODE, NodeState
 
 _NO_STORE = {"Cache-Control": "no-store"}
 _MAX_KEY = 200
+_QR_MAX_CHARS = 7089  # the most a QR code holds (numeric, version 40, level L)
 
 
 @dataclass
@@ -97,8 +98,16 @@ async def withdraw(request: web.Request) -> web.Response:
 
 
 async def payouts(request: web.Request) -> web.Response:
-    rows = await request.app[NODE].wallet.payouts.recent(50)
-    return _json({"payouts": [payout_view(r) for r in rows]})
+    node = request.app[NODE]
+    rows = await node.wallet.payouts.recent(50)
+    job = request.app[PAYOUT_JOB]
+    automatic = {
+        "lightning_address": node.settings.payout.lightning_address,
+        "min_sat": node.settings.payout.min_sat,
+        "interval_minutes": node.settings.payout.interval_minutes,
+        "last_error": job.last_error,
+    }
+    return _json({"payouts": [payout_view(r) for r in rows], "automatic": automatic})
 
 
 async def run_payout(request: web.Request) -> web.Response:
@@ -125,6 +134,8 @@ async def qr_code(request: web.Request) -> web.Response:
     text = body.get("text") if isinstance(body, dict) else None
     if not isinstance(text, str) or not text:
         raise invalid_request("invalid_text", "give the 'text' to encode", param="text")
+    if len(text) > _QR_MAX_CHARS:
+        raise invalid_request("text_too_long", "too long for a QR code", param="text")
     try:
         code = segno.make(text, error="l", micro=False)
     except segno.DataOverflowError:

@@ -11,24 +11,36 @@ deletes at its stop; it opens /admin/api/* like a session does.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hmac
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 KEY_FILE = "admin-cli.key"
 
 
-def write_local_key(data_dir: Path) -> str:
+@dataclass
+class LocalKey:
+    """The key, and the file it is in, held open with a shared lock while the node runs:
+    the lock (gone with the process, also when it is killed) tells the command whether a
+    node runs on this data_dir."""
+
+    key: str
+    fd: int
+
+
+def write_local_key(data_dir: Path) -> LocalKey:
     key = secrets.token_urlsafe(32)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = data_dir / KEY_FILE
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(key)
-    return key
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, key.encode())
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return LocalKey(key, fd)
 
 
 def read_local_key(data_dir: Path) -> str | None:
@@ -38,11 +50,27 @@ def read_local_key(data_dir: Path) -> str | None:
         return None
 
 
-def remove_local_key(data_dir: Path, key: str) -> None:
+def node_runs(data_dir: Path) -> bool:
+    """Whether a node holds this data_dir's key file (its lock) now."""
+    try:
+        fd = os.open(data_dir / KEY_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return False
+
+
+def remove_local_key(data_dir: Path, local: LocalKey) -> None:
     """Only this node's own key: another node's on the same data_dir is left alone."""
-    if read_local_key(data_dir) == key:
+    if read_local_key(data_dir) == local.key:
         with contextlib.suppress(FileNotFoundError):
             (data_dir / KEY_FILE).unlink()
+    os.close(local.fd)
 
 
 def matches(given: str, key: str | None) -> bool:

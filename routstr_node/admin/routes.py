@@ -66,11 +66,12 @@ async def _admin_context(app: web.Application) -> AsyncIterator[None]:
     app[ADMIN] = admin
     await restore_at_start(app, admin)
     data_dir = node.settings.node.data_dir
-    admin.local_key = write_local_key(data_dir)
+    local = write_local_key(data_dir)
+    admin.local_key = local.key
     try:
         yield
     finally:
-        remove_local_key(data_dir, admin.local_key)
+        remove_local_key(data_dir, local)
 
 
 async def _password(

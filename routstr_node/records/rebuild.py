@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 _ACCOUNT_KINDS = {"key": PaymentMode.ACCOUNT, "token": PaymentMode.TOKEN}
 _REBUILT_STATUS = 200  # a charged request delivered an answer (or part of a stream)
 _PAGE = 5000
+SHARED_SETTLE_S = 3600  # shared store: the mark moves past charges at least this old
 
 
 def rebuilt(charged: ChargedRequest) -> UsageRecord:
@@ -49,10 +50,20 @@ def rebuilt(charged: ChargedRequest) -> UsageRecord:
     )
 
 
-async def rebuild_lost_records(store: UsageStore, ledger: Ledger, retention_days: int) -> int:
-    """Write the records missing for charged requests; how many were missing."""
-    since = int(time.time()) - retention_days * 86400
-    after = await store.checked_through()
+async def rebuild_lost_records(
+    store: UsageStore, ledger: Ledger, retention_days: int, *, shared: bool = False
+) -> int:
+    """Write the records missing for charged requests; how many were missing.
+
+    ``shared``: other node processes write to the same store (PostgreSQL). Their
+    newest records may still be in their batches: such a record is rebuilt too, and
+    the full one replaces it when its batch comes. The mark moves only past charges an
+    hour old, so a request still open in another process is looked at again later."""
+    now = int(time.time())
+    since = now - retention_days * 86400
+    mark_before = now - SHARED_SETTLE_S if shared else None
+    after = mark = await store.checked_through()
+    held = False
     missing_total = 0
     while True:
         charged = await ledger.charged_requests_after(after, since, _PAGE)
@@ -63,8 +74,13 @@ async def rebuild_lost_records(store: UsageStore, ledger: Ledger, retention_days
         if missing:
             await store.add(missing)
             missing_total += len(missing)
+        for c in charged:
+            if mark_before is not None and c.settled_at >= mark_before:
+                held = True  # the mark stays before the first recent charge
+            if not held:
+                mark = c.reservation_id
         after = charged[-1].reservation_id
-        await store.set_checked_through(after)
+        await store.set_checked_through(mark)
     if missing_total:
         log.warning(
             "%d usage records were lost (the node stopped before writing them):"

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from routstr_node.config import Settings
 from routstr_node.paid_call import PAID_CALL
+from routstr_node.records.postgres_store import PostgresUsageStore
 from routstr_node.records.rebuild import rebuild_lost_records
 from routstr_node.records.sqlite_store import USAGE_FILE, SqliteUsageStore
 from routstr_node.records.store import UsageStore
@@ -31,10 +32,19 @@ REMOVE_OLD_EVERY_S = 3600.0
 _DAY_S = 86400
 
 
+def usage_store_for(settings: Settings) -> UsageStore:
+    """PostgreSQL when ``[database] url`` names it (shared by the node's processes),
+    else a SQLite file in data_dir."""
+    if settings.database.url:
+        return PostgresUsageStore(settings.database.url)
+    return SqliteUsageStore(settings.node.data_dir / USAGE_FILE)
+
+
 class UsageRecords:
     def __init__(self, settings: Settings, current: Callable[[], Settings]) -> None:
         logs = settings.logs
-        self.store: UsageStore = SqliteUsageStore(settings.node.data_dir / USAGE_FILE)
+        self.store = usage_store_for(settings)
+        self.shared = bool(settings.database.url)  # other processes write there too
         self._current = current  # retention_days may change in the admin panel
         self.writer = RecordWriter(
             self.store if logs.usage_records else None,
@@ -91,7 +101,9 @@ async def records_context(app: web.Application) -> AsyncIterator[None]:
     remover: asyncio.Task[None] | None = None
     try:
         if records.writer.keeps_records:
-            await rebuild_lost_records(records.store, node.wallet.ledger, records.retention_days)
+            await rebuild_lost_records(
+                records.store, node.wallet.ledger, records.retention_days, shared=records.shared
+            )
             await records.remove_old()
         records.writer.start()
         app[RECORDS] = records
@@ -103,7 +115,10 @@ async def records_context(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await remover
         await records.writer.close()
-        if records.writer.keeps_records and not records.writer.failed and node.unsettled.none:
+        # another process's records may still be in its batches: only a lone node moves
+        # the mark at its stop (a shared store's moves at start, past old charges only)
+        clean = not records.writer.failed and node.unsettled.none and not records.shared
+        if records.writer.keeps_records and clean:
             try:
                 await records.store.set_checked_through(
                     await node.wallet.ledger.last_reservation_id()

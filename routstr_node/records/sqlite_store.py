@@ -58,6 +58,18 @@ _COLUMNS = (
     "request_id, created, account_id, mode, route, model, provider, status, latency_ms,"
     " first_byte_ms, input_tokens, output_tokens, units, unit, cost_msat, reservation_id"
 )
+_INSERT = (
+    f"INSERT INTO usage_records ({_COLUMNS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (reservation_id) WHERE reservation_id IS NOT NULL DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}"
+        for c in (c.strip() for c in _COLUMNS.split(","))
+        if c != "reservation_id"
+    )
+    # only a rebuilt record (no latency: made from the ledger) gives way to the full one
+    + " WHERE usage_records.latency_ms IS NULL AND excluded.latency_ms IS NOT NULL"
+)
 _GROUP_KEYS = {
     Grouping.DAY: "strftime('%Y-%m-%d', created, 'unixepoch')",
     Grouping.MODEL: "model",
@@ -164,11 +176,7 @@ class SqliteUsageStore:
         def insert(conn: sqlite3.Connection) -> None:
             with conn:
                 conn.execute("BEGIN")
-                conn.executemany(
-                    f"INSERT OR IGNORE INTO usage_records ({_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                conn.executemany(_INSERT, rows)
 
         await self._run(insert)
 

@@ -18,7 +18,8 @@ class UsageStore(Protocol):
     async def close(self) -> None: ...
 
     async def add(self, records: Sequence[UsageRecord]) -> None:
-        """Keep ``records``; one already kept for the same reservation is left as it is."""
+        """Keep ``records``; one already kept for the same reservation is left as it is,
+        unless it was rebuilt from the ledger (then the full record takes its place)."""
 
     async def history(
         self, account_id: int, limit: int, before: str | None

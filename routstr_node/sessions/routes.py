@@ -5,6 +5,9 @@ Another account's session is not found (404), as one that never was.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -12,10 +15,13 @@ from aiohttp import web
 from routstr_node.account_api import account_of
 from routstr_node.errors import not_found
 from routstr_node.sessions.chat import alive_since
+from routstr_node.sessions.postgres_store import PostgresSessionStore
 from routstr_node.sessions.store import SESSIONS_FILE, SessionStore, SqliteSessionStore
 from routstr_node.state import NODE
 
 SESSIONS = web.AppKey("sessions", SessionStore)
+REMOVE_EXPIRED_EVERY_S = 3600.0
+log = logging.getLogger(__name__)
 
 
 def add_routes(app: web.Application) -> None:
@@ -27,14 +33,33 @@ def add_routes(app: web.Application) -> None:
 
 async def _sessions_context(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE]
-    store = SqliteSessionStore(node.settings.node.data_dir / SESSIONS_FILE)
+    url = node.settings.database.url
+    store: SessionStore = (
+        PostgresSessionStore(url)
+        if url
+        else SqliteSessionStore(node.settings.node.data_dir / SESSIONS_FILE)
+    )
     await store.open()
     app[SESSIONS] = store
+    expiry = asyncio.create_task(_remove_expired(app, store), name="expired-sessions")
     try:
-        await store.remove_expired(alive_since(node.settings.sessions))
         yield
     finally:
+        expiry.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await expiry
         await store.close()
+
+
+async def _remove_expired(app: web.Application, store: SessionStore) -> None:
+    """Expired sessions are never read again; their messages leave the disk at start and
+    every hour."""
+    while True:
+        try:
+            await store.remove_expired(alive_since(app[NODE].settings.sessions))
+        except Exception as exc:
+            log.warning("expired sessions not removed now: %s", type(exc).__name__)
+        await asyncio.sleep(REMOVE_EXPIRED_EVERY_S)
 
 
 async def _caller(request: web.Request) -> tuple[int, int, SessionStore]:

@@ -76,7 +76,7 @@ async def lnurl_service() -> AsyncIterator[LnurlService]:
 
 
 def _toml(service: LnurlService | None, min_sat: int = 10) -> str:
-    extra = f'[admin]\npassword = "{PASSWORD}"\n'
+    extra = f'[admin]\npassword = "{PASSWORD}"\n[limits]\nrequests_per_minute = 6000\n'
     if service is not None:
         extra += (
             f'[payout]\nlightning_address = "{service.address}"\n'

@@ -9,6 +9,7 @@ checked against the answers' headers and against the ledger's journal, to the ms
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import closing
@@ -90,7 +91,9 @@ async def test_mixed_run_history_and_admin_totals_equal_the_ledger(
     ecash: EcashFactory,
     mint: LocalMint,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     node = records_node
     chat = f"{node.base_url}/chat/completions"
     account_token = await ecash.token(2000, mint_url=mint.url)
@@ -222,7 +225,8 @@ async def test_mixed_run_history_and_admin_totals_equal_the_ledger(
         "provider",
         "cost_msats",
     } <= set(lines[-1])
-    dumped = _dump_files(node.data_dir / "usage.sqlite3") + access
+    # the records, the access log, and everything the node logged meanwhile
+    dumped = _dump_files(node.data_dir / "usage.sqlite3") + access + caplog.text
     for secret in secrets:
         assert secret not in dumped
         assert secret[-40:] not in dumped
@@ -275,3 +279,20 @@ async def test_media_records_count_their_units(
         spoken = recorded["/v1/audio/speech"]
         assert (spoken["units"], spoken["unit"]) == (len("twelve chars"), "character")
         assert spoken["cost_msats"] == int(speech.headers["X-Routstr-Cost-Msats"])
+
+
+async def test_a_key_sent_as_the_request_id_is_not_taken(
+    records_node: RunningNode, ecash: EcashFactory, mint: LocalMint, tmp_path: Path
+) -> None:
+    """Request ids go into records and the access log: a client's own is kept, but not
+    when it is a key or a token pasted in the wrong header."""
+    auth = await funded_auth(records_node.url, ecash, mint.url, 500)
+    key = auth["Authorization"].removeprefix("Bearer ")
+    chat = f"{records_node.base_url}/chat/completions"
+    own = await post(chat, chat_body("mine"), {**auth, "X-Request-Id": "client-42"})
+    assert own.headers["X-Request-Id"] == "client-42"
+    pasted = await post(chat, chat_body("oops"), {**auth, "X-Request-Id": key})
+    assert pasted.status == 200 and pasted.headers["X-Request-Id"] != key
+    recorded = await _all_recorded(records_node, 2)
+    assert {r["request_id"] for r in recorded} == {"client-42", pasted.headers["X-Request-Id"]}
+    assert key not in (tmp_path / "access.log").read_text()
