@@ -71,7 +71,9 @@ async def test_a_restart_continues_after_the_written_counters(db: SqliteStore) -
     outputs = await pool.take(KEYSET, [1, 2, 4])
     await _derive_ahead_fully(pool, KEYSET)  # counters 3..10 derived, never written down
     rows = [OutputRow(OutputRole.KEEP, o) for o in outputs]
-    await db.write_receive(ReceiveIntent(1, None, 0), "http://mint", rows, "a-token", [], lambda _: None)
+    await db.write_receive(
+        ReceiveIntent(1, None, 0), "http://mint", rows, "a-token", [], lambda _: None
+    )
 
     restarted = OutputPool(db, SEED, ahead=8)
     (first,) = await restarted.take(KEYSET, [8])
