@@ -54,7 +54,11 @@ async def _earn(node: RunningNode, ecash: EcashFactory, mint: LocalMint) -> None
 
 
 async def test_the_books_page_shows_the_books_and_withdraws_earnings(
-    browser: Browser, books_node: RunningNode, ecash: EcashFactory, mint: LocalMint
+    browser: Browser,
+    books_node: RunningNode,
+    ecash: EcashFactory,
+    mint: LocalMint,
+    tmp_path: Path,
 ) -> None:
     node = books_node
     await _earn(node, ecash, mint)
@@ -102,6 +106,7 @@ async def test_the_books_page_shows_the_books_and_withdraws_earnings(
     await page.locator("#pay-invoice").click()
     await expect(page.locator("#withdraw-result")).to_contain_text("Paid 2 sat")
     await expect(page.locator("#payout-rows tr")).to_have_count(2)
+    await page.screenshot(path=str(tmp_path / "books.png"), full_page=True)
 
     after = (await get(f"{node.url}/admin/api/balances", ADMIN)).body
     payouts = (await get(f"{node.url}/admin/api/payouts", ADMIN)).body["payouts"]
