@@ -15,9 +15,7 @@ from routstr_node.errors import invalid_request, not_found, unauthorized
 from routstr_node.payment import account_for_key, presented_key
 from routstr_node.request_body import parse_json_object, read_body
 from routstr_node.state import NODE, NodeState
-from wallet.keys import API_KEY_PREFIX
-from wallet.lightning_in import MAX_INVOICE_SAT
-from wallet.sqlite.ledger import AccountRow
+from wallet import API_KEY_PREFIX, MAX_INVOICE_SAT, AccountRow
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from mints.directory import MintDirectory
-from routstr_node import admin, discovery, wallet_api
+from routstr_node import admin, discovery, sessions, wallet_api
 from routstr_node.background import every
 from routstr_node.config import Settings
 from routstr_node.errors import ApiError, from_domain
@@ -25,13 +25,15 @@ from routstr_node.memory import TRIM_EVERY_S, HeapTrimmer
 from routstr_node.metrics import Metrics
 from routstr_node.nostr.service import nostr_context
 from routstr_node.payment import presented_credential
+from routstr_node.payout_job import payout_context
 from routstr_node.pricing import BtcUsdRate
 from routstr_node.proxy import PROXIED_PATHS, handle_proxy
 from routstr_node.ratelimit import RateLimiter
+from routstr_node.records import routes as records_routes
+from routstr_node.records.service import RECORDS, records_context
 from routstr_node.state import COUNTED_STREAM, NODE, REQUEST_ID, RESPONSE_HEADERS, NodeState
 from routstr_node.upstream import Upstreams
-from wallet.keys import key_hash
-from wallet.service import WalletService
+from wallet import WalletService, key_hash
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,15 @@ def _new_request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}{next(_request_numbers):010x}"
 
 
+_SECRET_PREFIXES = ("sk-", "radmin_", "cashu")
+
+
+def _looks_secret(request_id: str) -> bool:
+    """A client's request id that is a key or a token (pasted in the wrong header) is
+    not taken: request ids go into usage records and the access log."""
+    return request_id.strip().lower().startswith(_SECRET_PREFIXES)
+
+
 # at a stop, how long the wallet stays open for settlements still under way
 SETTLE_ON_STOP_S = 10.0
 
@@ -77,6 +88,7 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
     )
     app[CONFIG_PATH] = config_path
     app.cleanup_ctx.append(_node_context(settings))
+    app.cleanup_ctx.append(records_context)  # usage records, the access log
     # a payment the mint left pending, an answer lost while a mint was away: resolved
     # while the node runs, not only at its next start
     app.cleanup_ctx.append(every(RESOLVE_PENDING_EVERY_S, "pending-operations", _resolve_stale))
@@ -93,13 +105,17 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
     media_routes.add_routes(app)
     discovery.add_routes(app)
     wallet_api.add_routes(app)
+    records_routes.add_routes(app)
+    sessions.routes.add_routes(app)
     admin.add_routes(app)  # applies the panel's changes at start: before Nostr announces
     app.cleanup_ctx.append(nostr_context)  # announcing this node, discovering others
+    app.cleanup_ctx.append(payout_context)  # earnings to the operator's Lightning address
     return app
 
 
 async def _resolve_stale(node: NodeState) -> None:
     report = await node.wallet.resolve_stale()
+    await node.wallet.payouts.settle_open()  # payouts whose operations were just resolved
     if report.completed or report.failed:
         log.info(
             "pending operations resolved: %d completed, %d failed",
@@ -111,7 +127,7 @@ async def _resolve_stale(node: NodeState) -> None:
 def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         mints = MintDirectory(list(settings.mints.trusted), timeout_s=settings.mints.timeout_s)
-        wallet = WalletService(settings.node.data_dir, mints)
+        wallet = WalletService(settings.node.data_dir, mints, settings.database.url)
         upstreams = Upstreams()
         price_session = aiohttp.ClientSession()
         for model in settings.models:
@@ -160,7 +176,7 @@ def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterat
 async def _outer_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id on every answer, the contract's error envelope, metrics."""
     request_id = request.headers.get("X-Request-Id") or _new_request_id()
-    if len(request_id) > 128 or not request_id.isprintable():
+    if len(request_id) > 128 or not request_id.isprintable() or _looks_secret(request_id):
         request_id = _new_request_id()
     headers: dict[str, str] = {"X-Request-Id": request_id}
     if request.path.startswith(_API_PREFIX):
@@ -169,13 +185,19 @@ async def _outer_middleware(request: web.Request, handler: Handler) -> web.Strea
             return _preflight(request, headers)  # not a request of its own: not counted
     request[REQUEST_ID] = request_id
     request[RESPONSE_HEADERS] = headers
+    created = int(time.time())
     started = time.perf_counter()
+    status = 499  # cancelled: the client went away
     try:
         response = await _answer(request, handler)
+        status = response.status
     finally:
         node = request.app.get(NODE)
         if node is not None and request.get(COUNTED_STREAM):
             node.metrics.open_streams -= 1
+        records = request.app.get(RECORDS)
+        if records is not None:
+            records.request_done(request, status, created, started)
     if not response.prepared:
         for name, value in request[RESPONSE_HEADERS].items():
             response.headers.setdefault(name, value)
@@ -193,7 +215,7 @@ def _preflight(request: web.Request, headers: dict[str, str]) -> web.Response:
     asked = request.headers.get("Access-Control-Request-Headers", "")
     allowed = {
         **headers,
-        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
         "Access-Control-Allow-Headers": asked or "Authorization, Content-Type, X-Cashu",
         "Access-Control-Max-Age": str(_PREFLIGHT_MAX_AGE_S),
     }

@@ -1,4 +1,5 @@
-"""``routstr-node audit``: the custody invariant, read beside a running node (WAL)."""
+"""``routstr-node audit``: the custody invariant, read beside running node processes (the
+SQLite file in WAL mode, or the PostgreSQL database they share)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from mints.directory import MintDirectory
 from routstr_node.config import Settings
-from wallet.service import DB_FILE, WalletService
+from wallet import DB_FILE, WalletService
 
 
 class NoLedger(Exception):
@@ -14,10 +15,11 @@ class NoLedger(Exception):
 
 
 async def run_audit(settings: Settings) -> dict[str, Any]:
-    if not (settings.node.data_dir / DB_FILE).exists():
+    url = settings.database.url
+    if not url and not (settings.node.data_dir / DB_FILE).exists():
         raise NoLedger(f"no wallet database in {settings.node.data_dir}")
     mints = MintDirectory(list(settings.mints.trusted), timeout_s=settings.mints.timeout_s)
-    wallet = WalletService(settings.node.data_dir, mints)
+    wallet = WalletService(settings.node.data_dir, mints, url)
     try:
         await wallet.open(recover=False)
         report = await wallet.audit()

@@ -1,4 +1,4 @@
-"""The ``routstr-node`` command: run, demo, audit."""
+"""The ``routstr-node`` command: run, demo, audit, earnings."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def main() -> None:
 def run(config: Path, host: str | None, port: int | None) -> None:
     """Serve the node; ready when GET /health answers 200."""
     from routstr_node.server import CannotListen, serve, settle_the_collector
+    from wallet import StoreUnavailable
 
     settings = _settings(config)
     logging.basicConfig(
@@ -57,7 +58,7 @@ def run(config: Path, host: str | None, port: int | None) -> None:
     settle_the_collector()
     try:
         asyncio.run(serve(settings, host=host, port=port, config_path=config))
-    except CannotListen as exc:
+    except (CannotListen, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -84,6 +85,65 @@ def audit(config: Path) -> None:
         raise _CannotAudit(f"the audit could not run: {type(exc).__name__}: {exc}") from None
     click.echo(json.dumps(report, sort_keys=True))
     sys.exit(0 if report["balanced"] else 1)
+
+
+@main.group(invoke_without_command=True)
+@config_option
+@click.pass_context
+def earnings(ctx: click.Context, config: Path) -> None:
+    """The operator's books as JSON: custody, liabilities and earnings per mint and in
+    total, what can be withdrawn now, and an audit run now (also while the node runs)."""
+    ctx.obj = config
+    if ctx.invoked_subcommand is not None:
+        return
+    from routstr_node.audit_command import NoLedger
+    from routstr_node.earnings_command import show_books
+
+    settings = _settings(config, _CannotAudit)
+    try:
+        books = asyncio.run(show_books(settings))
+    except NoLedger as exc:
+        raise _CannotAudit(str(exc)) from None
+    click.echo(json.dumps(books, sort_keys=True))
+
+
+@earnings.command("withdraw")
+@config_option
+@click.option("--amount", type=click.IntRange(min=1), help="Sat as a token (default: all).")
+@click.option("--invoice", help="Pay this bolt11 invoice instead (the mint's fee from earnings).")
+@click.option("--mint", help="The mint to pay from (default: where most can be paid).")
+@click.option(
+    "--idempotency-key", help="Asked again with the same key: the same answer, paid once."
+)
+@click.pass_obj
+def earnings_withdraw(
+    group_config: Path,
+    config: Path,
+    amount: int | None,
+    invoice: str | None,
+    mint: str | None,
+    idempotency_key: str | None,
+) -> None:
+    """Pay earnings out: a token (printed as JSON) or an invoice paid. The running node
+    pays it when one runs on this data_dir; else this command does. Exits 1 when it is
+    refused (more than the earnings: insufficient_earnings), printing the error."""
+    from routstr_node.audit_command import NoLedger
+    from routstr_node.earnings_command import NodeUnreachable, Refused, withdraw
+
+    chosen = config if config != DEFAULT_PATH else group_config
+    settings = _settings(chosen, _CannotAudit)
+    if invoice is not None and amount is not None:
+        raise click.UsageError("an invoice carries its own amount: give --amount or --invoice")
+    try:
+        answer = asyncio.run(withdraw(settings, amount, invoice, mint, idempotency_key))
+    except NoLedger as exc:
+        raise _CannotAudit(str(exc)) from None
+    except Refused as exc:
+        click.echo(json.dumps({"error": exc.error}, sort_keys=True))
+        sys.exit(1)
+    except NodeUnreachable as exc:
+        raise _CannotAudit(str(exc)) from None
+    click.echo(json.dumps(answer, sort_keys=True))
 
 
 @main.command()

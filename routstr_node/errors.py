@@ -110,6 +110,16 @@ def from_domain(exc: Exception) -> ApiError | None:
             return invalid_request(
                 "cashu_token_invalid", f"the mint refused the token: {exc.detail}"
             )
+        case wallet_errors.InsufficientEarnings():
+            return invalid_request("insufficient_earnings", exc.message, param="amount")
+        case wallet_errors.InvoiceAmountMismatch():
+            return invalid_request("invoice_amount_mismatch", exc.message, param="invoice")
+        case wallet_errors.InvoiceRejected():
+            return invalid_request("invalid_invoice", exc.message, param="invoice")
+        case wallet_errors.PaymentFailed():
+            return ApiError(502, "upstream_error", "payment_failed", exc.message)
+        case wallet_errors.PayoutPending():
+            return ApiError(409, "invalid_request_error", "operation_pending", exc.message)
         case wallet_errors.InsufficientBalance():
             return ApiError(402, "insufficient_quota", "insufficient_balance", exc.message)
         case wallet_errors.PaymentInFlight():

@@ -19,7 +19,9 @@ from routstr_node.errors import upstream_status_error
 from routstr_node.failover import open_answer, read_answer
 from routstr_node.paid_call import PaidCall
 from routstr_node.pricing import Cost
+from routstr_node.records import Counted
 from routstr_node.routing import Candidate
+from routstr_node.sessions import answer_message
 from routstr_node.token_answer import TokenRequest, cost_at, cost_json
 from routstr_node.upstream import Payload, Upstream
 from routstr_node.usage import TokenUsage, reported_usage, response_text
@@ -55,7 +57,10 @@ async def forward(
     status = resp.status
     if status >= 400:
         raise upstream_status_error(name, status, raw, resp.headers.get("Retry-After"))
-    tail = usage_at_the_end(raw) if len(raw) > ON_LOOP_BYTES else None
+    # a large answer has only its usage rewritten; one in a session is read whole (its
+    # message is kept)
+    large = len(raw) > ON_LOOP_BYTES and request.session is None
+    tail = usage_at_the_end(raw) if large else None
     tail_counts = reported_usage(tail.usage) if tail is not None else None
     if tail is not None and tail_counts is not None:  # large: only its usage is rewritten
         usage = TokenUsage(tail_counts[0], tail_counts[1], True)
@@ -86,6 +91,9 @@ async def forward(
         data["usage"] = {**usage_obj, "cost": cost_json(cost)}
         data["model"] = request.model_id
         data["provider"] = name
+        if request.session is not None and call.payer is not None:
+            data["session_id"] = request.session.id
+            await request.session.keep(call.payer.account_id, answer_message(data))
         return _json_answer(await off_loop_if_big(len(raw), _json_bytes, data), status, headers)
     return web.Response(body=raw, status=status, content_type=resp.content_type, headers=headers)
 
@@ -97,7 +105,9 @@ async def _settle(
     usage: TokenUsage,
     started: float,
 ) -> Cost:
-    cost = await call.settle(cost_at(candidate, usage))
+    cost = await call.settle(
+        cost_at(candidate, usage), Counted(usage.input_tokens, usage.output_tokens)
+    )
     seconds = time.perf_counter() - started  # a whole answer: written before its first byte
     call.node.board.generated(candidate.name, request.model_id, usage.output_tokens, seconds)
     return cost

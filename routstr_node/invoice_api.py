@@ -23,8 +23,7 @@ from routstr_node.background import every
 from routstr_node.errors import invalid_request, not_found, unauthorized
 from routstr_node.payment import presented_key
 from routstr_node.state import NODE, NodeState
-from wallet.errors import InvoiceNotFound, InvoiceSecretInvalid, KeysAlreadyDelivered
-from wallet.lightning_in import InvoiceRecord
+from wallet import InvoiceNotFound, InvoiceRecord, InvoiceSecretInvalid, KeysAlreadyDelivered
 
 log = logging.getLogger(__name__)
 

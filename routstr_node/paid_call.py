@@ -1,9 +1,9 @@
 """A paid request's money, from its reservation to its settlement and change, on every route.
 
-    async with PaidCall(request, node, most_msat) as call:
+    async with PaidCall(request, node, most_msat, model_id) as call:
         call.answered_by(candidate)    # whose price is charged, named in the answer
         call.relayed(output)           # a stream's progress: what reached the client
-        cost = await call.settle(cost) # once, with what the answer cost (capped)
+        cost = await call.settle(cost, counted)  # once, with what the answer cost (capped)
         headers = call.answer_headers()
 
 Entering finds the payer and reserves ``most_msat`` (a 402 when the payer cannot cover
@@ -12,6 +12,10 @@ without a settlement (an upstream failure, a client error, a cancellation) charg
 already reached the client (nothing, when nothing did) and releases the rest; an error
 leaving the block gets the change and the provider in its headers. The settlement is
 shielded from cancellation: a reservation is charged or released exactly once.
+
+The call also makes the request's usage record (``usage_record``, once the client has
+its answer): the charge names the request in the ledger (a RequestTag), so a record
+lost in a crash is rebuilt from there.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from aiohttp import web
 from routstr_node.errors import ApiError
 from routstr_node.payment import Payer, PaymentMode, payment_required, resolve_payer
 from routstr_node.pricing import Cost
+from routstr_node.records.model import Counted, UsageRecord
 from routstr_node.routing import Candidate
-from routstr_node.state import NodeState
-from wallet.errors import InsufficientBalance
+from routstr_node.state import REQUEST_ID, NodeState
+from wallet import InsufficientBalance, RequestTag
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +55,14 @@ class Output(Protocol):
 class PaidCall:
     """One paid request's money; see the module's docstring."""
 
-    def __init__(self, request: web.Request, node: NodeState, most_msat: int) -> None:
+    def __init__(
+        self, request: web.Request, node: NodeState, most_msat: int, model_id: str
+    ) -> None:
         self._request = request
         self.node = node
+        self.model_id = model_id
+        self.counted = Counted()  # what the charge was for (tokens or media units)
+        self.first_byte_at: float | None = None  # perf_counter(): a stream's first write
         self.reserved_msat = most_msat
         self.payer: Payer | None = None
         self.provider: str | None = None
@@ -94,6 +104,7 @@ class PaidCall:
             raise error from None
         node.unsettled.add()
         self._tracked = True
+        self._request[PAID_CALL] = self  # its usage record is made when the answer is out
         return self
 
     async def __aexit__(
@@ -131,7 +142,9 @@ class PaidCall:
         assert self._reservation_id is not None
         delivered = min(output.cost().total_msat, self._most_msat)
         try:
-            await self.node.wallet.ledger.record_delivered(self._reservation_id, delivered)
+            await self.node.wallet.ledger.record_delivered(
+                self._reservation_id, delivered, self._tag()
+            )
         except Exception as exc:  # a record is a safeguard: the settlement is the charge
             log.warning("delivered output not recorded now: %s", type(exc).__name__)
         finally:
@@ -141,16 +154,21 @@ class PaidCall:
         """What the output relayed so far costs (nothing before the first byte)."""
         return self._output.cost() if self._output is not None else NOTHING
 
-    async def settle(self, cost: Cost) -> Cost:
+    async def settle(self, cost: Cost, counted: Counted | None = None) -> Cost:
         """Charge ``cost`` and release the rest, once; an X-Cashu payment's remainder
         becomes its change. The charge is never more than the most the request could
-        cost at the provider that answered (nor than the reservation)."""
+        cost at the provider that answered (nor than the reservation). ``counted`` is
+        what it was for (tokens, media units), for the usage record."""
         if self.charged is not None:
             return self.charged
         assert self.payer is not None and self._reservation_id is not None
+        if counted is not None:
+            self.counted = counted
         try:
             charge = min(cost.total_msat, self._most_msat)
-            settlement = await self.node.wallet.ledger.settle(self._reservation_id, charge)
+            settlement = await self.node.wallet.ledger.settle(
+                self._reservation_id, charge, self._tag()
+            )
             charged = settlement.charged_msat
             if charged != cost.total_msat:
                 input_part = min(cost.input_msat, charged)
@@ -164,6 +182,43 @@ class PaidCall:
             if self._tracked:  # settled, or failed and left to the next start's release
                 self._tracked = False
                 self.node.unsettled.remove()
+
+    def _tag(self) -> RequestTag:
+        return RequestTag(
+            self._request[REQUEST_ID], self._request.path, self.model_id, self.provider
+        )
+
+    def usage_record(
+        self, status: int, created: int, started: float, ended: float
+    ) -> UsageRecord | None:
+        """The request's usage record, once the client got ``status``; ``started`` and
+        ``ended`` are the request's perf_counter() times (None: nothing was reserved, so
+        nothing was paid)."""
+        if self.payer is None or self._reservation_id is None:
+            return None
+        latency_ms = int((ended - started) * 1000)
+        first_byte_ms = latency_ms  # a whole answer: its first byte goes out at the end
+        if self.first_byte_at is not None:
+            first_byte_ms = min(latency_ms, int((self.first_byte_at - started) * 1000))
+        counted = self.counted
+        return UsageRecord(
+            request_id=self._request[REQUEST_ID],
+            created=created,
+            account_id=self.payer.account_id,
+            mode=self.payer.mode.value,
+            route=self._request.path,
+            model=self.model_id,
+            provider=self.provider,
+            status=status,
+            latency_ms=latency_ms,
+            first_byte_ms=first_byte_ms,
+            input_tokens=counted.input_tokens,
+            output_tokens=counted.output_tokens,
+            units=counted.units,
+            unit=counted.unit,
+            cost_msat=self.charged.total_msat if self.charged is not None else 0,
+            reservation_id=self._reservation_id,
+        )
 
     async def _change(self) -> str | None:
         """The X-Cashu remainder as a token; stays claimable via refund if this fails."""
@@ -203,3 +258,6 @@ class PaidCall:
         if self.provider is not None:
             headers["X-Routstr-Provider"] = self.provider
         return headers
+
+
+PAID_CALL: web.RequestKey[PaidCall] = web.RequestKey("paid_call")

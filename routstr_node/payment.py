@@ -17,7 +17,7 @@ from mints.directory import CheckedToken
 from mints.token import looks_like_token, parse_token
 from routstr_node.errors import ApiError, invalid_request, unauthorized
 from routstr_node.state import NodeState
-from wallet.errors import TokenAlreadyRedeemed
+from wallet import TokenAlreadyRedeemed
 
 
 class PaymentMode(StrEnum):

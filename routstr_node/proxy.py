@@ -22,6 +22,7 @@ from routstr_node.pricing import ModelPrice, PriceUnavailable, max_cost_msat
 from routstr_node.relay import relay_stream
 from routstr_node.request_body import parse_json_object, read_body, upstream_body
 from routstr_node.routing import Candidate, Variant, choose, routing_of
+from routstr_node.sessions import SESSIONS, open_turn
 from routstr_node.state import NODE
 from routstr_node.token_answer import TokenRequest
 from routstr_node.upstream import Payload
@@ -64,6 +65,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         raise invalid_request(
             code, f"the request must carry '{field_name}' (see the API reference)", param=field_name
         )
+    session, raw, body = await open_turn(request, node, request.app.get(SESSIONS), raw, body)
     settings = node.settings
     model, variant, preferences = routing_of(
         settings, requested, body, path, lambda category: category.priced_by_tokens
@@ -109,7 +111,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
         body=body,
         running=node.upstreams,
     )
-    token_request = TokenRequest(path, body, model.id)
+    token_request = TokenRequest(path, body, model.id, session)
     first = route.candidates[0]
     # built before any money moves: between the reservation and the block that settles
     # it, nothing may wait (a failover builds its provider's body inside it)
@@ -144,7 +146,7 @@ async def handle_proxy(request: web.Request) -> web.StreamResponse:
                 )
             return await forward(call, token_request, candidate, upstream, payload)
 
-    async with PaidCall(request, node, route.reserve_msat) as call:
+    async with PaidCall(request, node, route.reserve_msat, model.id) as call:
         return await first_answer(node, call, route, attempt)
 
 
@@ -187,4 +189,5 @@ def _payload(
     return Payload(capped, cap, plain)
 
 
-_NOT_SENT = ("provider",)  # the node's own request fields: never forwarded
+# the node's own request fields: never forwarded (session_id also with sessions off)
+_NOT_SENT = ("provider", "session_id")

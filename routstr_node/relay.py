@@ -24,6 +24,7 @@ from routstr_node.errors import upstream_failed, upstream_status_error, upstream
 from routstr_node.failover import UpstreamFailure, open_answer
 from routstr_node.paid_call import PaidCall
 from routstr_node.pricing import Cost
+from routstr_node.records import Counted
 from routstr_node.routing import Candidate
 from routstr_node.sse import DONE, encode_event
 from routstr_node.state import COUNTED_STREAM, RESPONSE_HEADERS
@@ -50,6 +51,7 @@ async def relay_stream(
     upstream_resp = opened.response
     response: web.StreamResponse | None = None
     state = StreamAnswer(token_request, candidate, token_request.renamer())
+    session = token_request.session
     upstream_broke: str | None = None
     client_gone = False
     first_byte: float | None = None
@@ -79,10 +81,12 @@ async def relay_stream(
             del chunk  # a block is up to 128 KiB: not held while the next one is awaited
             if not out:
                 continue
+            if session is not None:
+                out = session.tag_events(out)
             call.relayed(state)
             try:
                 if response is None:
-                    first_byte = time.perf_counter()
+                    first_byte = call.first_byte_at = time.perf_counter()
                     response = await _start(request, call)
                 await response.write(out)
             except _CLIENT_GONE:
@@ -98,7 +102,9 @@ async def relay_stream(
     usage = state.token_usage()
     # no output reached the client: nothing is charged (a client gone early)
     cost = await asyncio.shield(
-        call.settle(cost_at(candidate, usage) if usage is not None else Cost(0, 0, 0))
+        call.settle(cost_at(candidate, usage), Counted(usage.input_tokens, usage.output_tokens))
+        if usage is not None
+        else call.settle(Cost(0, 0, 0))
     )
     if usage is None:
         usage = TokenUsage(0, 0, False)
@@ -109,6 +115,8 @@ async def relay_stream(
         return response if response is not None else web.Response(status=499)
     if response is None:
         response = await _start(request, call)
+    if session is not None and call.payer is not None and not upstream_broke:
+        await session.keep(call.payer.account_id, session.streamed_answer())
     # the final events and the stream's end in one write (one send, not two)
     with contextlib.suppress(*_CLIENT_GONE):
         await response.write_eof(_final_events(call, state, usage, cost, upstream_broke))
@@ -146,6 +154,8 @@ def _final_events(
             "code": "upstream_error",
             "param": None,
         }
+        if request.session is not None:
+            error["session_id"] = request.session.id
         if call.change_token:
             # the SDKs raise on this event and never read the usage event after it: the
             # same change is in the error too, where the exception's body shows it
@@ -158,6 +168,8 @@ def _final_events(
         final["response"]["usage"] = usage_obj
         final["response"]["model"] = request.model_id
         final.update({"choices": [], "usage": usage_obj, "provider": provider})
+        if request.session is not None:
+            final["session_id"] = request.session.id
         if call.change_token:
             final["cashu_change"] = call.change_token
         return out + encode_event(final, event=str(final.get("type"))) + DONE
@@ -170,6 +182,8 @@ def _final_events(
         "choices": [],
         "usage": usage_obj,
     }
+    if request.session is not None:
+        usage_event["session_id"] = request.session.id
     if call.change_token:
         usage_event["cashu_change"] = call.change_token
     return out + encode_event(usage_event) + DONE

@@ -17,7 +17,7 @@ from routstr_node.pricing import BtcUsdRate, ModelPrice, PriceUnavailable
 from routstr_node.ratelimit import RateLimiter
 from routstr_node.routing import ProviderBoard
 from routstr_node.upstream import Upstreams
-from wallet.service import WalletService
+from wallet import WalletService
 
 
 class Unsettled:
@@ -40,6 +40,11 @@ class Unsettled:
         self._count -= 1
         if self._count == 0:
             self._none.set()
+
+    @property
+    def none(self) -> bool:
+        """Whether every call was settled."""
+        return self._count == 0
 
     async def drained(self, timeout_s: float) -> bool:
         """Whether every call was settled within ``timeout_s``."""

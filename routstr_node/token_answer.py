@@ -16,6 +16,7 @@ from typing import Any
 
 from routstr_node.pricing import Cost, cost_msat
 from routstr_node.routing import Candidate
+from routstr_node.sessions import SessionTurn
 from routstr_node.usage import TokenUsage, estimate_prompt_tokens, estimate_tokens_of_bytes
 
 # a "model" member whose value is a string, in the "unrolled" form (runs of plain bytes
@@ -31,6 +32,7 @@ class TokenRequest:
     path: str
     body: dict[str, Any]
     model_id: str  # the node's id of the model, without suffix
+    session: SessionTurn | None = None  # a chat request in a session (sessions on)
 
     def own_count(self, output_text: str) -> TokenUsage:
         """The node's own count, for an answer without usage (the prompt read only then)."""

@@ -28,14 +28,14 @@ from routstr_node.account_api import (
 from routstr_node.errors import ApiError, invalid_request
 from routstr_node.payment import account_for_key
 from routstr_node.state import NODE
-from wallet.errors import (
+from wallet import (
     AdminKeyTaken,
     InsufficientCustody,
     InvoiceRejected,
     PaymentFailed,
     TokenAlreadyRedeemed,
+    new_api_key,
 )
-from wallet.keys import new_api_key
 
 
 def add_routes(app: web.Application) -> None:

@@ -20,7 +20,7 @@ Then variant runs under cProfile and py-spy (if installed: pip install py-spy) p
 where the node's time goes.
 
     .venv/bin/python scripts/bench_proxy.py [--requests 2000] [--rounds 5] [--streams 1000]
-        [--profile cprofile|py-spy|both|none] [--only all|routing]
+        [--profile cprofile|py-spy|both|none] [--only all|routing] [--records on|off]
 """
 
 from __future__ import annotations
@@ -123,7 +123,13 @@ async def bench(args: argparse.Namespace) -> None:
             async with run_local_mint(work / "mint") as mint:
                 config = work / "node.toml"
                 config.write_text(
-                    node_toml(work / "node-data", node_port, mint.url, upstream.url + "/v1")
+                    node_toml(
+                        work / "node-data",
+                        node_port,
+                        mint.url,
+                        upstream.url + "/v1",
+                        records=args.records == "on",
+                    )
                 )
                 node = start_node(
                     config,
@@ -146,6 +152,7 @@ async def bench(args: argparse.Namespace) -> None:
                     Target("node", node.url + path, key),
                 ]
                 print(f"payer: {payer}; {args.requests} requests per measurement")
+                print(f"usage records: {args.records}")
                 print(f"{os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}")
                 measured = None
                 if args.only == "all":
@@ -416,6 +423,12 @@ def main() -> None:
         "--node-malloc",
         choices=["pymalloc", "malloc"],
         help="the node's PYTHONMALLOC (malloc: glibc's, which the node trims when quiet)",
+    )
+    parser.add_argument(
+        "--records",
+        choices=("on", "off"),
+        default="on",
+        help="the node keeps usage records ([logs] usage_records): compare on with off",
     )
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "URL"), help=argparse.SUPPRESS)

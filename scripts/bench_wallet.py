@@ -191,7 +191,7 @@ async def add_placeholder_proofs(
             (mint_url, keyset.id, amount, f"{state}-{i}", "02" + "00" * 32, f"y-{state}-{i}")
             for i in range(made, min(proofs, made + 50_000))
         ]
-        await service.db.write(
+        await service.store.db.write(  # type: ignore[attr-defined]
             lambda c, rows=rows: c.executemany(
                 "INSERT INTO proofs (mint_url, keyset_id, amount, secret, c, y, state,"
                 f" created_at) VALUES (?, ?, ?, ?, ?, ?, '{state}', 0)",
@@ -202,7 +202,7 @@ async def add_placeholder_proofs(
 
 
 async def remove_unspent_placeholders(service: WalletService) -> None:
-    await service.db.write(
+    await service.store.db.write(  # type: ignore[attr-defined]
         lambda c: c.execute("DELETE FROM proofs WHERE amount = ?", (PLACEHOLDER_SAT,))
     )
 

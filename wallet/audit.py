@@ -12,8 +12,7 @@ from typing import Any
 
 from mints.directory import MintDirectory
 from mints.errors import MintError
-from wallet.sqlite.audit import snapshot
-from wallet.sqlite.database import Database
+from wallet.store import WalletStore
 
 
 @dataclass
@@ -38,9 +37,9 @@ class AuditReport:
         return asdict(self)
 
 
-async def audit(db: Database, mints: MintDirectory) -> AuditReport:
+async def audit(store: WalletStore, mints: MintDirectory) -> AuditReport:
     """Compare what the mints say the node holds with what the ledger owes."""
-    snap = await db.read(snapshot)
+    snap = await store.audit_snapshot()
     problems: list[str] = []
     per_mint: dict[str, dict[str, int]] = {}
     held_sat = 0

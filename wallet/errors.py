@@ -72,3 +72,24 @@ class PaymentInFlight(WalletError):
 
 class AdminKeyTaken(WalletError):
     """The admin key a client chose for its new account is another account's."""
+
+
+class InsufficientEarnings(WalletError):
+    """A payout asks more than the node's earnings can pay (at that mint): liabilities,
+    the clients' money, are never paid out."""
+
+    def __init__(self, message: str, *, available_msat: int = 0) -> None:
+        super().__init__(message)
+        self.available_msat = available_msat
+
+
+class InvoiceAmountMismatch(WalletError):
+    """The invoice is not for the amount that was asked for: it is not paid."""
+
+
+class PayoutPending(WalletError):
+    """The payout's mint has not settled it yet; it is finished automatically."""
+
+
+class PayoutKeyTaken(WalletError):
+    """A payout with this idempotency key was written by another request meanwhile."""

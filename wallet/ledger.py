@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from mints.token import Token
-from wallet.errors import AccountNotFound
 from wallet.keys import key_hash
-from wallet.sqlite import ledger as sql
-from wallet.sqlite.database import Database
-from wallet.sqlite.ledger import AccountRow, Settlement
+from wallet.records import AccountRow, ChargedRequest, RequestTag, Settlement
+from wallet.store import WalletStore
 
 _MAX_CACHED_IDS = 100_000
 
 
 class Ledger:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, store: WalletStore) -> None:
+        self.store = store
         # key hash / token id → account id: saves a database round trip per paid request;
         # rotating a key forgets the account's entries in the same step
         self._ids: dict[str, int] = {}
@@ -29,17 +25,11 @@ class Ledger:
         if cached is not None:
             return cached
         generation = self._generation
-        row = await self.db.read(
-            lambda c: (
-                sql.find_account(c, "key_hash", digest)
-                or sql.find_account(c, "admin_key_hash", digest)
-            )
-        )
-        if row is None:
-            return None
         # the client has its keys: a lost create's answer is never repeated from now on
         # (once per account and process; later lookups come from memory)
-        await self.db.write(lambda c: sql.mark_keys_used(c, row.id))
+        row = await self.store.open_account_by_key_hash(digest)
+        if row is None:
+            return None
         return self._remember(digest, row.id) if generation == self._generation else row.id
 
     def knows_key_hash(self, digest: str) -> bool:
@@ -64,80 +54,72 @@ class Ledger:
         return account_id
 
     async def account(self, account_id: int) -> AccountRow:
-        return await self.db.read(lambda c: sql.get_account(c, account_id))
+        return await self.store.account(account_id)
 
     async def account_by_api_key(self, api_key: str) -> AccountRow | None:
         digest = key_hash(api_key)
-        return await self.db.read(lambda c: sql.find_account(c, "key_hash", digest))
+        return await self.store.account_by_key_hash(digest)
 
     async def account_by_admin_key(self, admin_key: str) -> AccountRow | None:
         digest = key_hash(admin_key)
-        return await self.db.read(lambda c: sql.find_account(c, "admin_key_hash", digest))
+        return await self.store.account_by_admin_key_hash(digest)
 
     async def account_for_token(self, token: Token) -> AccountRow | None:
         """The account the token opened here, for the token itself (see account_of_token)."""
         token_id, signatures = token.token_id, token.signatures
-        return await self.db.read(lambda c: sql.account_of_token(c, token_id, signatures))
+        return await self.store.account_of_token(token_id, signatures)
 
     async def reserve(self, account_id: int, amount_msat: int, purpose: str = "request") -> int:
         """Hold the most a request can cost; raises InsufficientBalance."""
-        return await self.db.write(lambda c: sql.reserve(c, account_id, amount_msat, purpose))
+        return await self.store.reserve(account_id, amount_msat, purpose)
 
-    async def settle(self, reservation_id: int, charge_msat: int) -> Settlement:
-        """Charge the real cost (capped at the reservation) to earnings; release the rest."""
-        return await self.db.write(lambda c: sql.settle(c, reservation_id, charge_msat))
+    async def settle(
+        self, reservation_id: int, charge_msat: int, tag: RequestTag | None = None
+    ) -> Settlement:
+        """Charge the real cost (capped at the reservation) to earnings; release the rest.
+        ``tag`` names the request in the same update (its usage record's safeguard)."""
+        return await self.store.settle(reservation_id, charge_msat, tag=tag)
 
     async def release(self, reservation_id: int) -> Settlement:
-        return await self.db.write(lambda c: sql.settle(c, reservation_id, 0))
+        return await self.store.settle(reservation_id, 0)
 
     async def reservation(self, reservation_id: int) -> Settlement:
-        return await self.db.read(lambda c: sql.reservation_state(c, reservation_id))
+        return await self.store.reservation(reservation_id)
 
     async def settle_open_reservations(self) -> int:
         """At start no request is in flight: an open request reservation is charged what
         its answer delivered before the node stopped (recorded as it streamed), and the
         rest goes back."""
+        return await self.store.settle_open_reservations()
 
-        def txn(c: Any) -> int:
-            found = sql.open_request_reservations(c)
-            for reservation_id, delivered_msat in found:
-                sql.settle(c, reservation_id, delivered_msat)
-            return len(found)
-
-        return await self.db.write(txn)
-
-    async def record_delivered(self, reservation_id: int, delivered_msat: int) -> None:
+    async def record_delivered(
+        self, reservation_id: int, delivered_msat: int, tag: RequestTag | None = None
+    ) -> None:
         """What an open request's answer has delivered so far: charged at the next start
         if the node dies before the request settles."""
-        await self.db.write(lambda c: sql.record_delivered(c, reservation_id, delivered_msat))
+        await self.store.record_delivered(reservation_id, delivered_msat, tag)
+
+    async def charged_requests_after(
+        self, after_reservation_id: int, settled_since: int, limit: int = 10_000
+    ) -> list[ChargedRequest]:
+        """Charged requests by reservation id, for usage records lost in a crash."""
+        return await self.store.charged_requests_after(after_reservation_id, settled_since, limit)
+
+    async def last_reservation_id(self) -> int:
+        return await self.store.last_reservation_id()
 
     async def earnings_msat(self) -> int:
-        return await self.db.read(sql.earnings_msat)
+        return await self.store.earnings_msat()
 
     async def book_remainder_to_earnings(self, account_id: int, kind: str) -> int:
         """Move the sub-sat part of a balance to earnings (change is paid in whole sat)."""
-
-        def txn(c: Any) -> int:
-            account = sql.get_account(c, account_id)
-            remainder = account.balance_msat % 1000
-            sql.debit_to_earnings(c, account_id, remainder, kind=kind)
-            return remainder
-
-        return await self.db.write(txn)
+        return await self.store.book_remainder_to_earnings(account_id, kind)
 
     async def rotate_api_key(self, account_id: int, new_key: str) -> None:
         digest = key_hash(new_key)
         self.forget_keys(account_id)
-
-        def txn(c: Any) -> None:
-            if not sql.set_key_hash(c, account_id, digest):
-                raise AccountNotFound(f"no account {account_id}")
-            # moves no money, but is the account's latest event (keys are never handed
-            # out again for an account that had one, see reissue_keys_if_untouched)
-            sql.journal(c, "rotate", account_id=account_id)
-
         try:
-            await self.db.write(txn)
+            await self.store.rotate_api_key(account_id, digest)
         finally:
             self.forget_keys(account_id)
 

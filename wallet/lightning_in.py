@@ -18,7 +18,7 @@ import asyncio
 import hmac
 import logging
 import secrets
-import sqlite3
+import time
 from dataclasses import dataclass
 
 from mints.client import MintClient
@@ -29,13 +29,9 @@ from wallet.errors import (
     InvalidAmount,
     InvoiceNotFound,
     InvoiceSecretInvalid,
-    KeysAlreadyDelivered,
 )
 from wallet.keys import KEYS_REISSUE_WINDOW_S, key_hash, new_admin_key, new_api_key
-from wallet.sqlite import invoices as invoices_sql
-from wallet.sqlite import ledger as ledger_sql
-from wallet.sqlite.invoices import InvoiceRecord
-from wallet.sqlite.ledger import now
+from wallet.records import InvoiceRecord, NewInvoiceRow
 
 __all__ = [
     "MAX_INVOICE_SAT",
@@ -88,7 +84,7 @@ class LightningIn:
 
     def __init__(self, custody: Custody) -> None:
         self.custody = custody
-        self.db = custody.db
+        self.store = custody.store
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- asking for an invoice ---------------------------------------------------------
@@ -97,28 +93,23 @@ class LightningIn:
         """A mint quote for ``amount_sat``; paid, it credits ``account_id`` or a new account."""
         amount = _check_amount(amount_sat)
         if account_id is not None:
-            await self.db.read(lambda c: ledger_sql.get_account(c, account_id))
+            await self.store.account(account_id)
         client = self.custody.client_for(mint_url)
         quote = await client.mint_quote(amount)
         invoice_id = INVOICE_ID_PREFIX + secrets.token_hex(16)
         secret = INVOICE_SECRET_PREFIX + secrets.token_hex(32)
-
-        def txn(c: sqlite3.Connection) -> None:
-            if account_id is not None:
-                ledger_sql.get_account(c, account_id)
-            invoices_sql.insert_invoice(
-                c,
+        await self.store.insert_invoice(
+            NewInvoiceRow(
                 invoice_id,
-                secret_hash=key_hash(secret),
-                mint_url=client.url,
-                quote_id=quote.quote,
-                bolt11=quote.request,
-                amount_sat=amount,
-                account_id=account_id,
-                expires_at=quote.expiry,
+                key_hash(secret),
+                client.url,
+                quote.quote,
+                quote.request,
+                amount,
+                account_id,
+                quote.expiry,
             )
-
-        await self.db.write(txn)
+        )
         return NewInvoice(
             invoice_id,
             secret,
@@ -130,7 +121,7 @@ class LightningIn:
         )
 
     async def get(self, invoice_id: str) -> InvoiceRecord:
-        record = await self.db.read(lambda c: invoices_sql.invoice(c, invoice_id))
+        record = await self.store.invoice(invoice_id)
         if record is None:
             raise InvoiceNotFound(f"no invoice {invoice_id}")
         return record
@@ -154,7 +145,7 @@ class LightningIn:
     async def poll(self) -> int:
         """Refresh every invoice that may still be paid (an unpaid one past its expiry is
         marked expired on the way); returns how many were looked at."""
-        ids = await self.db.read(invoices_sql.open_invoice_ids)
+        ids = await self.store.open_invoice_ids()
         for invoice_id in ids:
             try:
                 await self.refresh(invoice_id)
@@ -164,20 +155,16 @@ class LightningIn:
 
     async def _check_quote(self, record: InvoiceRecord) -> None:
         client = self.custody.client_for(record.mint_url)
-        quote_id = await self.db.read(lambda c: invoices_sql.quote_id(c, record.id))
+        quote_id = await self.store.invoice_quote_id(record.id)
         quote = await client.get_mint_quote(quote_id)
         if quote.state == "PAID":
             await self._mint(record, client, quote_id)
         elif quote.state == "ISSUED":
             # only the node knows the quote id, so nobody else should have minted it
             log.error("invoice %s: the mint issued the quote without the node", record.id)
-            await self.db.write(
-                lambda c: invoices_sql.set_state(c, record.id, "failed", _OPEN_STATES)
-            )
-        elif record.state == "unpaid" and now() > _deadline(record):
-            await self.db.write(
-                lambda c: invoices_sql.set_state(c, record.id, "expired", ("unpaid",))
-            )
+            await self.store.set_invoice_state(record.id, "failed", _OPEN_STATES)
+        elif record.state == "unpaid" and time.time() > _deadline(record):
+            await self.store.set_invoice_state(record.id, "expired", ("unpaid",))
 
     # -- minting: the custody operation ------------------------------------------------
 
@@ -188,7 +175,7 @@ class LightningIn:
 
     async def _resolve(self, invoice_id: str) -> None:
         """Settle the invoice's pending mint operation from what the mint says."""
-        op_id = await self.db.read(lambda c: invoices_sql.operation_id(c, invoice_id))
+        op_id = await self.store.invoice_operation_id(invoice_id)
         if op_id is None:
             return
         try:
@@ -206,52 +193,21 @@ class LightningIn:
         happened on the account (the answer with them may have been lost); else
         :class:`KeysAlreadyDelivered`.
         """
-        expected = await self.db.read(lambda c: invoices_sql.secret_hash(c, invoice_id))
+        expected = await self.store.invoice_secret_hash(invoice_id)
         if expected is None:
             raise InvoiceNotFound(f"no invoice {invoice_id}")
         if not hmac.compare_digest(expected, key_hash(secret)):
             raise InvoiceSecretInvalid("the invoice secret is not valid")
         api_key, admin_key = new_api_key(), new_admin_key()
-
-        def txn(c: sqlite3.Connection) -> IssuedKeys | None:
-            record = invoices_sql.invoice(c, invoice_id)
-            assert record is not None
-            if record.account_id is not None or record.state != "paid":
-                return None
-            if record.keys_delivered:  # asked again: the answer with them may have been lost
-                return _reissued(c, record, invoice_id, api_key, admin_key)
-            if record.credited_account_id is None:
-                raise KeysAlreadyDelivered("the keys of this invoice were handed over before")
-            invoices_sql.mark_keys_delivered(c, invoice_id)
-            account_id = record.credited_account_id
-            if not ledger_sql.give_keys(c, account_id, key_hash(api_key), key_hash(admin_key)):
-                raise KeysAlreadyDelivered("the account already has keys")
-            account = ledger_sql.get_account(c, account_id)
-            return IssuedKeys(
-                account.id, api_key, admin_key, account.balance_msat, account.mint_url
-            )
-
-        return await self.db.write(txn)
-
-
-def _reissued(
-    c: sqlite3.Connection, record: InvoiceRecord, invoice_id: str, api_key: str, admin_key: str
-) -> IssuedKeys:
-    """The account's keys again (new ones) while nothing has happened on it."""
-    op_id = invoices_sql.operation_id(c, invoice_id)
-    account = None
-    if record.credited_account_id is not None and op_id is not None:
-        account = ledger_sql.reissue_keys_if_untouched(
-            c,
-            record.credited_account_id,
-            op_id,
+        account = await self.store.deliver_invoice_keys(
+            invoice_id,
             key_hash(api_key),
             key_hash(admin_key),
-            ledger_sql.now() - KEYS_REISSUE_WINDOW_S,
+            int(time.time()) - KEYS_REISSUE_WINDOW_S,
         )
-    if account is None:
-        raise KeysAlreadyDelivered("the keys of this invoice were handed over before")
-    return IssuedKeys(account.id, api_key, admin_key, account.balance_msat, account.mint_url)
+        if account is None:
+            return None
+        return IssuedKeys(account.id, api_key, admin_key, account.balance_msat, account.mint_url)
 
 
 def _deadline(record: InvoiceRecord) -> int:

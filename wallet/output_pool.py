@@ -15,20 +15,22 @@ from typing import Any
 
 from mints.errors import ProtocolError
 from mints.outputs import BlindedSecret, PreparedOutput, blind_counter
-from wallet.sqlite import custody as sql
-from wallet.sqlite.database import Database
+from wallet.store import WalletStore
 
 AHEAD = 24  # outputs kept ready per keyset: a few redeems' worth
+CLAIM = 256  # counters a process claims at a time when others share the database
 
 
 class OutputPool:
-    """Counters (never the same one twice in this process) and their blinded secrets."""
+    """Counters (never the same one twice, in this process or another sharing the
+    database: there each claims blocks of counters) and their blinded secrets."""
 
-    def __init__(self, db: Database, seed: bytes, *, ahead: int = AHEAD) -> None:
-        self._db = db
+    def __init__(self, store: WalletStore, seed: bytes, *, ahead: int = AHEAD) -> None:
+        self._store = store
         self._seed = seed
         self._ahead = ahead
         self._next: dict[str, int] = {}
+        self._end: dict[str, int | None] = {}  # the claimed block's end (None: no end)
         self._ready: dict[str, deque[BlindedSecret]] = {}
         self._lock = asyncio.Lock()
 
@@ -37,10 +39,22 @@ class OutputPool:
         if keyset_id not in self._next:
             async with self._lock:
                 if keyset_id not in self._next:
-                    first = await self._db.read(lambda c: sql.next_counter(c, keyset_id))
+                    first, end = await self._store.claim_counters(keyset_id, CLAIM)
                     self._next[keyset_id] = first
+                    self._end[keyset_id] = end
                     self._ready[keyset_id] = deque()
         ready = self._ready[keyset_id]
+        while len(ready) + self._left(keyset_id) < len(amounts):
+            async with self._lock:
+                if len(ready) + self._left(keyset_id) >= len(amounts):
+                    break
+                # the rest of this block stays unused: counters are never handed out twice
+                first, end = await self._store.claim_counters(keyset_id, max(CLAIM, len(amounts)))
+                self._next[keyset_id] = first
+                self._end[keyset_id] = end
+                ready.clear()
+                if len(amounts) > self._left(keyset_id):
+                    raise ProtocolError("the store claimed fewer counters than asked")
         return [
             (ready.popleft() if ready else self._derive(keyset_id)).output(amount)
             for amount in amounts
@@ -54,7 +68,7 @@ class OutputPool:
         ready = self._ready.get(keyset_id)
         if ready is None:
             return
-        while len(ready) < self._ahead and not until.done():
+        while len(ready) < self._ahead and not until.done() and self._left(keyset_id) > 0:
             try:
                 ready.append(self._derive(keyset_id))
             except ProtocolError:  # not derivable ahead: take() raises it where it is handled
@@ -64,6 +78,10 @@ class OutputPool:
     def ready(self, keyset_id: str) -> int:
         """How many outputs of this keyset are derived and waiting."""
         return len(self._ready.get(keyset_id, ()))
+
+    def _left(self, keyset_id: str) -> int:
+        end = self._end.get(keyset_id)
+        return 1 << 62 if end is None else end - self._next[keyset_id]
 
     def _derive(self, keyset_id: str) -> BlindedSecret:
         counter = self._next[keyset_id]

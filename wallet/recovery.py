@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 
 from wallet.custody import Custody
 from wallet.operations import Outcome
-from wallet.sqlite import custody as sql
-from wallet.sqlite.ledger import now
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +39,7 @@ class RecoveryReport:
 
 async def recover_all(custody: Custody) -> RecoveryReport:
     """Resolve every pending operation, each mint's in a task of its own."""
-    pending = await custody.db.read(sql.pending_operations)
+    pending = await custody.store.pending_operations()
     by_mint: dict[str, list[int]] = {}
     for op in pending:
         by_mint.setdefault(op.mint_url, []).append(op.id)
@@ -73,7 +71,7 @@ class StaleOperations:
 
     async def resolve(self, min_age_s: int) -> RecoveryReport:
         custody = self.custody
-        ids = await custody.db.read(lambda c: sql.stale_operation_ids(c, now() - min_age_s))
+        ids = await custody.store.stale_operation_ids(int(time.time()) - min_age_s)
         clock = time.monotonic()
         due = [
             i

@@ -7,7 +7,6 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mints.directory import CheckedToken, MintDirectory
 from mints.errors import MintRefused, MintUntrusted
@@ -28,33 +27,19 @@ from wallet.errors import (
 from wallet.keys import key_hash, token_account_keys
 from wallet.ledger import Ledger
 from wallet.lightning_in import InvoiceRecord, IssuedKeys, LightningIn, NewInvoice
-from wallet.operations import Outcome
+from wallet.operations import AccountKind, Outcome
+from wallet.operations import NewAccount as AccountToOpen
+from wallet.payouts import Payouts
+from wallet.records import AccountRow, Withdrawal
 from wallet.recovery import RecoveryReport, StaleOperations, recover_all
-from wallet.seed import load_or_create_seed
 from wallet.settings_store import SettingsStore
-from wallet.sqlite.custody import (
-    account_made_by_token,
-    held_mint_urls,
-    pending_receive_of_token,
-    token_being_redeemed,
-)
-from wallet.sqlite.database import Database
-from wallet.sqlite.ledger import (
-    AccountRow,
-    account_of_token,
-    account_with_unused_keys,
-    reserve_if_untouched,
-)
-from wallet.sqlite.outgoing import (
-    Withdrawal,
-    last_refund_if_untouched,
-    outgoing_tokens,
-    withdrawals,
-)
+from wallet.sqlite.store import DB_FILE
+from wallet.store import WalletStore
+from wallet.stores import store_for
 
 log = logging.getLogger(__name__)
 
-DB_FILE = "wallet.sqlite3"
+__all__ = ["DB_FILE", "NewAccount", "WalletService"]
 STALE_AFTER_S = 60  # a pending operation older than this, not live, is resolved again
 
 
@@ -70,18 +55,19 @@ class NewAccount:
 class WalletService:
     """Custody and ledger over one database, for one node."""
 
-    def __init__(self, data_dir: Path, mints: MintDirectory) -> None:
+    def __init__(self, data_dir: Path, mints: MintDirectory, database_url: str = "") -> None:
         self.data_dir = data_dir
         self.mints = mints
-        self.db = Database(data_dir / DB_FILE)
-        self.ledger = Ledger(self.db)
-        self.settings = SettingsStore(self.db)
+        self.store: WalletStore = store_for(data_dir, database_url)
+        self.ledger = Ledger(self.store)
+        self.settings = SettingsStore(self.store)
         self._custody: Custody | None = None
         self._change_locks: dict[int, asyncio.Lock] = {}
         self._lightning_in: LightningIn | None = None
         self._stale: StaleOperations | None = None
         self._recovery: asyncio.Task[RecoveryReport] | None = None
         self._seed = b""
+        self.payouts = Payouts(self)
 
     @property
     def custody(self) -> Custody:
@@ -93,9 +79,9 @@ class WalletService:
         """Open the database; with ``recover``, settle what the last run left open and
         resolve its pending operations before returning (tools and tests: a serving node
         uses :meth:`open_for_serving`)."""
-        self._seed = load_or_create_seed(self.data_dir)
-        await self.db.open()
-        self._custody = Custody(self.db, self.mints, self._seed)
+        await self.store.open()
+        self._seed = await self.store.seed()
+        self._custody = Custody(self.store, self.mints, self._seed)
         if not recover:
             return None
         await self._settle_last_run()
@@ -117,6 +103,7 @@ class WalletService:
     async def recover(self) -> RecoveryReport:
         """Resolve every pending operation (each mint's beside the others')."""
         report = await recover_all(self.custody)
+        await self.payouts.settle_open()  # payouts whose operations were just resolved
         if report.completed or report.failed or report.still_pending:
             log.info(
                 "recovery: %d completed, %d failed, %d still pending",
@@ -138,7 +125,7 @@ class WalletService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recovery
             self._recovery = None
-        await self.db.close()
+        await self.store.close()
 
     # -- money in ---------------------------------------------------------------------
 
@@ -157,23 +144,15 @@ class WalletService:
         admin = derived_admin_key if admin_key is None else admin_key
         if admin_key is not None and await self._admin_key_taken(admin_key, checked.token):
             raise AdminKeyTaken("this admin_key is taken; choose another")
-        intent: dict[str, Any] = {
-            "create": {
-                "kind": "key",
-                "key_hash": key_hash(api_key),
-                "admin_key_hash": key_hash(admin),
-            }
-        }
+        opened = AccountToOpen(AccountKind.KEY, key_hash(api_key), key_hash(admin))
         try:
-            received = await self.custody.receive(checked, intent)
+            received = await self.custody.receive(checked, opened)
         except TokenAlreadyRedeemed as exc:
             if exc.account_id is None:
                 raise
             account_id = exc.account_id
-            again = await self.db.read(
-                lambda c: account_with_unused_keys(
-                    c, account_id, key_hash(api_key), key_hash(admin)
-                )
+            again = await self.store.account_with_unused_keys(
+                account_id, key_hash(api_key), key_hash(admin)
             )
             if again is None:
                 raise
@@ -190,12 +169,11 @@ class WalletService:
         account = await self.ledger.account_by_admin_key(admin_key)
         if account is None:
             return False
-        token_id = token.token_id
-        made = await self.db.read(lambda c: account_made_by_token(c, token_id))
+        made = await self.store.account_made_by_token(token.token_id)
         return made != account.id
 
     async def topup(self, account_id: int, checked: CheckedToken) -> Received:
-        return await self.custody.receive(checked, {"account_id": account_id})
+        return await self.custody.receive(checked, account_id)
 
     async def redeem_as_key(self, checked: CheckedToken) -> int:
         """The account a token used as an API key stands for, redeeming it on first use."""
@@ -204,7 +182,7 @@ class WalletService:
             return _key_account(existing)
         try:
             received = await self.custody.receive(
-                checked, {"create": {"kind": "token", "token_id": "$token"}}
+                checked, AccountToOpen(AccountKind.TOKEN, token_is_key=True)
             )
         except TokenAlreadyRedeemed:
             # only an account the token itself opened (a concurrent first use) answers to it;
@@ -227,7 +205,7 @@ class WalletService:
         try:
             return await self.custody.receive(
                 checked,
-                {"create": {"kind": "xcashu", "token_id": "$token"}},
+                AccountToOpen(AccountKind.XCASHU, token_is_key=True),
                 reserve_msat=reserve_msat,
             )
         except TokenAlreadyRedeemed:
@@ -236,8 +214,8 @@ class WalletService:
                 raise
             account_id = account.id
             try:
-                reservation_id = await self.db.write(
-                    lambda c: reserve_if_untouched(c, account_id, reserve_msat, "request")
+                reservation_id = await self.store.reserve_if_untouched(
+                    account_id, reserve_msat, "request"
                 )
             except InsufficientBalance:  # the credit falls short: the caller's 402
                 return Received(account_id, account.balance_msat, checked.fee)
@@ -263,7 +241,7 @@ class WalletService:
     async def withdrawals(self, account_id: int, limit: int = 100) -> list[Withdrawal]:
         """The account's latest tokens taken out: a client whose answer to a withdraw was
         lost (a timeout, a restart mid-way) finds its token here."""
-        return await self.db.read(lambda c: withdrawals(c, account_id, limit))
+        return await self.store.withdrawals(account_id, limit)
 
     async def issue_change(self, account_id: int, *, legacy: bool = False) -> SentToken | None:
         """Everything left on an X-Cashu account as one token; sub-sat rest to earnings.
@@ -275,7 +253,7 @@ class WalletService:
             await self.ledger.book_remainder_to_earnings(account_id, "change_rounding")
             account = await self.ledger.account(account_id)
             if account.balance_msat < 1000:
-                issued = await self.db.read(lambda c: outgoing_tokens(c, account_id, "change"))
+                issued = await self.store.outgoing_tokens(account_id, "change")
                 if not issued:
                     return None
                 token, amount = issued[-1]
@@ -301,16 +279,15 @@ class WalletService:
         return self._change_locks.setdefault(account_id, asyncio.Lock())
 
     async def audit(self) -> AuditReport:
-        return await audit(self.db, self.mints)
+        return await audit(self.store, self.mints)
 
     async def settle_pending_redeem(self, token: Token) -> None:
         """Resolve a redeem of this token left unresolved (a lost answer, a restart), now;
         raises :class:`TokenBeingRedeemed` while it stays so."""
-        token_id = token.token_id
-        op_id = await self.db.read(lambda c: pending_receive_of_token(c, token_id))
+        op_id = await self.store.pending_receive_of_token(token.token_id)
         if op_id is None:
             return
-        if op_id in self.custody.live_operations:
+        if self.custody.is_live(op_id, token.token_id):
             raise TokenBeingRedeemed("the token is being redeemed by another request")
         if (await self.custody.resolve_unless_busy(op_id)).outcome is Outcome.PENDING:
             raise TokenBeingRedeemed(
@@ -319,12 +296,9 @@ class WalletService:
 
     async def change_of(self, token: Token) -> tuple[str, int] | None:
         """The change token of an X-Cashu payment (issued now if it was not yet)."""
-        token_id, signatures = token.token_id, token.signatures
-        account, being_redeemed = await self.db.read(  # one snapshot: the credit is in, or not
-            lambda c: (
-                account_of_token(c, token_id, signatures),
-                token_being_redeemed(c, token_id),
-            )
+        # one snapshot: the credit is in, or not
+        account, being_redeemed = await self.store.token_account_and_redeeming(
+            token.token_id, token.signatures
         )
         if account is None and being_redeemed:
             # swapped at the mint, or not, and not credited yet: resolved now, when the
@@ -344,7 +318,7 @@ class WalletService:
     async def payout_mints(self) -> list[str]:
         """The mints money can be paid out from: the trusted ones (primary first), then
         those no longer trusted where custody still holds ecash."""
-        held = await self.db.read(held_mint_urls)
+        held = await self.store.held_mint_urls()
         return [*self.mints.urls, *(u for u in held if not self.mints.is_trusted(u))]
 
     async def _mint_order(
@@ -455,7 +429,7 @@ class WalletService:
         return await self.withdraw(account_id, None, mint_url, purpose="refund", legacy=legacy)
 
     async def _replayable_refund(self, account_id: int) -> SentToken | None:
-        found = await self.db.read(lambda c: last_refund_if_untouched(c, account_id))
+        found = await self.store.last_refund_if_untouched(account_id)
         if found is None or not found.ys:
             return None
         states = await self.custody.client_for(found.mint_url).check_state(found.ys)

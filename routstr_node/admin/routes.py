@@ -19,7 +19,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
+from routstr_node.admin import books_api
 from routstr_node.admin.json_body import admin_body, admin_json
+from routstr_node.admin.local_key import remove_local_key, write_local_key
 from routstr_node.admin.password import AdminPassword, generate_password, hash_off_loop
 from routstr_node.admin.settings_api import get_settings, patch_settings, restore_at_start
 from routstr_node.admin.signin import (
@@ -31,7 +33,7 @@ from routstr_node.admin.signin import (
 from routstr_node.admin.state import ADMIN, AdminState
 from routstr_node.errors import ApiError, invalid_request, unauthorized
 from routstr_node.state import NODE
-from wallet.settings_store import SettingsStore, StoredSettings
+from wallet import SettingsStore, StoredSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/admin/logout", logout)
     app.router.add_get("/admin/api/settings", get_settings)
     app.router.add_patch("/admin/api/settings", patch_settings)
+    app.router.add_get("/admin/books", books_page)
+    books_api.add_routes(app)
 
 
 async def _admin_context(app: web.Application) -> AsyncIterator[None]:
@@ -61,7 +65,13 @@ async def _admin_context(app: web.Application) -> AsyncIterator[None]:
     )
     app[ADMIN] = admin
     await restore_at_start(app, admin)
-    yield
+    data_dir = node.settings.node.data_dir
+    local = write_local_key(data_dir)
+    admin.local_key = local.key
+    try:
+        yield
+    finally:
+        remove_local_key(data_dir, local)
 
 
 async def _password(
@@ -130,10 +140,10 @@ async def _to_panel(request: web.Request) -> web.Response:
 
 
 @functools.cache
-def _panel() -> tuple[bytes, dict[str, str]]:
+def _panel(name: str = "panel.html") -> tuple[bytes, dict[str, str]]:
     """The page, and headers whose CSP allows its own inline script and style only (by
     their hashes): an injected script, were one ever to get in, would not run."""
-    page = resources.files("routstr_node.admin").joinpath("panel.html").read_bytes()
+    page = resources.files("routstr_node.admin").joinpath(name).read_bytes()
     hashes = {
         tag: " ".join(
             "'sha256-" + base64.b64encode(hashlib.sha256(body).digest()).decode() + "'"
@@ -158,6 +168,12 @@ def _panel() -> tuple[bytes, dict[str, str]]:
 
 async def panel(request: web.Request) -> web.Response:
     page, headers = _panel()
+    return web.Response(body=page, content_type="text/html", headers=headers)
+
+
+async def books_page(request: web.Request) -> web.Response:
+    """The books page (contract section 13), a page of its own beside the settings."""
+    page, headers = _panel("books.html")
     return web.Response(body=page, content_type="text/html", headers=headers)
 
 

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # where the node listens and keeps its money are fixed while it runs
 _FIXED_WHILE_RUNNING = ("host", "port", "data_dir")
+_LOGS_FIXED_WHILE_RUNNING = ("usage_records", "access_log")
 
 
 def settings_view(settings: Settings) -> dict[str, Any]:
@@ -95,6 +96,18 @@ def _check_runnable(running: Settings, new: Settings) -> None:
             raise ConfigError(
                 f"{param}: cannot change while the node runs; change it in node.toml", param
             )
+    for key in _LOGS_FIXED_WHILE_RUNNING:  # opened at start (a file, a writer)
+        if getattr(new.logs, key) != getattr(running.logs, key):
+            param = f"logs.{key}"
+            raise ConfigError(
+                f"{param}: cannot change while the node runs; change it in node.toml", param
+            )
+    if new.database.url != running.database.url:  # where the ledger (and these settings) live
+        raise ConfigError(
+            "database.url: cannot change while the node runs; change it in node.toml (and"
+            " move the ledger with routstr-node migrate)",
+            "database.url",
+        )
     if new.nostr.nsec != running.nostr.nsec:
         try:
             load_secret(new.node.data_dir, new.nostr.nsec)

@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 from aiohttp import hdrs, web
 
+from routstr_node.admin.local_key import matches
 from routstr_node.admin.state import ADMIN
 from routstr_node.errors import ApiError, unauthorized
 
@@ -27,7 +28,7 @@ def admin_required() -> ApiError:
 async def signed_in(request: web.Request) -> bool:
     admin = request.app[ADMIN]
     session = request.cookies.get(SESSION_COOKIE)
-    if session and admin.sessions.valid(session):
+    if session and (admin.sessions.valid(session) or matches(session, admin.local_key)):
         return True
     legacy = _legacy_password(request)
     if not legacy:

@@ -23,6 +23,8 @@ class AdminState:
     sessions: AdminSessions = field(default_factory=AdminSessions)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     changing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one change at a time
+    # the key `routstr-node earnings withdraw` on this machine signs in with (local_key.py)
+    local_key: str | None = None
 
 
 ADMIN = web.AppKey("admin", AdminState)

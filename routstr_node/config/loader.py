@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
@@ -58,9 +59,12 @@ def _check_at_start(
                 else f"{settings.nostr.nsec_env} (nostr.nsec_env in {source})"
             )
             raise ConfigError(f"{where}: {exc}", "nostr.nsec") from None
-    if settings.database.url:  # set directly, validation refused it already
-        where = f"{settings.database.url_env} (database.url_env in {source})"
-        message = "not supported by this version yet (PostgreSQL databases come in a later version)"
+    url = settings.database.url
+    if url and urlsplit(url).scheme not in ("postgresql", "postgres"):
+        where = env_sources.get("database.url") or (
+            f"{settings.database.url_env} (database.url_env in {source})"
+        )
+        message = "must be empty (SQLite in data_dir) or a postgresql:// URL"
         raise ConfigError(f"{where}: database.url: {message}", "database.url")
     data_dir = settings.node.data_dir
     if data_dir.exists() and not data_dir.is_dir():

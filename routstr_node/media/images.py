@@ -11,6 +11,7 @@ from routstr_node.media.answers import ClientGone, client_gone, json_answer, jso
 from routstr_node.media.requests import ImageRequest
 from routstr_node.media.route import Attempt, send_json, serve_media
 from routstr_node.paid_call import PaidCall
+from routstr_node.records import Counted
 from routstr_node.routing import Candidate
 from routstr_node.upstream import Upstream
 
@@ -37,7 +38,7 @@ async def handle_images(
             )
             if client_gone(request):
                 raise ClientGone
-            charged = await call.settle(cost)
+            charged = await call.settle(cost, Counted(units=returned, unit="image"))
             return json_answer(data, call, model.id, charged, images=returned)
 
         return one

@@ -81,7 +81,7 @@ async def serve_media(
     )
     one_try = attempt(reading, model)
     try:
-        async with PaidCall(request, node, route.reserve_msat) as call:
+        async with PaidCall(request, node, route.reserve_msat, model.id) as call:
 
             async def on(candidate: Candidate) -> web.StreamResponse:
                 upstream = node.upstreams.get(candidate.name)

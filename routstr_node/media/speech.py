@@ -18,6 +18,7 @@ from routstr_node.media.answers import ClientGone, binary_answer, client_gone
 from routstr_node.media.requests import SpeechRequest
 from routstr_node.media.route import Attempt, send_json, serve_media
 from routstr_node.paid_call import PaidCall
+from routstr_node.records import Counted
 from routstr_node.routing import Candidate
 from routstr_node.upstream import Upstream
 
@@ -39,7 +40,9 @@ async def handle_speech(
                 raise UpstreamFailure(upstream_failed(candidate.name, "the answer holds no audio"))
             if client_gone(request):
                 raise ClientGone
-            await call.settle(reading.cost(candidate.price))
+            await call.settle(
+                reading.cost(candidate.price), Counted(units=reading.chars, unit="character")
+            )
             return binary_answer(audio, resp.content_type, call)
 
         return one

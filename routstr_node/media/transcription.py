@@ -34,6 +34,7 @@ from routstr_node.media.requests import TranscriptionRequest, seconds_of
 from routstr_node.media.route import NOT_SENT, Attempt, serve_media
 from routstr_node.media.upload import FILE_FIELD, Upload, received_upload, upstream_form
 from routstr_node.paid_call import PaidCall
+from routstr_node.records import Counted
 from routstr_node.routing import Candidate
 from routstr_node.state import NODE
 from routstr_node.upstream import Upstream
@@ -112,7 +113,7 @@ def _attempt(
             cost = reading.cost(candidate.price, seconds)
             if client_gone(request):
                 raise ClientGone
-            charged = await call.settle(cost)
+            charged = await call.settle(cost, Counted(units=seconds, unit="second"))
             if data is not None:
                 return json_answer(data, call, model.id, charged, seconds=seconds)
             return binary_answer(answer, resp.content_type, call, charset=resp.charset)

@@ -33,6 +33,7 @@ from routstr_node.media.requests import VideoRequest, seconds_of
 from routstr_node.media.route import NOT_SENT, Attempt, serve_media
 from routstr_node.media.video_jobs import Video, video_by_job
 from routstr_node.paid_call import PaidCall
+from routstr_node.records import Counted
 from routstr_node.request_body import upstream_body
 from routstr_node.routing import Candidate
 from routstr_node.upstream import Payload, Upstream
@@ -72,7 +73,7 @@ async def handle_video(
             cost = reading.cost(candidate.price, seconds, video.size)
             if client_gone(request):
                 raise ClientGone
-            charged = await call.settle(cost)
+            charged = await call.settle(cost, Counted(units=units, unit="second"))
             return json_answer(
                 video.answer,
                 call,

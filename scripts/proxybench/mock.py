@@ -78,6 +78,7 @@ STREAM_EVENTS = [
     b"data: [DONE]\n\n",
 ]
 
+
 def _openai_chunk(i: int) -> bytes:
     """A chat chunk as OpenAI streams it with include_usage: "usage": null on each."""
     return _event(

@@ -115,10 +115,12 @@ def _provider(upstream: str, upstream_model: str, input_sat: int) -> str:
 """
 
 
-def node_toml(data_dir: Path, port: int, mint_url: str, upstream_url: str) -> str:
+def node_toml(
+    data_dir: Path, port: int, mint_url: str, upstream_url: str, *, records: bool = True
+) -> str:
     """One-provider models, and for routing: a model with three providers (three
     upstream entries, so three sessions, in front of the same mock) and one whose first
-    provider ("failing") answers 500."""
+    provider ("failing") answers 500. ``records``: the node keeps usage records."""
     routed = f"""
 [[models]]
 id = "{ROUTED_MODEL}"
@@ -172,6 +174,9 @@ base_url = "{upstream_url}"
 api_key = "{UPSTREAM_KEY}"
 timeout_s = 120
 {extra_upstreams}{models}{routed}
+[logs]
+usage_records = {"true" if records else "false"}
+
 [limits]
 requests_per_minute = 100000000
 requests_per_hour = 100000000

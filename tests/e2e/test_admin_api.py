@@ -233,9 +233,11 @@ async def test_invalid_settings_are_refused_naming_the_field(
                 "models[0].upstream",
             ),
             ({"models": [{**_MODEL, "category": "music"}]}, "models[0].category"),
-            ({"sessions": {"enabled": True}}, "sessions.enabled"),  # not built yet
+            ({"sessions": {"enabled": "yes"}}, "sessions.enabled"),
+            ({"logs": {"access_log": "/tmp/elsewhere.log"}}, "logs.access_log"),  # opened at start
+            ({"logs": {"usage_records": False}}, "logs.usage_records"),
             ({"database": {"url": "postgresql://db/x"}}, "database.url"),
-            ({"payout": {"lightning_address": "me@example.com"}}, "payout.lightning_address"),
+            ({"payout": {"lightning_address": "not an address"}}, "payout.lightning_address"),
             ([1, 2], None),
         ]
         for patch, param in cases:

@@ -705,27 +705,9 @@ ERROR_CASES: list[tuple[str, str, str]] = [
         "models[0].context_length",
     ),
     (
-        MINIMAL + "[sessions]\nenabled = true\n",
-        "node.toml: sessions.enabled: not supported by this version yet (sessions come in a"
-        " later version)",
-        "sessions.enabled",
-    ),
-    (
-        MINIMAL + '[database]\nurl = "postgresql://u@h/db"\n',
-        "node.toml: database.url: not supported by this version yet (PostgreSQL databases come"
-        " in a later version)",
-        "database.url",
-    ),
-    (
         MINIMAL + '[database]\nurl = "mysql://u@h/db"\n',
         "node.toml: database.url: must be empty (SQLite in data_dir) or a postgresql:// URL",
         "database.url",
-    ),
-    (
-        MINIMAL + '[payout]\nlightning_address = "op@wallet.example"\n',
-        "node.toml: payout.lightning_address: not supported by this version yet (payouts come"
-        " in a later version)",
-        "payout.lightning_address",
     ),
     (
         MINIMAL + '[payout]\nlightning_address = "http://wallet.example/lnurl"\n',
@@ -1090,9 +1072,9 @@ def test_a_routed_model_round_trips_through_the_admin_view(in_tmp: Path) -> None
             },
             "models[0].providers[0].upstream",
         ),
-        ({"sessions": {"enabled": True}}, "sessions.enabled"),
-        ({"database": {"url": "postgresql://u:pw@db/x"}}, "database.url"),
-        ({"payout": {"lightning_address": "me@example.com"}}, "payout.lightning_address"),
+        ({"sessions": {"enabled": "yes"}}, "sessions.enabled"),
+        ({"database": {"url": "mysql://u:pw@db/x"}}, "database.url"),
+        ({"payout": {"lightning_address": "not an address"}}, "payout.lightning_address"),
     ],
 )
 def test_patch_errors_of_the_new_keys_name_the_field(
@@ -1103,17 +1085,21 @@ def test_patch_errors_of_the_new_keys_name_the_field(
     assert caught.value.param == param
 
 
-def test_a_database_url_from_its_variable_stops_the_node(in_tmp: Path) -> None:
+def test_a_database_url_comes_from_its_variable(in_tmp: Path) -> None:
     text = MINIMAL + '[database]\nurl_env = "DB_URL"\n'
     assert load_text(text, {}).database.url == ""
-    error = load_error(text, {"DB_URL": "postgresql://u:pw@db/x"})
+    assert load_text(text, {"DB_URL": "postgresql://u:pw@db/x"}).database.url == (
+        "postgresql://u:pw@db/x"
+    )
+    error = load_error(text, {"DB_URL": "mysql://u:pw@db/x"})
     assert str(error) == (
-        "DB_URL (database.url_env in node.toml): database.url: not supported by this version"
-        " yet (PostgreSQL databases come in a later version)"
+        "DB_URL (database.url_env in node.toml): database.url: must be empty (SQLite in"
+        " data_dir) or a postgresql:// URL"
     )
     assert error.param == "database.url"
-    overridden = load_error(MINIMAL, {"ROUTSTR_SESSIONS__ENABLED": "true"})
-    assert str(overridden).startswith("ROUTSTR_SESSIONS__ENABLED: sessions.enabled: not supported")
+    overridden = load_error(MINIMAL, {"ROUTSTR_SESSIONS__ENABLED": "maybe"})
+    assert str(overridden).startswith("ROUTSTR_SESSIONS__ENABLED: sessions.enabled: ")
+    assert load_text(MINIMAL, {"ROUTSTR_SESSIONS__ENABLED": "true"}).sessions.enabled
 
 
 def test_a_database_url_is_a_secret() -> None:

@@ -21,13 +21,19 @@ from mints.directory import MintDirectory
 from wallet.service import WalletService
 
 
+def database_url_for(data_dir: Path) -> str:
+    """As support.postgres.database_url_for (this script runs without the tests' path)."""
+    marker = data_dir / ".test-database-url"
+    return marker.read_text().strip() if marker.exists() else ""
+
+
 def _say(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
 
 
 async def run(data_dir: Path, mint_url: str, operation: str, args: list[str]) -> None:
     mints = MintDirectory([mint_url])
-    service = WalletService(data_dir, mints)
+    service = WalletService(data_dir, mints, database_url_for(data_dir))
     try:
         await service.open()
         if operation == "receive":

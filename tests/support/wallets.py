@@ -1,6 +1,7 @@
 """A node wallet (``WalletService``) on a real mint for tests, and read-only looks at its files.
 
-The database is only ever read here, through a separate read-only SQLite connection;
+The database is only ever read here, through a separate read-only connection (SQLite
+file, or the test's PostgreSQL database when the data_dir names one: support.postgres);
 every change goes through the node's own code.
 """
 
@@ -13,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from mints.directory import MintDirectory
 from support.ecash import EcashFactory
+from support.postgres import database_url_for, query_postgres
 from wallet.recovery import RecoveryReport
 from wallet.service import DB_FILE, NewAccount, WalletService
 
@@ -25,7 +29,7 @@ async def recovered_wallet(
 ) -> AsyncIterator[tuple[WalletService, RecoveryReport]]:
     """Open a node wallet on ``data_dir`` (first mint primary) and what its recovery did."""
     mints = MintDirectory(list(mint_urls))
-    service = WalletService(data_dir, mints)
+    service = WalletService(data_dir, mints, database_url_for(data_dir))
     try:
         report = await service.open()
         assert report is not None
@@ -50,8 +54,32 @@ async def fund(
     return await service.create_account(await service.mints.check_token(token))
 
 
+class LedgerRefused(Exception):
+    """The database refused a statement (a trigger or a constraint), whichever it is."""
+
+
+def tamper(data_dir: Path, sql: str) -> None:
+    """Change the wallet's database behind the node's back, as an intruder or a bad
+    restore would; LedgerRefused when the schema does not let it."""
+    url = database_url_for(data_dir)
+    if url:
+        try:
+            query_postgres(url, sql)
+        except asyncpg.PostgresError as exc:
+            raise LedgerRefused(str(exc)) from None
+        return
+    with closing(sqlite3.connect(data_dir / DB_FILE, timeout=10, isolation_level=None)) as conn:
+        try:
+            conn.execute(sql)
+        except sqlite3.IntegrityError as exc:
+            raise LedgerRefused(str(exc)) from None
+
+
 def query(data_dir: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Rows of a read-only query on the wallet's database file."""
+    """Rows of a read-only query on the wallet's database."""
+    url = database_url_for(data_dir)
+    if url:
+        return query_postgres(url, sql, params)
     uri = f"file:{data_dir / DB_FILE}?mode=ro"
     with closing(sqlite3.connect(uri, uri=True)) as conn:
         return [tuple(row) for row in conn.execute(sql, tuple(params))]

@@ -14,7 +14,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import closing, suppress
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,20 +23,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.ecash import EcashFactory
-from support.wallets import fund, open_wallet
+from support.postgres import database_url_for, temporary_database
+from support.wallets import LedgerRefused, fund, open_wallet, query, tamper
 
 from routstr_node.demo.mint import LocalMint, run_local_mint
 from wallet.errors import (
     AccountNotFound,
     InsufficientBalance,
     InvalidAmount,
+    KeysAlreadyDelivered,
 )
 from wallet.keys import key_hash
 from wallet.ledger import Ledger
-from wallet.service import DB_FILE, WalletService
-from wallet.sqlite import invoices as invoices_sql
+from wallet.postgres import ledger as pg_ledger
+from wallet.postgres.store import PostgresStore
+from wallet.service import WalletService
 from wallet.sqlite import ledger as ledger_sql
-from wallet.sqlite.database import Database
+from wallet.sqlite.store import SqliteStore
+from wallet.store import WalletStore
 
 ROUTSTR_NODE = Path(sys.executable).parent / "routstr-node"
 
@@ -229,13 +233,52 @@ async def test_a_restart_charges_what_a_stream_in_flight_had_delivered(
 # -- the ledger against a model ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-async def bare_ledger(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ledger]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+async def bare_ledger(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Ledger]:
     """A ledger database of its own, no custody: accounts are funded by ledger credits."""
-    db = Database(tmp_path_factory.mktemp("ledger") / DB_FILE)
-    await db.open()
-    yield Ledger(db)
-    await db.close()
+    async with AsyncExitStack() as stack:
+        store: WalletStore
+        if request.param == "sqlite":
+            store = SqliteStore(tmp_path_factory.mktemp("ledger"))
+        else:
+            store = PostgresStore(await stack.enter_async_context(temporary_database()))
+        await store.open()
+        yield Ledger(store)
+        await store.close()
+
+
+async def _funded(store: WalletStore, initial: int) -> int:
+    """A bare account credited ``initial`` msat, in the store's own transaction."""
+    if isinstance(store, SqliteStore):
+
+        def create(c: sqlite3.Connection) -> int:
+            account_id = ledger_sql.create_account(c, "key")
+            if initial:
+                ledger_sql.credit_from_custody(c, account_id, initial, operation_id=None)
+            return account_id
+
+        return await store.db.write(create)
+    assert isinstance(store, PostgresStore)
+    async with store.pool.acquire() as c, c.transaction():
+        account_id = await pg_ledger.create_account(c, "key")
+        if initial:
+            await pg_ledger.credit_from_custody(c, account_id, initial, operation_id=None)
+        return account_id
+
+
+async def _latest_journal(store: WalletStore, account_id: int) -> tuple[int, int]:
+    sql = (
+        "SELECT a.last_journal_id, (SELECT MAX(id) FROM journal WHERE account_id = a.id)"
+        " FROM accounts a WHERE a.id = "
+    )
+    if isinstance(store, SqliteStore):
+        return await store.db.read(lambda c: c.execute(sql + "?", (account_id,)).fetchone())
+    assert isinstance(store, PostgresStore)
+    async with store.pool.acquire() as c:
+        row = await c.fetchrow(sql + "$1", account_id)
+        return row[0], row[1]
 
 
 @dataclass
@@ -266,13 +309,7 @@ async def test_the_ledger_follows_a_simple_model(
     ledger = bare_ledger
     earnings_before = await ledger.earnings_msat()
 
-    def create(c: sqlite3.Connection) -> int:
-        account_id = ledger_sql.create_account(c, "key")
-        if initial:
-            ledger_sql.credit_from_custody(c, account_id, initial, operation_id=None)
-        return account_id
-
-    account_id = await ledger.db.write(create)
+    account_id = await _funded(ledger.store, initial)
     model = Model(balance=initial)
     reservations: list[int] = []
 
@@ -311,13 +348,7 @@ async def test_the_ledger_follows_a_simple_model(
         assert (row.balance_msat, row.reserved_msat) == (model.balance, model.reserved)
         assert await ledger.earnings_msat() - earnings_before == model.earnings
 
-    latest = await ledger.db.read(
-        lambda c: c.execute(
-            "SELECT a.last_journal_id, (SELECT MAX(id) FROM journal WHERE account_id = a.id)"
-            " FROM accounts a WHERE a.id = ?",
-            (account_id,),
-        ).fetchone()
-    )
+    latest = await _latest_journal(ledger.store, account_id)
     assert latest[0] == latest[1], "the account names its latest journal entry"
 
 
@@ -331,16 +362,15 @@ async def test_only_an_untouched_young_account_gets_new_keys_again(node: WalletS
     assert account_id is not None
     first = await node.claim_invoice_keys(invoice.invoice_id, invoice.secret)
     assert first is not None
-    op_id = await node.db.read(lambda c: invoices_sql.operation_id(c, invoice.invoice_id))
-    assert op_id is not None
 
     async def reissue(created_since: int) -> object:
         new_hashes = key_hash("sk-new"), key_hash("radmin_new")
-        reissued = await node.db.write(
-            lambda c: ledger_sql.reissue_keys_if_untouched(
-                c, account_id, op_id, *new_hashes, created_since
+        try:
+            reissued = await node.store.deliver_invoice_keys(
+                invoice.invoice_id, *new_hashes, created_since
             )
-        )
+        except KeysAlreadyDelivered:
+            reissued = None
         node.ledger.forget_keys(account_id)
         return reissued
 
@@ -359,33 +389,29 @@ async def test_only_an_untouched_young_account_gets_new_keys_again(node: WalletS
 # -- the journal and the audit ---------------------------------------------------------------
 
 
-def _connect(data_dir: Path) -> closing[sqlite3.Connection]:
-    return closing(sqlite3.connect(data_dir / DB_FILE, timeout=10, isolation_level=None))
-
-
 async def test_the_journal_is_append_only(
     node: WalletService, ecash: EcashFactory, mint: LocalMint, data_dir: Path
 ) -> None:
     account_id = await funded(node, ecash, mint, 100)
     await node.ledger.settle(await node.ledger.reserve(account_id, 1_000), 1_000)
 
-    with _connect(data_dir) as conn:
-        rows = conn.execute("SELECT * FROM journal ORDER BY id").fetchall()
-        assert [r[2] for r in rows] == ["credit", "reserve", "charge"]
-        for statement in (
-            "UPDATE journal SET balance_delta_msat = 0, custody_delta_msat = 0",
-            "UPDATE journal SET memo = 'edited' WHERE id = 1",
-            "DELETE FROM journal WHERE id = 2",
-            "DELETE FROM journal",
-        ):
-            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-                conn.execute(statement)
-        with pytest.raises(sqlite3.IntegrityError):  # every row must balance
-            conn.execute(
-                "INSERT INTO journal (at, kind, custody_delta_msat, balance_delta_msat)"
-                " VALUES (0, 'forged', 0, 5000)"
-            )
-        assert conn.execute("SELECT * FROM journal ORDER BY id").fetchall() == rows
+    rows = query(data_dir, "SELECT * FROM journal ORDER BY id")
+    assert [r[2] for r in rows] == ["credit", "reserve", "charge"]
+    for statement in (
+        "UPDATE journal SET balance_delta_msat = 0, custody_delta_msat = 0",
+        "UPDATE journal SET memo = 'edited' WHERE id = 1",
+        "DELETE FROM journal WHERE id = 2",
+        "DELETE FROM journal",
+    ):
+        with pytest.raises(LedgerRefused, match="append-only"):
+            tamper(data_dir, statement)
+    with pytest.raises(LedgerRefused):  # every row must balance
+        tamper(
+            data_dir,
+            "INSERT INTO journal (at, kind, custody_delta_msat, balance_delta_msat)"
+            " VALUES (0, 'forged', 0, 5000)",
+        )
+    assert query(data_dir, "SELECT * FROM journal ORDER BY id") == rows
     await assert_balanced(node)
 
 
@@ -394,11 +420,16 @@ async def test_the_journal_cannot_be_rewritten_by_replace(
 ) -> None:
     await funded(node, ecash, mint, 100)
 
-    with _connect(data_dir) as conn:
-        rows = conn.execute("SELECT * FROM journal ORDER BY id").fetchall()
-        with suppress(sqlite3.IntegrityError):
-            conn.execute("REPLACE INTO journal (id, at, kind) VALUES (1, 0, 'forged')")
-        assert conn.execute("SELECT * FROM journal ORDER BY id").fetchall() == rows
+    rows = query(data_dir, "SELECT * FROM journal ORDER BY id")
+    replace = (
+        "INSERT INTO journal (id, at, kind) VALUES (1, 0, 'forged')"
+        " ON CONFLICT (id) DO UPDATE SET at = 0, kind = 'forged'"
+        if database_url_for(data_dir)
+        else "REPLACE INTO journal (id, at, kind) VALUES (1, 0, 'forged')"
+    )
+    with suppress(LedgerRefused):
+        tamper(data_dir, replace)
+    assert query(data_dir, "SELECT * FROM journal ORDER BY id") == rows
 
 
 async def run_cli_audit(config: Path) -> tuple[int, dict[str, Any]]:
@@ -423,7 +454,7 @@ async def run_cli_audit(config: Path) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    "tamper",
+    "statement",
     [
         "UPDATE accounts SET balance_msat = balance_msat + 1000",
         "UPDATE earnings SET amount_msat = amount_msat + 1000",
@@ -437,20 +468,22 @@ async def test_the_audit_finds_a_tampered_ledger(
     mint: LocalMint,
     data_dir: Path,
     tmp_path: Path,
-    tamper: str,
+    statement: str,
 ) -> None:
     account_id = await funded(node, ecash, mint, 500)
     await node.ledger.settle(await node.ledger.reserve(account_id, 7_000), 3_000)
     config = tmp_path / "node.toml"
-    config.write_text(f'[node]\ndata_dir = "{data_dir}"\n[mints]\ntrusted = ["{mint.url}"]\n')
+    config.write_text(
+        f'[node]\ndata_dir = "{data_dir}"\n[mints]\ntrusted = ["{mint.url}"]\n'
+        f'[database]\nurl = "{database_url_for(data_dir)}"\n'
+    )
 
     clean = await node.audit()
     assert clean.balanced and clean.difference_msat == 0 and clean.journal_consistent
     code, printed = await run_cli_audit(config)  # beside the open wallet, as with a live node
     assert (code, printed["balanced"], printed["difference_msat"]) == (0, True, 0)
 
-    with _connect(data_dir) as conn:
-        conn.execute(tamper)
+    tamper(data_dir, statement)
 
     report = await node.audit()
     assert not report.balanced

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mints.outputs import PreparedOutput, prepare_outputs
+from wallet.operations import OutputRole, OutputRow, ReceiveIntent
 from wallet.output_pool import OutputPool
-from wallet.sqlite import custody as sql
-from wallet.sqlite.database import Database
+from wallet.sqlite.store import SqliteStore
 
 SEED = bytes(range(64))
 KEYSET = "01" + "ab" * 32  # a v2 keyset id (HMAC derivation)
@@ -26,8 +26,8 @@ KEYSET_V1 = "00ad268c4d1f5826"  # a v1 id (BIP32 derivation)
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(tmp_path / "wallet.sqlite")
+async def db(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    database = SqliteStore(tmp_path)
     await database.open()
     yield database
     await database.close()
@@ -45,7 +45,7 @@ def _expected(keyset_id: str, first: int, amounts: list[int]) -> list[PreparedOu
 
 @pytest.mark.parametrize("keyset_id", [KEYSET, KEYSET_V1])
 async def test_outputs_derived_ahead_are_the_counters_own_outputs(
-    db: Database, keyset_id: str
+    db: SqliteStore, keyset_id: str
 ) -> None:
     pool = OutputPool(db, SEED, ahead=5)
     assert await pool.take(keyset_id, [1, 2]) == _expected(keyset_id, 0, [1, 2])
@@ -55,7 +55,7 @@ async def test_outputs_derived_ahead_are_the_counters_own_outputs(
     assert taken == _expected(keyset_id, 2, [4, 8, 16, 32, 64, 128, 256])
 
 
-async def test_deriving_ahead_stops_when_the_mint_answers(db: Database) -> None:
+async def test_deriving_ahead_stops_when_the_mint_answers(db: SqliteStore) -> None:
     pool = OutputPool(db, SEED, ahead=1000)
     await pool.take(KEYSET, [1])
     answer = asyncio.get_running_loop().create_future()
@@ -66,12 +66,14 @@ async def test_deriving_ahead_stops_when_the_mint_answers(db: Database) -> None:
     assert taken == _expected(KEYSET, 1, [1] * 1000)
 
 
-async def test_a_restart_continues_after_the_written_counters(db: Database) -> None:
+async def test_a_restart_continues_after_the_written_counters(db: SqliteStore) -> None:
     pool = OutputPool(db, SEED, ahead=8)
     outputs = await pool.take(KEYSET, [1, 2, 4])
     await _derive_ahead_fully(pool, KEYSET)  # counters 3..10 derived, never written down
-    rows = [sql.OutputRow("keep", o) for o in outputs]
-    await db.write(lambda c: sql.insert_operation(c, "receive", "http://mint", {}, rows))
+    rows = [OutputRow(OutputRole.KEEP, o) for o in outputs]
+    await db.write_receive(
+        ReceiveIntent(1, None, 0), "http://mint", rows, "a-token", [], lambda _: None
+    )
 
     restarted = OutputPool(db, SEED, ahead=8)
     (first,) = await restarted.take(KEYSET, [8])
@@ -89,7 +91,7 @@ async def test_takes_and_derivations_in_any_order_never_repeat_a_counter(
     tmp_path: Path, steps: list[int]
 ) -> None:
     """Concurrent takes while derivations run: each counter once, in its own outputs."""
-    database = Database(tmp_path / f"pool-{id(steps)}.sqlite")
+    database = SqliteStore(tmp_path / f"pool-{id(steps)}")
     await database.open()
     try:
         pool = OutputPool(database, SEED, ahead=6)

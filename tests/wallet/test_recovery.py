@@ -17,6 +17,7 @@ import pytest
 from support.crash import crash_at
 from support.ecash import EcashFactory
 from support.invoices import fake_invoice
+from support.postgres import database_url_for
 from support.wallets import fund, ledger_state, open_wallet, query, recovered_wallet
 
 from mints.directory import MintDirectory
@@ -62,7 +63,7 @@ async def test_crash_after_a_receive_is_written_carries_it_out_at_start(
     assert kind == "receive"
     parsed = parse_token(token)
     mints = MintDirectory([mint.url])
-    unrecovered = WalletService(data_dir, mints)
+    unrecovered = WalletService(data_dir, mints, database_url_for(data_dir))
     await unrecovered.open(recover=False)
     try:  # before recovery runs, a refund of the token resolves its redeem then and there
         assert await unrecovered.change_of(parsed) is None  # an account's, not a payment's

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from mints.client import MintClient
 from mints.curve import Point
@@ -19,12 +19,11 @@ from mints.models import BlindSignature, Keyset, Proof
 from mints.outputs import PreparedOutput
 from wallet import blinding
 from wallet.errors import InsufficientCustody
-from wallet.operations import OperationKind, OperationState, Outcome, Resolution
+from wallet.operations import Outcome, OutputRow, Resolution, SpendIntent
 from wallet.output_pool import OutputPool
+from wallet.records import StoredProof
 from wallet.selection import Coin
-from wallet.sqlite import custody as sql
-from wallet.sqlite import ledger as ledger_sql
-from wallet.sqlite.database import Database
+from wallet.store import COINS_PER_AMOUNT, WalletStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,16 +32,23 @@ SELECTION_ATTEMPTS = 5
 CUSTODY_WAITS_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.5)
 
 
+class _NotWritten(Exception):
+    """The write of an operation was rolled back without an error for the caller."""
+
+
 class CustodyBase:
     """The node's ecash at its trusted mints: the state every operation uses."""
 
-    def __init__(self, db: Database, mints: MintDirectory, seed: bytes) -> None:
-        self.db = db
+    def __init__(self, store: WalletStore, mints: MintDirectory, seed: bytes) -> None:
+        self.store = store
         self.mints = mints
-        self.outputs = OutputPool(db, seed)
+        self.outputs = OutputPool(store, seed)
         self._selection_locks: dict[str, asyncio.Lock] = {}
         # operations a request of this process is sending or finishing: not for recovery
         self.live_operations: set[int] = set()
+        # tokens a request of this process is redeeming, from before their operation is
+        # written down (its id is known only once the write returns) to the end
+        self._receiving: dict[str, int] = {}
         # operations a request gave up waiting for (the mint did not answer): the next
         # background round asks about them again, however young they are
         self.unresolved: set[int] = set()
@@ -57,6 +63,43 @@ class CustodyBase:
             yield
         finally:
             self.live_operations.discard(op_id)
+
+    @contextlib.contextmanager
+    def _marking_live(self) -> Iterator[Callable[[int], None]]:
+        """A mark for an operation being written down: live from inside its transaction
+        (before any other reader sees it), unmarked again if the write fails. Once it is
+        written, its request's :meth:`_live` ends the mark."""
+        marked: list[int] = []
+
+        def mark(op_id: int) -> None:
+            marked.append(op_id)
+            self.live_operations.add(op_id)
+
+        try:
+            yield mark
+        except _NotWritten:
+            for op_id in marked:
+                self.live_operations.discard(op_id)
+        except BaseException:
+            for op_id in marked:
+                self.live_operations.discard(op_id)
+            raise
+
+    @contextlib.contextmanager
+    def _receiving_token(self, token_id: str) -> Iterator[None]:
+        self._receiving[token_id] = self._receiving.get(token_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._receiving.pop(token_id) - 1
+            if left:
+                self._receiving[token_id] = left
+
+    def is_live(self, op_id: int, token_id: str | None = None) -> bool:
+        """Whether a request of this process works on the operation (or its token)."""
+        return op_id in self.live_operations or (
+            token_id is not None and token_id in self._receiving
+        )
 
     def client_for(self, mint_url: str) -> MintClient:
         """The mint's client; also for a mint no longer trusted where custody holds ecash."""
@@ -92,13 +135,8 @@ class CustodyBase:
     ) -> tuple[list[Coin], bool, int]:
         """Proofs at the mint to select from, whether some were left out (``every_coin``:
         none), and the account's balance (msat), read together."""
-        per_amount = None if every_coin else sql.COINS_PER_AMOUNT
-        return await self.db.read(
-            lambda c: (
-                *sql.selectable_coins(c, mint_url, per_amount),
-                ledger_sql.get_account(c, account_id).balance_msat,
-            )
-        )
+        per_amount = None if every_coin else COINS_PER_AMOUNT
+        return await self.store.coins_and_balance(mint_url, account_id, per_amount)
 
     def _selection_lock(self, mint_url: str) -> asyncio.Lock:
         return self._selection_locks.setdefault(mint_url, asyncio.Lock())
@@ -107,44 +145,33 @@ class CustodyBase:
         """Custody is short at a mint while other operations there are in flight: their
         change comes back within milliseconds, so wait a moment; otherwise it is short."""
         delay = next(waits, None)
-        pending = await self.db.read(lambda c: sql.has_operations_in_flight(c, mint_url))
+        pending = await self.store.operations_in_flight(mint_url)
         if delay is None or not pending:
             raise InsufficientCustody(f"the node holds too little at {mint_url} for this")
         await asyncio.sleep(delay)
 
     async def _write_locked(
         self,
-        account_id: int,
+        intent: SpendIntent,
         client: MintClient,
-        kind: OperationKind,
         purpose: str,
         hold_msat: int,
-        intent: dict[str, Any],
-        rows: list[sql.OutputRow],
+        rows: list[OutputRow],
         proof_ids: list[int],
         *,
         quote_id: str | None = None,
-    ) -> tuple[int, list[sql.StoredProof], list[sql.OutputRow]] | None:
+    ) -> tuple[int, list[StoredProof], list[OutputRow]] | None:
         """One transaction: hold the account's money, write the operation down, lock its
         inputs. None when another operation took one of the inputs first."""
-
-        def txn(c: Any) -> tuple[int, list[sql.StoredProof]]:
-            reservation = ledger_sql.reserve(c, account_id, hold_msat, purpose)
-            op_id = sql.insert_operation(
-                c,
-                kind,
-                client.url,
-                {**intent, "reservation_id": reservation},
-                rows,
-                quote_id=quote_id,
+        with self._marking_live() as mark:
+            written = await self.store.write_spend(
+                intent, client.url, hold_msat, purpose, rows, proof_ids, quote_id, mark
             )
-            sql.lock_proofs(c, proof_ids, op_id)
-            return op_id, sql.operation_inputs(c, op_id)
-
-        try:
-            op_id, inputs = await self.db.write(txn)
-        except sql.SelectionConflict:
+            if written is None:  # rolled back: its id may be given to the next one
+                raise _NotWritten
+        if written is None:
             return None
+        op_id, inputs = written
         return op_id, inputs, rows
 
     async def _swap_written(
@@ -152,7 +179,7 @@ class CustodyBase:
         client: MintClient,
         op_id: int,
         inputs: list[Proof],
-        rows: list[sql.OutputRow],
+        rows: list[OutputRow],
         *,
         on_refused: Callable[[int, str], Awaitable[None]],
     ) -> tuple[list[BlindSignature], list[Point | None]] | Resolution:
@@ -191,22 +218,10 @@ class CustodyBase:
 
     async def revert_send(self, op_id: int, error: str) -> None:
         """The swap or melt never happened: inputs back to custody, reservation released."""
-
-        def txn(c: Any) -> None:
-            op = sql.operation(c, op_id)
-            if op.state != "pending":
-                return
-            sql.settle_inputs(c, op_id, "unspent")
-            if "reservation_id" in op.intent:
-                ledger_sql.settle(c, int(op.intent["reservation_id"]), 0, operation_id=op_id)
-            sql.finish_operation(c, op_id, OperationState.FAILED, error=error[:500])
-
-        await self.db.write(txn)
+        await self.store.revert_spend(op_id, error)
 
     async def _fail(self, op_id: int, error: str) -> None:
-        await self.db.write(
-            lambda c: sql.finish_operation(c, op_id, OperationState.FAILED, error=error[:500])
-        )
+        await self.store.fail_operation(op_id, error)
 
     def _resolution_lock(self, op_id: int) -> asyncio.Lock:
         if len(self._resolution_locks) > 10_000:

@@ -8,8 +8,6 @@ is sent like every swap and melt, and resolved by the same rule when its answer 
 from __future__ import annotations
 
 import logging
-import sqlite3
-from typing import Any
 
 from mints.errors import KeysetInactive, MintError, MintRefused, MintUnreachable
 from mints.keysets import amount_split
@@ -17,15 +15,20 @@ from mints.models import BlindSignature
 from wallet import blinding
 from wallet.custody.base import CustodyBase
 from wallet.faults import fault_point
-from wallet.operations import OperationKind, OperationState, Outcome, Resolution
-from wallet.sqlite import custody as sql
-from wallet.sqlite import invoices as invoices_sql
-from wallet.sqlite import ledger as ledger_sql
+from wallet.operations import (
+    InvoiceState,
+    IssueIntent,
+    Operation,
+    Outcome,
+    OutputRole,
+    OutputRow,
+    Resolution,
+)
 
 log = logging.getLogger(__name__)
 
 # the invoice states a paid quote may still be minted from
-OPEN_INVOICE_STATES = ("unpaid", "expired")
+OPEN_INVOICE_STATES = (InvoiceState.UNPAID.value, InvoiceState.EXPIRED.value)
 
 
 class Minting(CustodyBase):
@@ -44,23 +47,9 @@ class Minting(CustodyBase):
         client = self.client_for(mint_url)
         keyset = await client.active_keyset()
         outputs = await self.prepare(keyset, amount_split(amount_sat))
-        rows = [sql.OutputRow("keep", o) for o in outputs]
-        intent: dict[str, Any] = {"invoice_id": invoice_id, "amount_sat": amount_sat}
-        if account_id is not None:
-            intent["account_id"] = account_id
-        else:
-            intent["create"] = {"kind": "key"}
-
-        def txn(c: sqlite3.Connection) -> int | None:
-            if not invoices_sql.set_state(c, invoice_id, "minting", OPEN_INVOICE_STATES):
-                return None
-            op_id = sql.insert_operation(
-                c, OperationKind.MINT, client.url, intent, rows, quote_id=quote_id
-            )
-            invoices_sql.set_operation(c, invoice_id, op_id)
-            return op_id
-
-        op_id = await self.db.write(txn)
+        rows = [OutputRow(OutputRole.KEEP, o) for o in outputs]
+        intent = IssueIntent(invoice_id, amount_sat, account_id)
+        op_id = await self.store.write_issue(intent, client.url, rows, quote_id)
         if op_id is None:
             return
         fault_point("mint:written")
@@ -68,8 +57,7 @@ class Minting(CustodyBase):
             signatures = await client.mint(quote_id, [o.message() for o in outputs])
         except MintUnreachable as exc:
             if not exc.request_sent:  # never reached the mint: minted afresh next time
-                why = str(exc)
-                await self.db.write(lambda c: _fail_mint(c, op_id, intent, "unpaid", why))
+                await self.store.fail_issue(op_id, invoice_id, "unpaid", str(exc))
                 return
             log.info("invoice %s: %s; resolving", invoice_id, exc.message)
             await self._resolve_for_request(op_id)
@@ -85,39 +73,19 @@ class Minting(CustodyBase):
         await self.complete_mint(op_id, rows, signatures)
 
     async def complete_mint(
-        self, op_id: int, rows: list[sql.OutputRow], signatures: list[BlindSignature]
+        self, op_id: int, rows: list[OutputRow], signatures: list[BlindSignature]
     ) -> None:
         """Store the minted proofs, credit the account (a new one if asked) and close the
         invoice. One transaction; a second call for the same operation changes nothing."""
-        op = await self.db.read(lambda c: sql.operation(c, op_id))
+        op = await self.store.operation(op_id)
         client = self.client_for(op.mint_url)
         stored = await blinding.unblind_rows(client, rows, signatures)
         credited_msat = sum(s.proof.amount for s in stored) * 1000
-        intent = op.intent
+        await self.store.complete_issue(op, stored, credited_msat)
 
-        def txn(c: sqlite3.Connection) -> None:
-            if sql.operation_state(c, op_id) is not OperationState.PENDING:
-                return
-            sql.insert_proofs(c, op.mint_url, stored, state="unspent", operation_id=op_id)
-            if "account_id" in intent:
-                account_id = int(intent["account_id"])
-            else:
-                account_id = ledger_sql.create_account(c, "key", mint_url=op.mint_url)
-            if credited_msat:
-                ledger_sql.credit_from_custody(
-                    c, account_id, credited_msat, operation_id=op_id, kind="lightning_in"
-                )
-            sql.finish_operation(
-                c,
-                op_id,
-                OperationState.DONE,
-                result={"account_id": account_id, "credited_msat": credited_msat},
-            )
-            invoices_sql.mark_paid(c, str(intent["invoice_id"]), account_id, credited_msat)
-
-        await self.db.write(txn)
-
-    async def _resolve_mint(self, op: sql.Operation, rows: list[sql.OutputRow]) -> Resolution:
+    async def _resolve_mint(
+        self, op: Operation, intent: IssueIntent, rows: list[OutputRow]
+    ) -> Resolution:
         """A mint whose answer was lost: the same outputs sent again while the quote is
         PAID (the mint signs them once), NUT-09 restore once it is ISSUED. Closed only on
         what the mint says of the quote, never on a guess."""
@@ -136,8 +104,8 @@ class Minting(CustodyBase):
                 active = await client.active_keyset()
                 if not rows or active.id == rows[0].output.keyset_id:
                     return Resolution(Outcome.PENDING)
-                await self.db.write(
-                    lambda c: _fail_mint(c, op.id, op.intent, "unpaid", "the keyset rotated")
+                await self.store.fail_issue(
+                    op.id, intent.invoice_id, "unpaid", "the keyset rotated"
                 )
                 return Resolution(Outcome.FAILED, exc)
             except MintRefused:
@@ -155,19 +123,10 @@ class Minting(CustodyBase):
                 await self.complete_mint(op.id, [r for r, _ in found], [s for _, s in found])
                 return Resolution(Outcome.DONE)
             log.error("mint operation %s: the quote was issued to other outputs", op.id)
-            await self.db.write(
-                lambda c: _fail_mint(c, op.id, op.intent, "failed", "issued elsewhere")
-            )
+            await self.store.fail_issue(op.id, intent.invoice_id, "failed", "issued elsewhere")
             return Resolution(Outcome.FAILED)
         # PAID (refused just now), PENDING, or UNPAID, which a quote seen paid should not
         # read again: whatever it is, a copy of the request may still be signed
         if quote.state == "UNPAID":
             log.warning("mint operation %s: its quote reads UNPAID again; waiting", op.id)
         return Resolution(Outcome.PENDING)
-
-
-def _fail_mint(
-    c: sqlite3.Connection, op_id: int, intent: dict[str, Any], invoice_state: str, error: str
-) -> None:
-    if sql.finish_operation(c, op_id, OperationState.FAILED, error=error[:500]):
-        invoices_sql.release_minting(c, str(intent["invoice_id"]), invoice_state)

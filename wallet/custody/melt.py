@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from mints.client import MintClient
 from mints.errors import MintError, MintRefused, MintUnreachable
@@ -12,10 +11,9 @@ from wallet import blinding
 from wallet.custody.base import CUSTODY_WAITS_S, SELECTION_ATTEMPTS, CustodyBase
 from wallet.errors import InsufficientBalance, InsufficientCustody
 from wallet.faults import fault_point
-from wallet.operations import OperationKind, OperationState, Outcome, Resolution
+from wallet.operations import MeltIntent, Outcome, OutputRole, OutputRow, Resolution
+from wallet.records import StoredProof
 from wallet.selection import Selection, select_covering
-from wallet.sqlite import custody as sql
-from wallet.sqlite import ledger as ledger_sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,26 +70,17 @@ class Melting(CustodyBase):
 
     async def _write_melt(
         self, account_id: int, client: MintClient, quote: MeltQuote, selection: Selection
-    ) -> tuple[int, list[sql.StoredProof], list[sql.OutputRow]] | None:
+    ) -> tuple[int, list[StoredProof], list[OutputRow]] | None:
         """Hold amount + fee reserve, lock the inputs, write the melt down."""
         keyset = await client.active_keyset()
         overpaid = selection.total - quote.amount - selection.fee
         blanks = await self.prepare(keyset, [1] * max(1, overpaid.bit_length()))
-        rows = [sql.OutputRow("change", o) for o in blanks]
+        rows = [OutputRow(OutputRole.CHANGE, o) for o in blanks]
         hold_msat = (quote.amount + quote.fee_reserve + selection.fee) * 1000
         ids = [c.id for c in selection.coins]
-        intent = {"account_id": account_id, "amount_sat": quote.amount}
-
+        intent = MeltIntent(account_id, quote.amount)
         return await self._write_locked(
-            account_id,
-            client,
-            OperationKind.MELT,
-            "melt",
-            hold_msat,
-            intent,
-            rows,
-            ids,
-            quote_id=quote.quote,
+            intent, client, "melt", hold_msat, rows, ids, quote_id=quote.quote
         )
 
     async def _run_melt(
@@ -99,8 +88,8 @@ class Melting(CustodyBase):
         client: MintClient,
         quote: MeltQuote,
         op_id: int,
-        inputs: list[sql.StoredProof],
-        rows: list[sql.OutputRow],
+        inputs: list[StoredProof],
+        rows: list[OutputRow],
     ) -> MeltResult:
         with self._live(op_id):
             fault_point("melt:written")
@@ -142,8 +131,8 @@ class Melting(CustodyBase):
         """What a melt whose answer was lost came to, for its request."""
         match resolution.outcome:
             case Outcome.DONE:
-                result = await self.db.read(lambda c: sql.operation_result(c, op_id))
-                cost = int(result["cost_sat"])
+                result = await self.store.operation_result(op_id)
+                cost = result.cost_sat or 0
                 return MeltResult("PAID", quote.amount, cost - quote.amount, None)
             case Outcome.FAILED:
                 raise resolution.refusal or MintRefused("the mint could not pay the invoice")
@@ -153,35 +142,20 @@ class Melting(CustodyBase):
     async def complete_melt(
         self,
         op_id: int,
-        rows: list[sql.OutputRow],
+        rows: list[OutputRow],
         change: list[BlindSignature],
         preimage: str | None,
     ) -> MeltResult:
-        op = await self.db.read(lambda c: sql.operation(c, op_id))
+        op = await self.store.operation(op_id)
+        if not isinstance(op.intent, MeltIntent):
+            raise TypeError(f"operation {op_id} is not a melt")
         client = self.client_for(op.mint_url)
         paired = list(zip(rows, change, strict=False))
         stored = await blinding.unblind_rows(
             client, [r for r, _ in paired], [s for _, s in paired], blank=True
         )
-        change_sat = sum(s.proof.amount for s in stored)
-        amount = int(op.intent["amount_sat"])
-
-        def txn(c: Any) -> MeltResult:
-            inputs = sql.operation_inputs(c, op_id)
-            spent = sum(s.proof.amount for s in inputs)
-            if sql.operation_state(c, op_id) is not OperationState.PENDING:
-                return MeltResult("PAID", amount, 0, preimage)
-            sql.settle_inputs(c, op_id, "spent")
-            sql.insert_proofs(c, op.mint_url, stored, state="unspent", operation_id=op_id)
-            cost = spent - change_sat
-            ledger_sql.settle(
-                c,
-                int(op.intent["reservation_id"]),
-                cost * 1000,
-                destination="out",
-                operation_id=op_id,
-            )
-            sql.finish_operation(c, op_id, OperationState.DONE, result={"cost_sat": cost})
-            return MeltResult("PAID", amount, cost - amount, preimage)
-
-        return await self.db.write(txn)
+        amount = op.intent.amount_sat
+        cost = await self.store.complete_melt(op, stored)
+        if cost is None:  # finished before (by another path): paid, as it said then
+            return MeltResult("PAID", amount, 0, preimage)
+        return MeltResult("PAID", amount, cost - amount, preimage)

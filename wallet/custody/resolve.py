@@ -17,8 +17,8 @@ background round, a request whose mint call timed out, a token presented again.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Sequence
+from typing import assert_never
 
 from mints.errors import MintError, MintRefused, OutputsAlreadySigned, ProofsPending, ProofsSpent
 from mints.models import BlindSignature, Proof
@@ -27,8 +27,17 @@ from wallet.custody.issue import Minting
 from wallet.custody.melt import Melting
 from wallet.custody.receive import Receiving
 from wallet.custody.send import Sending
-from wallet.operations import OperationKind, OperationState, Outcome, Resolution
-from wallet.sqlite import custody as sql
+from wallet.operations import (
+    IssueIntent,
+    MeltIntent,
+    Operation,
+    OperationState,
+    Outcome,
+    OutputRow,
+    ReceiveIntent,
+    Resolution,
+    SendIntent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,35 +50,37 @@ class Resolving(Receiving, Sending, Melting, Minting):
 
     async def resolve(self, op_id: int) -> Resolution:
         async with self._resolution_lock(op_id):
-            op = await self.db.read(lambda c: sql.operation(c, op_id))
+            op = await self.store.operation(op_id)
             match op.state:
                 case OperationState.DONE:
                     return Resolution(Outcome.DONE)
                 case OperationState.FAILED:
                     return Resolution(Outcome.FAILED)
-            rows = await self.db.read(lambda c: sql.operation_outputs(c, op_id))
+            rows = await self.store.operation_outputs(op_id)
             try:
-                match op.kind:
-                    case OperationKind.RECEIVE | OperationKind.SWAP:
+                match op.intent:
+                    case ReceiveIntent() | SendIntent():
                         return await self._resolve_swap(op, rows)
-                    case OperationKind.MELT:
+                    case MeltIntent():
                         return await self._resolve_melt(op, rows)
-                    case OperationKind.MINT:
-                        return await self._resolve_mint(op, rows)
+                    case IssueIntent() as intent:
+                        return await self._resolve_mint(op, intent, rows)
+                    case _:
+                        assert_never(op.intent)
             except MintError as exc:  # the mint did not say: ask again later
                 log.info("operation %s stays pending: %s", op_id, exc.message)
                 return Resolution(Outcome.PENDING)
 
     # -- swaps: a token received, a token sent ------------------------------------------
 
-    async def _resolve_swap(self, op: sql.Operation, rows: list[sql.OutputRow]) -> Resolution:
+    async def _resolve_swap(self, op: Operation, rows: list[OutputRow]) -> Resolution:
         client = self.client_for(op.mint_url)
         inputs: Sequence[Proof]
-        if op.kind is OperationKind.RECEIVE:
+        if isinstance(op.intent, ReceiveIntent):
             inputs = op.foreign_inputs
             ys = [proof_y(p.secret) for p in inputs]
         else:
-            stored = await self.db.read(lambda c: sql.operation_inputs(c, op.id))
+            stored = await self.store.operation_inputs(op.id)
             inputs, ys = [s.proof for s in stored], [s.y for s in stored]
         try:
             signatures = await client.swap(list(inputs), [r.output.message() for r in rows])
@@ -79,7 +90,7 @@ class Resolving(Receiving, Sending, Melting, Minting):
         return Resolution(Outcome.DONE)
 
     async def _after_refusal(
-        self, op: sql.Operation, rows: list[sql.OutputRow], ys: list[str], refusal: MintRefused
+        self, op: Operation, rows: list[OutputRow], ys: list[str], refusal: MintRefused
     ) -> Resolution:
         """The identical swap was refused: done before, under way, or never to be."""
         client = self.client_for(op.mint_url)
@@ -105,30 +116,30 @@ class Resolving(Receiving, Sending, Melting, Minting):
             await self._complete_swap(op, [r for r, _ in found], [s for _, s in found])
             return Resolution(Outcome.DONE)
         # the inputs were spent by another swap, not this one
-        if op.kind is OperationKind.RECEIVE:
+        if isinstance(op.intent, ReceiveIntent):
             await self._fail(op.id, "the token's proofs were spent elsewhere")
             return Resolution(Outcome.FAILED, ProofsSpent("the token's proofs are spent"))
         log.error("operation %s: own proofs spent elsewhere; custody is short", op.id)
-        await self.db.write(lambda c: _mark_lost(c, op.id))
+        await self.store.mark_inputs_lost(op.id, "inputs spent elsewhere")
         return Resolution(Outcome.FAILED)
 
     async def _complete_swap(
-        self, op: sql.Operation, rows: list[sql.OutputRow], signatures: list[BlindSignature]
+        self, op: Operation, rows: list[OutputRow], signatures: list[BlindSignature]
     ) -> None:
-        if op.kind is OperationKind.RECEIVE:
+        if isinstance(op.intent, ReceiveIntent):
             await self.complete_receive(op.id, rows, signatures)
         else:
             await self.complete_send(op.id, rows, signatures)
 
-    async def _close_never_happened(self, op: sql.Operation, error: str) -> None:
-        if op.kind is OperationKind.RECEIVE:
+    async def _close_never_happened(self, op: Operation, error: str) -> None:
+        if isinstance(op.intent, ReceiveIntent):
             await self._fail(op.id, error)
         else:
             await self.revert_send(op.id, error)
 
     # -- melts: closed only on the quote's final state ------------------------------------
 
-    async def _resolve_melt(self, op: sql.Operation, rows: list[sql.OutputRow]) -> Resolution:
+    async def _resolve_melt(self, op: Operation, rows: list[OutputRow]) -> Resolution:
         client = self.client_for(op.mint_url)
         assert op.quote_id is not None
         quote = await client.get_melt_quote(op.quote_id)
@@ -136,7 +147,7 @@ class Resolving(Receiving, Sending, Melting, Minting):
             return await self._melt_was_paid(op, rows, quote.payment_preimage)
         if quote.state == "PENDING":
             return Resolution(Outcome.PENDING)
-        stored = await self.db.read(lambda c: sql.operation_inputs(c, op.id))
+        stored = await self.store.operation_inputs(op.id)
         try:
             answer = await client.melt(
                 op.quote_id, [s.proof for s in stored], [r.output.message() for r in rows]
@@ -157,15 +168,10 @@ class Resolving(Receiving, Sending, Melting, Minting):
         return Resolution(Outcome.DONE)
 
     async def _melt_was_paid(
-        self, op: sql.Operation, rows: list[sql.OutputRow], preimage: str | None
+        self, op: Operation, rows: list[OutputRow], preimage: str | None
     ) -> Resolution:
         client = self.client_for(op.mint_url)
         signed = await client.restore([r.output.message() for r in rows]) if rows else {}
         found = [(r, signed[r.output.B_]) for r in rows if r.output.B_ in signed]
         await self.complete_melt(op.id, [r for r, _ in found], [s for _, s in found], preimage)
         return Resolution(Outcome.DONE)
-
-
-def _mark_lost(c: sqlite3.Connection, op_id: int) -> None:
-    sql.settle_inputs(c, op_id, "spent")
-    sql.finish_operation(c, op_id, OperationState.FAILED, error="inputs spent elsewhere")

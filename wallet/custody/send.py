@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from mints.client import MintClient
 from mints.curve import Point
@@ -20,11 +19,9 @@ from wallet.errors import (
     OperationInFlight,
 )
 from wallet.faults import fault_point
-from wallet.operations import OperationKind, OperationState, Outcome, Resolution
+from wallet.operations import Intent, Outcome, OutputRole, OutputRow, Resolution, SendIntent
+from wallet.records import StoredProof
 from wallet.selection import Coin, Selection, select_covering, select_exact
-from wallet.sqlite import custody as sql
-from wallet.sqlite import ledger as ledger_sql
-from wallet.sqlite import outgoing as outgoing_sql
 
 # a token travels in headers (X-Cashu change, X-Cashu payments): handed over as found in a
 # custody of many small proofs it grew past what clients read (one change token of ~60
@@ -120,23 +117,15 @@ class Sending(CustodyBase):
         legacy: bool,
     ) -> SentToken | None:
         """Hand over proofs worth exactly ``amount`` without a mint call."""
-        ids = [c.id for c in coins]
-
-        def txn(c: Any) -> SentToken:
-            stored = sql.proofs_by_ids(c, ids)
-            token = encode_token(mint_url, [s.proof for s in stored], legacy=legacy)
-            reservation = ledger_sql.reserve(c, account_id, amount * 1000, purpose)
-            out_id = outgoing_sql.insert_outgoing_token(
-                c, account_id, purpose, mint_url, amount, token
-            )
-            sql.mark_sent(c, ids, out_id)
-            ledger_sql.settle(c, reservation, amount * 1000, destination="out")
-            return SentToken(token, amount, 0, mint_url)
-
-        try:
-            return await self.db.write(txn)
-        except sql.SelectionConflict:
-            return None
+        token = await self.store.send_exact(
+            account_id,
+            mint_url,
+            amount,
+            [c.id for c in coins],
+            purpose,
+            lambda proofs: encode_token(mint_url, proofs, legacy=legacy),
+        )
+        return None if token is None else SentToken(token, amount, 0, mint_url)
 
     async def _write_swap(
         self,
@@ -146,34 +135,25 @@ class Sending(CustodyBase):
         selection: Selection,
         purpose: str,
         legacy: bool,
-    ) -> tuple[int, list[sql.StoredProof], list[sql.OutputRow]] | None:
+    ) -> tuple[int, list[StoredProof], list[OutputRow]] | None:
         """Reserve, lock the inputs and write the swap down; None if the inputs were taken."""
         keyset = await client.active_keyset()
         change = selection.total - amount - selection.fee
         send_outputs = await self.prepare(keyset, amount_split(amount))
         keep_outputs = await self.prepare(keyset, amount_split(change))
-        rows = [sql.OutputRow("send", o) for o in send_outputs]
-        rows += [sql.OutputRow("keep", o) for o in keep_outputs]
+        rows = [OutputRow(OutputRole.SEND, o) for o in send_outputs]
+        rows += [OutputRow(OutputRole.KEEP, o) for o in keep_outputs]
         cost_msat = (amount + selection.fee) * 1000
         ids = [c.id for c in selection.coins]
-        intent = {
-            "account_id": account_id,
-            "purpose": purpose,
-            "amount_sat": amount,
-            "fee_sat": selection.fee,
-            "legacy": legacy,
-        }
-
-        return await self._write_locked(
-            account_id, client, OperationKind.SWAP, purpose, cost_msat, intent, rows, ids
-        )
+        intent = SendIntent(account_id, purpose, amount, selection.fee, legacy)
+        return await self._write_locked(intent, client, purpose, cost_msat, rows, ids)
 
     async def _run_swap(
         self,
         client: MintClient,
         op_id: int,
-        inputs: list[sql.StoredProof],
-        rows: list[sql.OutputRow],
+        inputs: list[StoredProof],
+        rows: list[OutputRow],
     ) -> SentToken:
         with self._live(op_id):
             fault_point("send:written")
@@ -190,12 +170,10 @@ class Sending(CustodyBase):
         """What a send whose answer was lost came to, for its request."""
         match resolution.outcome:
             case Outcome.DONE:
-                op = await self.db.read(lambda c: sql.operation(c, op_id))
-                token = await self.db.read(lambda c: sql.operation_token(c, op_id))
-                intent = op.intent
-                return SentToken(
-                    token, int(intent["amount_sat"]), int(intent["fee_sat"]), op.mint_url
-                )
+                op = await self.store.operation(op_id)
+                token = await self.store.operation_token(op_id)
+                intent = _send_intent(op.intent, op_id)
+                return SentToken(token, intent.amount_sat, intent.fee_sat, op.mint_url)
             case Outcome.FAILED:
                 raise resolution.refusal or ProtocolError(
                     "the node's proofs for this were spent elsewhere"
@@ -209,46 +187,27 @@ class Sending(CustodyBase):
     async def complete_send(
         self,
         op_id: int,
-        rows: list[sql.OutputRow],
+        rows: list[OutputRow],
         signatures: list[BlindSignature],
         *,
         terms: list[Point | None] | None = None,
     ) -> SentToken:
-        op = await self.db.read(lambda c: sql.operation(c, op_id))
+        op = await self.store.operation(op_id)
+        intent = _send_intent(op.intent, op_id)
         client = self.client_for(op.mint_url)
         stored = await blinding.unblind_rows(client, rows, signatures, terms=terms)
         roles = [r.role for r in rows]
-        send = [s for s, role in zip(stored, roles, strict=True) if role == "send"]
-        keep = [s for s, role in zip(stored, roles, strict=True) if role == "keep"]
-        intent = op.intent
-        amount = int(intent["amount_sat"])
-        fee = int(intent["fee_sat"])
-        token = encode_token(op.mint_url, [s.proof for s in send], legacy=bool(intent["legacy"]))
+        send = [s for s, role in zip(stored, roles, strict=True) if role is OutputRole.SEND]
+        keep = [s for s, role in zip(stored, roles, strict=True) if role is OutputRole.KEEP]
+        token = encode_token(op.mint_url, [s.proof for s in send], legacy=intent.legacy)
+        stored_token = await self.store.complete_send(op, keep, send, token)
+        return SentToken(stored_token, intent.amount_sat, intent.fee_sat, op.mint_url)
 
-        def txn(c: Any) -> SentToken:
-            if sql.operation_state(c, op_id) is not OperationState.PENDING:
-                return SentToken(sql.operation_token(c, op_id), amount, fee, op.mint_url)
-            sql.settle_inputs(c, op_id, "spent")
-            sql.insert_proofs(c, op.mint_url, keep, state="unspent", operation_id=op_id)
-            out_id = outgoing_sql.insert_outgoing_token(
-                c, int(intent["account_id"]), str(intent["purpose"]), op.mint_url, amount, token
-            )
-            sql.insert_proofs(
-                c, op.mint_url, send, state="sent", operation_id=op_id, outgoing_token_id=out_id
-            )
-            ledger_sql.settle(
-                c,
-                int(intent["reservation_id"]),
-                (amount + fee) * 1000,
-                destination="out",
-                operation_id=op_id,
-            )
-            sql.finish_operation(
-                c, op_id, OperationState.DONE, result={"outgoing_token_id": out_id}
-            )
-            return SentToken(token, amount, fee, op.mint_url)
 
-        return await self.db.write(txn)
+def _send_intent(intent: Intent, op_id: int) -> SendIntent:
+    if not isinstance(intent, SendIntent):
+        raise TypeError(f"operation {op_id} is not a send")
+    return intent
 
 
 def _plan_send(

@@ -3,21 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 
-
-@dataclass
-class LedgerSnapshot:
-    """The stored side of the audit, read in one snapshot."""
-
-    unspent: dict[str, list[tuple[str, int]]]  # mint → [(Y, sat)]
-    in_flight_sat: int
-    balances: int
-    reserved: int
-    unclaimed_change: int
-    earnings: int
-    journal: tuple[int, int, int, int]
-    pending_operations: int
+from wallet.records import LedgerSnapshot
 
 
 def snapshot(c: sqlite3.Connection) -> LedgerSnapshot:

@@ -5,39 +5,28 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mints.models import Proof
 from mints.outputs import PreparedOutput
 from wallet.errors import TokenAlreadyRedeemed, TokenBeingRedeemed
-from wallet.operations import OperationKind, OperationState
+from wallet.operations import (
+    Intent,
+    Operation,
+    OperationKind,
+    OperationResult,
+    OperationState,
+    OutputRole,
+    OutputRow,
+    decode_intent,
+    encode_intent,
+)
+from wallet.records import StoredProof
 from wallet.selection import Coin
 from wallet.sqlite.ledger import now
+from wallet.store import COINS_PER_AMOUNT
 
-
-@dataclass(frozen=True, slots=True)
-class StoredProof:
-    proof: Proof
-    y: str
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    id: int
-    kind: OperationKind
-    mint_url: str
-    state: OperationState
-    token_id: str | None
-    foreign_inputs: list[Proof]
-    intent: dict[str, Any]
-    quote_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRow:
-    role: str
-    output: PreparedOutput
+__all__ = ["COINS_PER_AMOUNT", "Operation", "OutputRow", "StoredProof"]
 
 
 def next_counter(conn: sqlite3.Connection, keyset_id: str) -> int:
@@ -61,9 +50,8 @@ def bump_counter(conn: sqlite3.Connection, keyset_id: str, next_value: int) -> N
 
 def insert_operation(
     conn: sqlite3.Connection,
-    kind: OperationKind,
+    intent: Intent,
     mint_url: str,
-    intent: dict[str, Any],
     outputs: Sequence[OutputRow],
     *,
     token_id: str | None = None,
@@ -79,19 +67,19 @@ def insert_operation(
         if existing is not None:
             if existing[0] == OperationState.PENDING:
                 raise TokenBeingRedeemed("this token is being redeemed by another request")
-            result = json.loads(existing[1] or "{}")
+            result = OperationResult.decode(existing[1])
             raise TokenAlreadyRedeemed(
-                "this token was already redeemed here", account_id=result.get("account_id")
+                "this token was already redeemed here", account_id=result.account_id
             )
     cur = conn.execute(
         "INSERT INTO operations (kind, mint_url, state, token_id, foreign_inputs, intent,"
         " quote_id, created_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
         (
-            kind,
+            intent.kind,
             mint_url,
             token_id,
             json.dumps([p.to_wire() for p in foreign_inputs]) if foreign_inputs else None,
-            json.dumps(intent),
+            encode_intent(intent),
             quote_id,
             now(),
         ),
@@ -146,8 +134,7 @@ def account_made_by_token(conn: sqlite3.Connection, token_id: str) -> int | None
     ).fetchone()
     if row is None or row[0] != OperationState.DONE:
         return None
-    account_id = json.loads(row[1] or "{}").get("account_id")
-    return int(account_id) if account_id is not None else None
+    return OperationResult.decode(row[1]).account_id
 
 
 def set_quote(conn: sqlite3.Connection, op_id: int, quote_id: str) -> None:
@@ -199,12 +186,11 @@ def _operation(row: Any) -> Operation:
     ]
     return Operation(
         row[0],
-        OperationKind(row[1]),
         row[2],
         OperationState(row[3]),
+        decode_intent(OperationKind(row[1]), row[6]),
         row[4],
         inputs,
-        json.loads(row[6]),
         row[7],
     )
 
@@ -217,7 +203,7 @@ def operation_outputs(conn: sqlite3.Connection, op_id: int) -> list[OutputRow]:
     ).fetchall()
     return [
         OutputRow(
-            r[0],
+            OutputRole(r[0]),
             PreparedOutput(amount=r[2], keyset_id=r[1], counter=r[3], secret=r[4], r=r[5], B_=r[6]),
         )
         for r in rows
@@ -229,14 +215,14 @@ def finish_operation(
     op_id: int,
     state: OperationState,
     *,
-    result: dict[str, Any] | None = None,
+    result: OperationResult | None = None,
     error: str | None = None,
 ) -> bool:
     """Mark a pending operation done or failed; False if it was already finished."""
     cur = conn.execute(
         "UPDATE operations SET state = ?, result = ?, error = ?, finished_at = ?"
         " WHERE id = ? AND state = 'pending'",
-        (state, json.dumps(result) if result is not None else None, error, now(), op_id),
+        (state, result.encode() if result is not None else None, error, now(), op_id),
     )
     return cur.rowcount == 1
 
@@ -269,11 +255,6 @@ def insert_proofs(
             for s in proofs
         ],
     )
-
-
-# coins read per amount for a selection: enough for any token or invoice of ordinary size
-# (a selection takes few of each amount), and bounded however much custody holds
-COINS_PER_AMOUNT = 64
 
 
 def selectable_coins(
@@ -398,11 +379,10 @@ def mark_sent(conn: sqlite3.Connection, proof_ids: Sequence[int], outgoing_token
         raise _Conflict()
 
 
-def operation_result(conn: sqlite3.Connection, op_id: int) -> dict[str, Any]:
-    """What a finished operation recorded as its result ({} if nothing)."""
+def operation_result(conn: sqlite3.Connection, op_id: int) -> OperationResult:
+    """What a finished operation recorded as its result (nothing: all None)."""
     row = conn.execute("SELECT result FROM operations WHERE id = ?", (op_id,)).fetchone()
-    result: dict[str, Any] = json.loads(row[0] or "{}") if row else {}
-    return result
+    return OperationResult.decode(row[0] if row else None)
 
 
 def operation_token(conn: sqlite3.Connection, op_id: int) -> str:

@@ -7,43 +7,10 @@ change an invoice's state do it conditionally, so a second caller changes nothin
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
+from wallet.records import InvoiceRecord
 from wallet.sqlite.ledger import now
-
-PUBLIC_STATES = {
-    "unpaid": "unpaid",
-    "minting": "processing",
-    "paid": "paid",
-    "expired": "expired",
-    "failed": "failed",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class InvoiceRecord:
-    id: str
-    mint_url: str
-    bolt11: str
-    amount_sat: int
-    state: str  # unpaid | minting | paid | expired | failed
-    account_id: int | None  # the account to top up; None: a new account
-    credited_account_id: int | None
-    credited_msat: int | None
-    keys_delivered: bool
-    expires_at: int | None
-    created_at: int
-    paid_at: int | None
-
-    @property
-    def mode(self) -> str:
-        return "create" if self.account_id is None else "topup"
-
-    @property
-    def public_state(self) -> str:
-        return PUBLIC_STATES[self.state]
-
 
 _COLUMNS = (
     "id, mint_url, bolt11, amount_sat, state, account_id, credited_account_id, credited_msat,"

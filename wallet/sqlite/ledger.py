@@ -9,28 +9,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
 
 from wallet.errors import AccountNotFound, InsufficientBalance, InvalidAmount
+from wallet.records import AccountRow, ChargedRequest, RequestTag, Settlement
 
-
-@dataclass(frozen=True, slots=True)
-class AccountRow:
-    id: int
-    kind: str
-    balance_msat: int
-    reserved_msat: int
-    mint_url: str | None
-    token_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    reservation_id: int
-    account_id: int
-    reserved_msat: int
-    charged_msat: int
-    state: str
+__all__ = ["AccountRow", "ChargedRequest", "RequestTag", "Settlement"]
 
 
 def now() -> int:
@@ -287,6 +270,7 @@ def settle(
     *,
     destination: str = "earnings",
     operation_id: int | None = None,
+    tag: RequestTag | None = None,
 ) -> Settlement:
     """Charge at most the reservation and release the rest, exactly once.
 
@@ -299,12 +283,30 @@ def settle(
         raise ValueError(destination)
     # the conditional update is what makes it once; the row is read after it (RETURNING
     # was measured at 40 µs a call here against 8 for the update and a select)
-    cur = conn.execute(
-        "UPDATE reservations SET state = CASE WHEN ? > 0 THEN 'charged' ELSE 'released' END,"
-        " charged_msat = MIN(?, amount_msat), settled_at = ?"
-        " WHERE id = ? AND state = 'open'",
-        (charge_msat, charge_msat, now(), reservation_id),
-    )
+    if tag is None:
+        cur = conn.execute(
+            "UPDATE reservations SET state = CASE WHEN ? > 0 THEN 'charged' ELSE 'released' END,"
+            " charged_msat = MIN(?, amount_msat), settled_at = ?"
+            " WHERE id = ? AND state = 'open'",
+            (charge_msat, charge_msat, now(), reservation_id),
+        )
+    else:
+        cur = conn.execute(
+            "UPDATE reservations SET state = CASE WHEN ? > 0 THEN 'charged' ELSE 'released' END,"
+            " charged_msat = MIN(?, amount_msat), settled_at = ?, request_id = ?,"
+            " request_route = ?, request_model = ?, request_provider = ?"
+            " WHERE id = ? AND state = 'open'",
+            (
+                charge_msat,
+                charge_msat,
+                now(),
+                tag.request_id,
+                tag.route,
+                tag.model,
+                tag.provider,
+                reservation_id,
+            ),
+        )
     if cur.rowcount != 1:
         return _settled(conn, reservation_id)
     settled = _settled(conn, reservation_id)
@@ -351,15 +353,59 @@ def open_request_reservations(conn: sqlite3.Connection) -> list[tuple[int, int]]
     return [(int(r[0]), int(r[1])) for r in rows]
 
 
-def record_delivered(conn: sqlite3.Connection, reservation_id: int, delivered_msat: int) -> None:
+def record_delivered(
+    conn: sqlite3.Connection,
+    reservation_id: int,
+    delivered_msat: int,
+    tag: RequestTag | None = None,
+) -> None:
     """What an open request has delivered so far (capped at its reservation); moves no
-    money until the reservation is settled."""
+    money until the reservation is settled. The request is named too: a charge made at
+    the next start (the node died mid-stream) names it."""
     _positive(delivered_msat)
+    if tag is None:
+        conn.execute(
+            "UPDATE reservations SET delivered_msat = MAX(delivered_msat, MIN(?, amount_msat))"
+            " WHERE id = ? AND state = 'open'",
+            (delivered_msat, reservation_id),
+        )
+        return
     conn.execute(
-        "UPDATE reservations SET delivered_msat = MAX(delivered_msat, MIN(?, amount_msat))"
+        "UPDATE reservations SET delivered_msat = MAX(delivered_msat, MIN(?, amount_msat)),"
+        " request_id = ?, request_route = ?, request_model = ?, request_provider = ?"
         " WHERE id = ? AND state = 'open'",
-        (delivered_msat, reservation_id),
+        (delivered_msat, tag.request_id, tag.route, tag.model, tag.provider, reservation_id),
     )
+
+
+def charged_requests_after(
+    conn: sqlite3.Connection, after_reservation_id: int, settled_since: int, limit: int
+) -> list[ChargedRequest]:
+    """Charged request reservations that name their request, after ``after_reservation_id``
+    (by id: the primary key's range) and settled at or after ``settled_since``."""
+    rows = conn.execute(
+        "SELECT r.id, r.request_id, r.request_route, r.request_model, r.request_provider,"
+        " r.account_id, a.kind, r.charged_msat, r.settled_at"
+        " FROM reservations r JOIN accounts a ON a.id = r.account_id"
+        " WHERE r.id > ? AND r.state = 'charged' AND r.request_id IS NOT NULL"
+        " AND r.settled_at >= ? ORDER BY r.id LIMIT ?",
+        (after_reservation_id, settled_since, limit),
+    )
+    return [
+        ChargedRequest(
+            int(r[0]),
+            RequestTag(str(r[1]), str(r[2] or ""), str(r[3] or ""), r[4]),
+            int(r[5]),
+            str(r[6]),
+            int(r[7]),
+            int(r[8]),
+        )
+        for r in rows
+    ]
+
+
+def last_reservation_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM reservations").fetchone()[0])
 
 
 def reservation_state(conn: sqlite3.Connection, reservation_id: int) -> Settlement:

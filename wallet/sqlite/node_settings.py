@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
-from typing import Literal
 
+from wallet.records import NO_SETTINGS, StoredSettings
 from wallet.sqlite.ledger import now
-
-PasswordOrigin = Literal["generated", "admin"]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredSettings:
-    overrides: str  # a JSON object; "{}" when nothing was changed
-    admin_password_hash: str | None
-    admin_password_origin: PasswordOrigin | None
-
-
-_NOTHING = StoredSettings("{}", None, None)
 
 
 def load(conn: sqlite3.Connection) -> StoredSettings:
@@ -26,7 +13,7 @@ def load(conn: sqlite3.Connection) -> StoredSettings:
         "SELECT overrides, admin_password_hash, admin_password_origin FROM node_settings"
     ).fetchone()
     if row is None:
-        return _NOTHING
+        return NO_SETTINGS
     return StoredSettings(row[0], row[1], row[2])
 
 

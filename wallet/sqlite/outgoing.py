@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 
+from wallet.records import WITHDRAWN, RefundRow, Withdrawal
 from wallet.sqlite.ledger import now
 
 
@@ -36,17 +36,6 @@ def outgoing_tokens(
     return [(str(r[0]), int(r[1])) for r in rows]
 
 
-@dataclass(frozen=True, slots=True)
-class Withdrawal:
-    token: str
-    amount_sat: int
-    mint_url: str
-    created_at: int
-
-
-WITHDRAWN = ("withdraw", "refund")  # what an account holder took out as tokens
-
-
 def withdrawals(conn: sqlite3.Connection, account_id: int, limit: int) -> list[Withdrawal]:
     """An account's latest tokens taken out, newest first."""
     rows = conn.execute(
@@ -56,14 +45,6 @@ def withdrawals(conn: sqlite3.Connection, account_id: int, limit: int) -> list[W
         (account_id, *WITHDRAWN, limit),
     ).fetchall()
     return [Withdrawal(str(r[0]), int(r[1]), str(r[2]), int(r[3])) for r in rows]
-
-
-@dataclass(frozen=True, slots=True)
-class RefundRow:
-    token: str
-    amount_sat: int
-    mint_url: str
-    ys: list[str]  # the token's proofs, to ask the mint whether they are still unspent
 
 
 def last_refund_if_untouched(conn: sqlite3.Connection, account_id: int) -> RefundRow | None:

@@ -227,6 +227,48 @@ MIGRATIONS: list[str] = [
     ALTER TABLE reservations ADD COLUMN delivered_msat INTEGER NOT NULL DEFAULT 0
         CHECK (delivered_msat >= 0);
     """,
+    # 8: a request's charge names the request (its id, route, model and provider), written
+    # by the same UPDATE that charges it. Usage records live in a file of their own,
+    # written after the answer; the node rebuilds one from here when it was lost (a
+    # crash before the record was written), so a charged request is never unrecorded.
+    """
+    ALTER TABLE reservations ADD COLUMN request_id TEXT;
+    ALTER TABLE reservations ADD COLUMN request_route TEXT;
+    ALTER TABLE reservations ADD COLUMN request_model TEXT;
+    ALTER TABLE reservations ADD COLUMN request_provider TEXT;
+    """,
+    # 9: earnings paid out (contract section 13). A payout moves what it may spend from
+    # earnings to an account of its own that no key opens, and custody pays the token or
+    # invoice from that account as it pays any withdrawal (written ahead, recovered by the
+    # one rule); what it did not spend goes back to earnings when it closes. Leases name
+    # the one process that does a node-wide job (automatic payouts) when several share
+    # the database.
+    """
+    CREATE TABLE payouts (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('token', 'invoice', 'lightning_address')),
+        idempotency_key TEXT UNIQUE,
+        account_id INTEGER NOT NULL UNIQUE REFERENCES accounts (id),
+        mint_url TEXT NOT NULL,
+        held_msat INTEGER NOT NULL CHECK (held_msat > 0),
+        asked_sat INTEGER,
+        destination TEXT,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'paid', 'failed')),
+        amount_sat INTEGER,
+        fee_sat INTEGER,
+        token TEXT,
+        error_code TEXT,
+        error TEXT,
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER
+    );
+    CREATE INDEX payouts_open ON payouts (state) WHERE state = 'pending';
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    """,
 ]
 
 

@@ -1,0 +1,1 @@
+"""The PostgreSQL implementation of the wallet's storage: several node processes, one ledger."""
