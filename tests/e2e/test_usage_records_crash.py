@@ -9,6 +9,7 @@ go after `[logs] retention_days`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sqlite3
 import time
@@ -24,6 +25,7 @@ from support.e2e import chat_body, get, post, until
 from support.ecash import EcashFactory
 from support.node import node_toml
 from support.node_process import NodeProcess
+from support.postgres import database_url_for, query_postgres, temporary_database, use_database
 from support.wallets import query
 
 from routstr_node.audit_command import run_audit
@@ -41,20 +43,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
+@pytest.fixture(params=["sqlite", "postgresql"])
 async def node(
-    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream
+    request: pytest.FixtureRequest, tmp_path: Path, mint: LocalMint, upstream: RunningUpstream
 ) -> AsyncIterator[NodeProcess]:
-    port = _free_port()
-    config = tmp_path / "node.toml"
-    extra = f'[admin]\npassword = "{PASSWORD}"\n[logs]\nretention_days = 30\n'
-    config.write_text(node_toml(tmp_path / "data", port, [mint.url], upstream.url, extra))
-    running = NodeProcess(config, port)
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.kill()
+    """A node process, its ledger, records and sessions in SQLite files or PostgreSQL."""
+    async with contextlib.AsyncExitStack() as stack:
+        port = _free_port()
+        config = tmp_path / "node.toml"
+        extra = f'[admin]\npassword = "{PASSWORD}"\n[logs]\nretention_days = 30\n'
+        if request.param == "postgresql":
+            url = await stack.enter_async_context(temporary_database())
+            extra += f'[database]\nurl = "{url}"\n'
+            use_database(tmp_path / "data", url)  # support.wallets.query reads it there
+        config.write_text(node_toml(tmp_path / "data", port, [mint.url], upstream.url, extra))
+        running = NodeProcess(config, port)
+        await running.start()
+        try:
+            yield running
+        finally:
+            await running.kill()
 
 
 def _data(node: NodeProcess) -> Path:
@@ -65,6 +73,16 @@ async def _recorded(node: NodeProcess) -> dict[str, dict[str, Any]]:
     answer = await get(f"{node.url}/admin/api/requests?limit=1000", ADMIN)
     assert answer.status == 200, answer.raw
     return {r["request_id"]: r for r in answer.body["data"]}
+
+
+def _in_usage_store(node: NodeProcess, sql: str, params: tuple[Any, ...]) -> None:
+    """A statement on the usage records, wherever the node keeps them."""
+    url = database_url_for(_data(node))
+    if url:
+        query_postgres(url, sql, params)
+        return
+    with closing(sqlite3.connect(_data(node) / "usage.sqlite3")) as conn, conn:
+        conn.execute(sql, params)
 
 
 def _charged_by_request(node: NodeProcess) -> dict[str, int]:
@@ -147,17 +165,17 @@ async def test_retention_removes_old_records(
     await node.stop()
     # what 31 and 29 days ago left behind: records of requests made then
     now = int(time.time())
-    with closing(sqlite3.connect(_data(node) / "usage.sqlite3")) as conn, conn:
-        for request_id, age_days in (("from-31-days-ago", 31), ("from-29-days-ago", 29)):
-            conn.execute(
-                "INSERT INTO usage_records (request_id, created, account_id, mode, route,"
-                " model, provider, status, latency_ms, first_byte_ms, input_tokens,"
-                " output_tokens, units, unit, cost_msat, reservation_id)"
-                " SELECT ?, ?, account_id, mode, route, model, provider, status, latency_ms,"
-                " first_byte_ms, input_tokens, output_tokens, units, unit, cost_msat, NULL"
-                " FROM usage_records WHERE request_id = ?",
-                (request_id, now - age_days * 86400, recent),
-            )
+    for request_id, age_days in (("from-31-days-ago", 31), ("from-29-days-ago", 29)):
+        _in_usage_store(
+            node,
+            "INSERT INTO usage_records (request_id, created, account_id, mode, route,"
+            " model, provider, status, latency_ms, first_byte_ms, input_tokens,"
+            " output_tokens, units, unit, cost_msat, reservation_id)"
+            " SELECT ?, ?, account_id, mode, route, model, provider, status, latency_ms,"
+            " first_byte_ms, input_tokens, output_tokens, units, unit, cost_msat, NULL"
+            " FROM usage_records WHERE request_id = ?",
+            (request_id, now - age_days * 86400, recent),
+        )
     await node.start()
     kept = await _recorded(node)
     assert set(kept) == {recent, "from-29-days-ago"}
