@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -64,8 +63,10 @@ T = TypeVar("T")
 _RETRIES = 5
 _CONNECT_TIMEOUT_S = 10.0
 _POOL_SIZE = 10
-HEARTBEAT_S = 5  # how often a process renews the lease that says it is alive
-PROCESS_TTL_S = 20  # a process whose lease is this old is gone: others finish its work
+# a process is alive while it holds this advisory lock (namespace, hash of its name) on a
+# connection of its own: the server lets go of it the moment the process dies or loses
+# its connection, so another process takes its work up at once, with no lease to wait out
+_LIFE_LOCK = 0x52535452
 # what losing the database while serving looks like: answered 503, nothing charged
 _CONNECTION_LOST = (
     OSError,
@@ -80,9 +81,12 @@ _CONNECTION_LOST = (
 # the operations and open reservations a process may take over: its own, none's, or
 # those of a process whose lease ran out (it died, or lost the database that long)
 def _taken_over(table: str) -> str:
+    """The rows of ``table`` this process ($1) may take up: its own, nobody's, and those
+    of a process that is gone (its life lock is free)."""
     return (
-        f"({table}.holder IS NULL OR {table}.holder = $1 OR NOT EXISTS (SELECT 1 FROM leases"
-        f" WHERE leases.name = 'process:' || {table}.holder AND leases.expires_at >= $2))"
+        f"({table}.holder IS NULL OR {table}.holder = $1 OR NOT EXISTS (SELECT 1 FROM pg_locks"
+        f" WHERE locktype = 'advisory' AND classid = {_LIFE_LOCK}"
+        f" AND objid = hashtext({table}.holder)::oid AND granted))"
     )
 
 
@@ -95,8 +99,8 @@ class PostgresStore:
         self.url = url
         self._pool_size = pool_size
         self._pool: Any = None
-        self.holder = uuid.uuid4().hex  # this process, as its rows and lease name it
-        self._heartbeat: asyncio.Task[None] | None = None
+        self.holder = uuid.uuid4().hex  # this process, as its rows name it
+        self._life: Any = None  # the connection holding this process's life lock
 
     @property
     def pool(self) -> Any:
@@ -126,34 +130,22 @@ class PostgresStore:
             ) from None
         async with self._pool.acquire() as conn:
             await migrate(conn)
-        await self._renew()
-        self._heartbeat = asyncio.create_task(self._beat(), name="wallet-db-heartbeat")
+        self._life = await self._pool.acquire()
+        await self._life.execute(
+            "SELECT pg_advisory_lock($1, hashtext($2))", _LIFE_LOCK, self.holder
+        )
 
     async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
         if self._pool is not None:
-            with contextlib.suppress(*_CONNECTION_LOST):
-                await self._pool.execute(
-                    "DELETE FROM leases WHERE name = $1", f"process:{self.holder}"
-                )
+            if self._life is not None:
+                with contextlib.suppress(*_CONNECTION_LOST):
+                    await self._life.execute(
+                        "SELECT pg_advisory_unlock($1, hashtext($2))", _LIFE_LOCK, self.holder
+                    )
+                    await self._pool.release(self._life)
+                self._life = None
             await self._pool.close()
             self._pool = None
-
-    async def _renew(self) -> None:
-        await self.take_lease(f"process:{self.holder}", self.holder, PROCESS_TTL_S)
-
-    async def _beat(self) -> None:
-        """The lease that tells the other processes this one is alive, renewed."""
-        while True:
-            await asyncio.sleep(HEARTBEAT_S)
-            try:
-                await self._renew()
-            except StoreUnavailable as exc:
-                log.warning("cannot renew this process's lease: %s", exc)
 
     async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """``fn`` in one transaction; run again, whole, after a deadlock or a
@@ -297,7 +289,6 @@ class PostgresStore:
                 f" WHERE state = 'open' AND purpose = 'request' AND {_taken_over('reservations')}"
                 " FOR UPDATE SKIP LOCKED",
                 self.holder,
-                int(time.time()),
             )
             for row in rows:
                 await ledger_sql.settle(c, int(row[0]), int(row[1]))
@@ -481,16 +472,12 @@ class PostgresStore:
 
     async def pending_operations(self) -> list[Operation]:
         return await self._one(
-            lambda c: sql.pending_operations(
-                c, _taken_over("operations"), self.holder, int(time.time())
-            )
+            lambda c: sql.pending_operations(c, _taken_over("operations"), self.holder)
         )
 
     async def stale_operation_ids(self, written_by: int) -> list[int]:
         return await self._one(
-            lambda c: sql.stale_operation_ids(
-                c, written_by, _taken_over("operations"), self.holder, int(time.time())
-            )
+            lambda c: sql.stale_operation_ids(c, written_by, _taken_over("operations"), self.holder)
         )
 
     async def pending_receive_of_token(self, token_id: str) -> int | None:
