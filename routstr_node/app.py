@@ -21,6 +21,7 @@ from routstr_node.config import Settings
 from routstr_node.errors import ApiError, from_domain
 from routstr_node.identity import load_secret, npub
 from routstr_node.media import routes as media_routes
+from routstr_node.memory import TRIM_EVERY_S, HeapTrimmer
 from routstr_node.metrics import Metrics
 from routstr_node.nostr.service import nostr_context
 from routstr_node.payment import presented_credential
@@ -91,6 +92,14 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
     # a payment the mint left pending, an answer lost while a mint was away: resolved
     # while the node runs, not only at its next start
     app.cleanup_ctx.append(every(RESOLVE_PENDING_EVERY_S, "pending-operations", _resolve_stale))
+    trimmer = HeapTrimmer()
+    app.cleanup_ctx.append(
+        every(
+            TRIM_EVERY_S,
+            "heap-trim",
+            lambda node: trimmer.trim_if_due(node.metrics.latency.n, node.metrics.open_streams),
+        )
+    )
     for path in PROXIED_PATHS:
         app.router.add_post(path, handle_proxy)
     media_routes.add_routes(app)

@@ -78,6 +78,7 @@ async def relay_stream(
                 upstream_broke = type(exc).__name__
                 break
             out = state.feed(chunk)
+            del chunk  # a block is up to 128 KiB: not held while the next one is awaited
             if not out:
                 continue
             if session is not None:
@@ -91,6 +92,7 @@ async def relay_stream(
             except _CLIENT_GONE:
                 client_gone = True
                 break
+            del out
         if response is None and (upstream_broke or state.nothing_came):
             why = upstream_broke or "the stream ended empty"
             raise UpstreamFailure(upstream_failed(name, why))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -61,7 +62,16 @@ from proxybench.processes import (
 )
 from proxybench.report import Row, ms, print_table, profile_run, verdict
 from proxybench.routing import measure_routing, report_routing, time_choice
-from proxybench.sse import EventRate, event_rates, report_sse, rss_per_stream
+from proxybench.sse import (
+    EventRate,
+    event_rates,
+    marginal_event_cpu,
+    report_sse,
+    rss_per_stream,
+)
+
+from routstr_node.memory import TRIM_EVERY_S
+from routstr_node.upstream import UPSTREAM_KEEPALIVE_S
 
 LONG_STREAMS_HELD = 50
 
@@ -121,7 +131,14 @@ async def bench(args: argparse.Namespace) -> None:
                         records=args.records == "on",
                     )
                 )
-                node = start_node(config, node_port, work / "node.log")
+                node = start_node(
+                    config,
+                    node_port,
+                    work / "node.log",
+                    memwatch=args.memory_evidence,
+                    allocator=args.node_malloc,
+                )
+                args.memory_lines_seen = 0
                 children.append(node)
                 await wait_healthy(node, "/health")
                 await asyncio.sleep(1.0)
@@ -207,11 +224,15 @@ async def measure(
             for target in turns[turn % 3 :] + turns[: turn % 3]:
                 run = await throughput(target, request, data, n, args.concurrency, watch)
                 tp.setdefault((target.name, kind), []).append(run)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(QUIET_S)  # the node gives freed memory back once quiet
     rss_idle_after = rss_mb(node.pid)
+    print(f"  node RSS idle after the load: {rss_idle_after:.1f} MB, {smaps(node.pid)}")
+    await memory_evidence(args, node, wait_s=2)
     print(f"{args.streams} open streams …", flush=flush)
     held = await open_streams(node, targets[3], upstream.url, args.streams)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(QUIET_S)
+    print(f"  node RSS after the streams closed: {rss_mb(node.pid):.1f} MB, {smaps(node.pid)}")
+    await memory_evidence(args, node, wait_s=30)
     return Measured(
         samples["plain"],
         samples["stream"],
@@ -227,16 +248,58 @@ async def measure(
 
 async def measure_sse(
     args: argparse.Namespace, targets: list[Target], node: Child, upstream: Child, bare: Child
-) -> tuple[dict[str, EventRate], float, float, int]:
+) -> tuple[dict[str, EventRate], float, float, int, dict[str, float]]:
     print("SSE events/s, long answers …", flush=True)
     pids = {"bare": bare.pid, "node": node.pid}
     both = [t for t in targets if t.name in pids]
     rates = await event_rates(both, pids, max(100, args.requests // 10), args.rounds)
+    print("CPU per event, 10,000-event answers …", flush=True)
+    marginal = await marginal_event_cpu(both, pids, upstream.url)
     print(f"RSS per open stream, {LONG_STREAMS_HELD} held …", flush=True)
     node_target = targets[3]
     short = await rss_per_stream(node, node_target, upstream.url, LONG_STREAMS_HELD, long=False)
     long = await rss_per_stream(node, node_target, upstream.url, LONG_STREAMS_HELD, long=True)
-    return rates, long, short, LONG_STREAMS_HELD
+    return rates, long, short, LONG_STREAMS_HELD, marginal
+
+
+async def memory_evidence(args: argparse.Namespace, node: Child, *, wait_s: float) -> None:
+    """With --memory-evidence: the node's own account of its memory (live Python bytes,
+    what grew since the first look), from proxybench/memwatch.py via its log."""
+    if not args.memory_evidence:
+        return
+    os.kill(node.pid, signal.SIGUSR1)
+    await asyncio.sleep(wait_s)  # a snapshot comparison takes the node a while
+    lines = [ln for ln in node.log.read_text(errors="replace").splitlines() if "MEMWATCH" in ln]
+    for line in lines[args.memory_lines_seen :]:
+        print("  " + line.replace("MEMWATCH ", ""), flush=True)
+    args.memory_lines_seen = len(lines)
+
+
+# idle upstream connections close within twice their keep-alive, and the node collects
+# and trims at its second quiet look after that
+QUIET_S = 2 * UPSTREAM_KEEPALIVE_S + 2 * TRIM_EVERY_S + 1
+
+
+def smaps(pid: int) -> str:
+    """Where a process's RSS is, by kind of mapping."""
+    heap = anon = other = 0
+    kind = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        parts = line.split()
+        if "-" in parts[0] and len(parts) >= 5:
+            kind = "heap" if parts[-1] == "[heap]" else ("anon" if len(parts) == 5 else "file")
+        elif parts[0] == "Rss:":
+            kb = int(parts[1])
+            if kind == "heap":
+                heap += kb
+            elif kind == "anon":
+                anon += kb
+            else:
+                other += kb
+    return (
+        f"of it: heap {heap / 1024:.1f} MB, anonymous maps {anon / 1024:.1f} MB"
+        f" (pymalloc's arenas among them), files {other / 1024:.1f} MB"
+    )
 
 
 def report(m: Measured, streams: int, concurrency: int) -> None:
@@ -349,6 +412,17 @@ def main() -> None:
         default="all",
         help="routing, sse: only the routing, or the long-answer (SSE events/s, RSS per"
         " stream) figures, each with the routing ones",
+    )
+    parser.add_argument(
+        "--memory-evidence",
+        action="store_true",
+        help="run the node under proxybench/memwatch.py (tracemalloc) and print its live"
+        " Python memory and what grew, beside RSS (slows the node: for memory figures only)",
+    )
+    parser.add_argument(
+        "--node-malloc",
+        choices=["pymalloc", "malloc"],
+        help="the node's PYTHONMALLOC (malloc: glibc's, which the node trims when quiet)",
     )
     parser.add_argument(
         "--records",

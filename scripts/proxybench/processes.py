@@ -95,10 +95,12 @@ async def wait_healthy(child: Child, path: str) -> None:
             await asyncio.sleep(0.05)
 
 
-def spawn(name: str, argv: list[str], log: Path, url: str) -> Child:
+def spawn(
+    name: str, argv: list[str], log: Path, url: str, env: dict[str, str] | None = None
+) -> Child:
     with log.open("wb") as out:
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
         )
     return Child(name, process, url, log)
 
@@ -182,10 +184,23 @@ requests_per_day = 100000000
 """
 
 
-def start_node(config: Path, port: int, log: Path, profile_to: Path | None = None) -> Child:
+def start_node(
+    config: Path,
+    port: int,
+    log: Path,
+    profile_to: Path | None = None,
+    *,
+    memwatch: bool = False,
+    allocator: str | None = None,
+) -> Child:
     script = str(Path(sys.executable).parent / "routstr-node")
     argv = [sys.executable]
     if profile_to is not None:
         argv += ["-m", "cProfile", "-o", str(profile_to)]
+    elif memwatch:  # memory evidence: see proxybench/memwatch.py
+        argv += [str(Path(__file__).with_name("memwatch.py"))]
     argv += [script, "run", "--config", str(config)]
-    return spawn("node", argv, log, f"http://{LOOPBACK}:{port}")
+    env = dict(os.environ)
+    if allocator is not None:
+        env["PYTHONMALLOC"] = allocator
+    return spawn("node", argv, log, f"http://{LOOPBACK}:{port}", env)

@@ -63,6 +63,33 @@ async def event_rates(
     return rates
 
 
+async def marginal_event_cpu(
+    targets: list[Target], pids: dict[str, int], upstream_url: str, requests: int = 24
+) -> dict[str, float]:
+    """CPU µs per relayed event in LONG_EVENTS-event answers: what an event itself costs,
+    the per-request work spread over 10,000 events (all threads of each proxy)."""
+    data = body(LONG_MODEL, True)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{upstream_url}/control/release") as resp:
+            resp.raise_for_status()  # long answers run to their end
+        spent: dict[str, float] = {}
+        for target in targets:
+            await _whole_stream(session, target, data)
+            cpu = cpu_seconds(pids[target.name])
+            for _ in range(requests // 4):
+                counts = await asyncio.gather(
+                    *(_whole_stream(session, target, data) for _ in range(4))
+                )
+                if min(counts) < LONG_EVENTS:
+                    raise LoadError(f"{target.name}: {min(counts)} events of {LONG_EVENTS}")
+            spent[target.name] = (
+                (cpu_seconds(pids[target.name]) - cpu) / (requests // 4 * 4 * LONG_EVENTS) * 1e6
+            )
+        async with session.post(f"{upstream_url}/control/reset") as resp:
+            resp.raise_for_status()
+    return spent
+
+
 async def rss_per_stream(
     node: Child, target: Target, upstream_url: str, count: int, *, long: bool
 ) -> float:
@@ -106,7 +133,13 @@ async def rss_per_stream(
     return (during - before) * 1024 / count
 
 
-def report_sse(rates: dict[str, EventRate], long_kb: float, short_kb: float, held: int) -> None:
+def report_sse(
+    rates: dict[str, EventRate],
+    long_kb: float,
+    short_kb: float,
+    held: int,
+    marginal: dict[str, float],
+) -> None:
     bare, node = rates["bare"], rates["node"]
     b, n = median(bare.events_per_s), median(node.events_per_s)
     print(
@@ -118,6 +151,11 @@ def report_sse(rates: dict[str, EventRate], long_kb: float, short_kb: float, hel
     print(
         f"  CPU per relayed event: bare {median(bare.cpu_us_per_event):.2f} us,"
         f" node {median(node.cpu_us_per_event):.2f} us"
+    )
+    print(
+        f"  CPU per relayed event in {LONG_EVENTS:,}-event answers (per-request work spread"
+        f" thin): bare {marginal['bare']:.2f} us, node {marginal['node']:.2f} us"
+        f" (target node <= 2 us)"
     )
     print(
         f"node RSS per open stream, {held} held: {short_kb:.1f} KB after 1 event,"

@@ -6,15 +6,13 @@ clients' money never moves, and the audit balances after every program."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.ecash import EcashFactory
 from support.invoices import fake_invoice
-from support.wallets import fund, open_wallet
+from support.wallets import fund
 
 from routstr_node.demo.mint import LocalMint
 from wallet.errors import InsufficientEarnings
@@ -22,15 +20,14 @@ from wallet.payouts import PayoutRow, PayoutState
 from wallet.service import WalletService
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def wallet(
-    tmp_path_factory: pytest.TempPathFactory, mint: LocalMint, ecash: EcashFactory
-) -> AsyncIterator[tuple[WalletService, int]]:
-    """A wallet with one client account of 20,000 sat, for every example."""
-    data_dir: Path = tmp_path_factory.mktemp("payouts")
-    async with open_wallet(data_dir, [mint.url]) as service:
-        account = await fund(service, ecash, mint.url, 20_000)
-        yield service, account.account_id
+    node: WalletService, mint: LocalMint, ecash: EcashFactory
+) -> tuple[WalletService, int]:
+    """The wallet (on each store) with one client account of 20,000 sat at the fee-less
+    mint, for every example of a test."""
+    account = await fund(node, ecash, mint.url, 20_000)
+    return node, account.account_id
 
 
 Step = tuple[str, int]
@@ -51,7 +48,11 @@ async def _client(service: WalletService, account_id: int) -> int:
     return row.balance_msat + row.reserved_msat
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(steps)
 async def test_payouts_take_earnings_only_and_exactly(
     wallet: tuple[WalletService, int], program: list[Step]
@@ -97,7 +98,7 @@ async def test_payouts_take_earnings_only_and_exactly(
                 try:
                     row = await payouts.pay_invoice(invoice)
                 except InsufficientEarnings:
-                    quote = await service.custody.melt_quote(books.mints[0].url, invoice)
+                    quote = await service.custody.melt_quote(service.mints.urls[0], invoice)
                     assert (value + quote.fee_reserve) * 1000 > withdrawable
                     continue
                 assert row.amount_sat == value
@@ -111,8 +112,21 @@ async def test_payouts_take_earnings_only_and_exactly(
         assert earnings >= 0
         assert await _client(service, account_id) == client  # not a msat of the client's
         books = await payouts.books()
-        [at_mint] = books.mints
-        assert at_mint.in_payout_msat == 0
-        assert at_mint.custody_msat == at_mint.liabilities_msat + books.earnings_msat
+        assert sum(m.in_payout_msat for m in books.mints) == 0
+        custody = sum(m.custody_msat for m in books.mints)
+        assert custody == sum(m.liabilities_msat for m in books.mints) + books.earnings_msat
     report = await service.audit()
     assert report.balanced and report.difference_msat == 0, report
+
+
+async def test_one_holder_at_a_time_holds_a_lease(node: WalletService) -> None:
+    """What makes one process of several on a database pay out: a lease held by one
+    holder, renewed by it, taken over only once it ran out."""
+    payouts = node.payouts
+    assert await payouts.take_lease("payout", "first", 90)
+    assert not await payouts.take_lease("payout", "second", 90)
+    assert await payouts.take_lease("payout", "first", 90)  # renewed
+    assert await payouts.take_lease("payout", "first", -1)  # renewed, already run out
+    assert await payouts.take_lease("payout", "second", 90)  # taken over
+    assert not await payouts.take_lease("payout", "first", 90)
+    assert await payouts.take_lease("other job", "first", 90)  # a lease per job
