@@ -106,6 +106,28 @@ def audit(config: Path) -> None:
     sys.exit(0 if report["balanced"] else 1)
 
 
+@main.command()
+@config_option
+@click.option("--to", "url", required=True, help="The empty PostgreSQL database: postgresql://…")
+def migrate(config: Path, url: str) -> None:
+    """Move the node's SQLite ledger into an empty PostgreSQL database (node stopped).
+
+    Audits before (it must balance) and after (the same totals, balanced), prints both as
+    JSON. Then set [database] url in node.toml to the same URL and start the node.
+    """
+    from routstr_node.migrate_command import MigrationRefused, run_migrate
+    from wallet import CannotMigrate, StoreUnavailable
+
+    settings = _settings(config)
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise click.ClickException("--to must be a postgresql:// URL")
+    try:
+        report = asyncio.run(run_migrate(settings, url))
+    except (MigrationRefused, CannotMigrate, StoreUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(report, sort_keys=True))
+
+
 @main.group(invoke_without_command=True)
 @config_option
 @click.pass_context

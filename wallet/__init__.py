@@ -25,6 +25,7 @@ from wallet.errors import (
 from wallet.keys import API_KEY_PREFIX, key_hash, new_api_key
 from wallet.ledger import Ledger
 from wallet.lightning_in import MAX_INVOICE_SAT, IssuedKeys, NewInvoice
+from wallet.migrate import CannotMigrate, migrate_to_postgres
 from wallet.payout_records import Books, PayoutKind, PayoutRow
 from wallet.records import (
     AccountRow,
@@ -47,6 +48,7 @@ __all__ = [
     "AdminKeyTaken",
     "AuditReport",
     "Books",
+    "CannotMigrate",
     "ChargedRequest",
     "InsufficientBalance",
     "InsufficientCustody",
@@ -76,5 +78,6 @@ __all__ = [
     "Withdrawal",
     "errors",
     "key_hash",
+    "migrate_to_postgres",
     "new_api_key",
 ]
