@@ -7,7 +7,9 @@ says comes from another site is refused, whatever cookie it carries.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import json
@@ -23,7 +25,12 @@ from routstr_node.admin import books_api
 from routstr_node.admin.json_body import admin_body, admin_json
 from routstr_node.admin.local_key import remove_local_key, write_local_key
 from routstr_node.admin.password import AdminPassword, generate_password, hash_off_loop
-from routstr_node.admin.settings_api import get_settings, patch_settings, restore_at_start
+from routstr_node.admin.settings_api import (
+    follow_stored,
+    get_settings,
+    patch_settings,
+    restore_at_start,
+)
 from routstr_node.admin.signin import (
     SESSION_COOKIE,
     admin_required,
@@ -63,14 +70,25 @@ async def _admin_context(app: web.Application) -> AsyncIterator[None]:
         file_settings=node.settings,
         overrides=json.loads(stored.overrides),
     )
+    admin.password_hash = stored.admin_password_hash
     app[ADMIN] = admin
     await restore_at_start(app, admin)
     data_dir = node.settings.node.data_dir
     local = write_local_key(data_dir)
     admin.local_key = local.key
+    # one node in several processes: a change made in another process's panel, followed
+    following = (
+        asyncio.create_task(follow_stored(app), name="admin-follow")
+        if node.wallet.store.shared
+        else None
+    )
     try:
         yield
     finally:
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
         remove_local_key(data_dir, local)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -71,6 +72,7 @@ async def patch_settings(request: web.Request) -> web.Response:
         await _run_on(request.app, new)
         if password_hash is not None:
             admin.password = AdminPassword(hashed=password_hash)
+            admin.password_hash = password_hash
             admin.sessions.end_all_but(request.cookies.get(SESSION_COOKIE))
     log.info("settings changed in the admin panel: %s", ", ".join(sorted(kept)) or "nothing")
     return _answer(new)
@@ -119,6 +121,39 @@ async def _run_on(app: web.Application, new: Settings) -> None:
     await app[NODE].apply(new)
     # aiohttp reads the application's body limit for each new request
     app._client_max_size = new.limits.max_body_bytes
+
+
+FOLLOW_EVERY_S = 2.0  # how often a process of a shared node reads the stored settings
+
+
+async def follow_stored(app: web.Application) -> None:
+    """Several processes on one database: apply what another process's admin changed
+    (the settings and the password), read every FOLLOW_EVERY_S, so a change reaches every
+    process within a few seconds."""
+    while True:
+        await asyncio.sleep(FOLLOW_EVERY_S)
+        try:
+            await _follow_once(app)
+        except Exception as exc:  # the next round reads again
+            log.warning("reading the stored settings failed: %s", type(exc).__name__)
+
+
+async def _follow_once(app: web.Application) -> None:
+    node, admin = app[NODE], app[ADMIN]
+    stored = await node.wallet.settings.load()
+    overrides = json.loads(stored.overrides)
+    async with admin.changing:
+        if stored.admin_password_hash and stored.admin_password_hash != admin.password_hash:
+            admin.password = AdminPassword(hashed=stored.admin_password_hash)
+            admin.password_hash = stored.admin_password_hash
+        if overrides == admin.overrides:
+            return
+        admin.overrides = overrides
+        if overrides:
+            await restore_at_start(app, admin)
+        else:
+            await _run_on(app, admin.file_settings)
+        log.info("settings changed by another process of this node: applied")
 
 
 async def restore_at_start(app: web.Application, admin: AdminState) -> None:

@@ -25,6 +25,8 @@ class AdminState:
     changing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one change at a time
     # the key `routstr-node earnings withdraw` on this machine signs in with (local_key.py)
     local_key: str | None = None
+    # the stored password hash this process runs with: another process's change is seen
+    password_hash: str | None = None
 
 
 ADMIN = web.AppKey("admin", AdminState)

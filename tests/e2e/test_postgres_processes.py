@@ -28,6 +28,7 @@ from routstr_node.demo.mint import LocalMint
 from routstr_node.demo.upstream import RunningUpstream
 
 SWAP = "POST /v1/swap"
+PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
@@ -36,9 +37,7 @@ async def database() -> AsyncIterator[str]:
         yield url
 
 
-def _config(
-    tmp_path: Path, name: str, mint_url: str, upstream: RunningUpstream, url: str
-) -> Path:
+def _config(tmp_path: Path, name: str, mint_url: str, upstream: RunningUpstream, url: str) -> Path:
     port = free_port()
     config = tmp_path / f"{name}.toml"
     config.write_text(
@@ -48,7 +47,8 @@ def _config(
             [mint_url],
             upstream.url,
             f'[database]\nurl = "{url}"\n[limits]\nrequests_per_minute = 100000\n'
-            "requests_per_hour = 1000000\nrequests_per_day = 10000000\n",
+            "requests_per_hour = 1000000\nrequests_per_day = 10000000\n"
+            f'[admin]\npassword = "{PASSWORD}"\n',
         )
     )
     return config
@@ -156,6 +156,29 @@ async def test_a_dead_process_s_swap_is_finished_by_another(
     after = await balance_of(b.url, auth)
     assert (after["balance_msat"], after["reserved_msat"]) == (700_000, 0)
     await _audit(b)
+
+
+async def test_an_admin_change_reaches_the_other_process_within_5_s(
+    two_nodes: tuple[NodeProcess, NodeProcess],
+) -> None:
+    a, b = two_nodes
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as on_a,
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as on_b,
+    ):
+        for http, node in ((on_a, a), (on_b, b)):
+            async with http.post(f"{node.url}/admin/login", json={"password": PASSWORD}) as r:
+                assert r.status == 200
+        patch = {"pricing": {"markup_percent": 25}}
+        async with on_a.patch(f"{a.url}/admin/api/settings", json=patch) as changed:
+            assert changed.status == 200, await changed.text()
+
+        async def seen_on_b() -> bool | None:
+            async with on_b.get(f"{b.url}/admin/api/settings") as resp:
+                settings = await resp.json()
+            return True if settings["pricing"]["markup_percent"] == 25 else None
+
+        await until(seen_on_b, timeout_s=5)
 
 
 async def test_workers_serve_one_node_on_one_port(
