@@ -46,7 +46,15 @@ def main() -> None:
 @config_option
 @click.option("--host", help="Listen on this address (overrides [node] host).")
 @click.option("--port", type=int, help="Listen on this port (overrides [node] port).")
-def run(config: Path, host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Serving processes on the one port (more than 1 needs [database] url = postgresql://…).",
+)
+@click.option("--reuse-port", is_flag=True, hidden=True)
+def run(config: Path, host: str | None, port: int | None, workers: int, reuse_port: bool) -> None:
     """Serve the node; ready when GET /health answers 200."""
     from routstr_node.server import CannotListen, serve, settle_the_collector
     from wallet import StoreUnavailable
@@ -55,9 +63,20 @@ def run(config: Path, host: str | None, port: int | None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if workers > 1:
+        from routstr_node.workers import supervise, worker_command
+
+        if not settings.database.url:
+            raise click.ClickException(
+                "--workers needs [database] url = postgresql://…: the processes share one"
+                " ledger there (SQLite serves one process)"
+            )
+        sys.exit(supervise(workers, worker_command(config, host, port)))
     settle_the_collector()
     try:
-        asyncio.run(serve(settings, host=host, port=port, config_path=config))
+        asyncio.run(
+            serve(settings, host=host, port=port, config_path=config, reuse_port=reuse_port)
+        )
     except (CannotListen, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -110,6 +110,13 @@ def from_domain(exc: Exception) -> ApiError | None:
             return invalid_request(
                 "cashu_token_invalid", f"the mint refused the token: {exc.detail}"
             )
+        case wallet_errors.StoreUnavailable():
+            return ApiError(
+                503,
+                "api_error",
+                "database_unavailable",
+                "the node's database cannot be reached now; nothing was charged, try again shortly",
+            )
         case wallet_errors.InsufficientEarnings():
             return invalid_request("insufficient_earnings", exc.message, param="amount")
         case wallet_errors.InvoiceAmountMismatch():

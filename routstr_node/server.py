@@ -78,6 +78,7 @@ async def serve(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     grace_s: float = SHUTDOWN_GRACE_S,
+    reuse_port: bool = False,
 ) -> None:
     app = create_app(settings, config_path=config_path)
     runner = web.AppRunner(
@@ -92,7 +93,8 @@ async def serve(
     await runner.setup()
     bind_host = host or settings.node.host
     bind_port = settings.node.port if port is None else port
-    site = web.TCPSite(runner, bind_host, bind_port, backlog=1024)
+    # reuse_port: one of the worker processes of ``run --workers N`` on the shared port
+    site = web.TCPSite(runner, bind_host, bind_port, backlog=1024, reuse_port=reuse_port or None)
     try:
         await site.start()
     except OSError as exc:

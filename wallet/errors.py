@@ -91,5 +91,10 @@ class PayoutPending(WalletError):
     """The payout's mint has not settled it yet; it is finished automatically."""
 
 
+class StoreUnavailable(WalletError):
+    """The database cannot be opened or reached: a message for the operator naming it
+    (at start), a 503 for a request (while serving: nothing was charged)."""
+
+
 class PayoutKeyTaken(WalletError):
     """A payout with this idempotency key was written by another request meanwhile."""

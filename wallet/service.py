@@ -117,6 +117,10 @@ class WalletService:
         """Pending operations no request is working on, resolved while the node runs."""
         if self._stale is None:
             self._stale = StaleOperations(self.custody)
+        if self.store.shared:  # a process that died left its requests' holds open
+            settled = await self.ledger.settle_open_reservations()
+            if settled:
+                log.info("%d reservations of a process that is gone settled", settled)
         return await self._stale.resolve(min_age_s)
 
     async def close(self) -> None:

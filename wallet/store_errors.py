@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from wallet.errors import StoreUnavailable
 
-class StoreUnavailable(Exception):
-    """The database cannot be opened or reached: a message for the operator naming it."""
+__all__ = ["StoreUnavailable", "redacted"]
 
 
 def redacted(url: str) -> str:

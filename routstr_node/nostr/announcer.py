@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,8 +79,11 @@ class Announcer:
         keys: KeyCache,
         *,
         check_every_s: float = CHECK_EVERY_S,
+        may_announce: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._session = session
+        # several processes of one node (one database): only the lease's holder announces
+        self._may_announce = may_announce
         self._settings = settings
         self._keys = keys
         self._check_every_s = check_every_s
@@ -94,7 +97,8 @@ class Announcer:
         """Check and publish until cancelled; a failing round is logged, the next runs."""
         while True:
             try:
-                await self.check()
+                if self._may_announce is None or await self._may_announce():
+                    await self.check()
             except Exception as exc:
                 log.warning("nostr announcement: this round failed: %s", type(exc).__name__)
             await asyncio.sleep(self._check_every_s)

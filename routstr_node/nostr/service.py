@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,10 @@ class NostrService:
 NOSTR = web.AppKey("nostr", NostrService)
 
 
+ANNOUNCE_LEASE = "nostr-announce"
+ANNOUNCE_LEASE_S = 180  # a holder gone this long is replaced by another process
+
+
 async def nostr_context(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: Nostr runs beside the node and stops before it (after NODE is set)."""
     node = app[NODE]
@@ -55,8 +60,17 @@ async def nostr_context(app: web.Application) -> AsyncIterator[None]:
     keys = KeyCache()
     directory = NodeDirectory()
     app[NOSTR] = NostrService(directory, keys, settings)
+    holder = uuid.uuid4().hex
+
+    async def may_announce() -> bool:
+        """One process of the node announces: the lease's holder (renewed every round)."""
+        return await node.wallet.payouts.take_lease(ANNOUNCE_LEASE, holder, ANNOUNCE_LEASE_S)
+
+    announcer = Announcer(
+        session, settings, keys, may_announce=may_announce if node.wallet.store.shared else None
+    )
     tasks = [
-        asyncio.create_task(Announcer(session, settings, keys).run(), name="nostr-announce"),
+        asyncio.create_task(announcer.run(), name="nostr-announce"),
         asyncio.create_task(Discoverer(session, settings, directory).run(), name="nostr-discover"),
     ]
     try:

@@ -179,17 +179,21 @@ async def operation_state(conn: Conn, op_id: int, *, lock: bool = False) -> Oper
     return OperationState(value)
 
 
-async def pending_operations(conn: Conn) -> list[Operation]:
+async def pending_operations(conn: Conn, mine: str, holder: str) -> list[Operation]:
+    """Pending operations this process may finish (``mine``: a condition on $1, the
+    process: its own, and those of processes that are gone)."""
     rows = await conn.fetch(
-        f"SELECT {_OPERATION} FROM operations WHERE state = 'pending' ORDER BY id"
+        f"SELECT {_OPERATION} FROM operations WHERE state = 'pending' AND {mine} ORDER BY id",
+        holder,
     )
     return [_operation(r) for r in rows]
 
 
-async def stale_operation_ids(conn: Conn, written_by: int) -> list[int]:
+async def stale_operation_ids(conn: Conn, written_by: int, mine: str, holder: str) -> list[int]:
     rows = await conn.fetch(
         "SELECT id FROM operations WHERE state = 'pending' AND kind != 'mint'"
-        " AND created_at <= $1 ORDER BY id",
+        f" AND created_at <= $2 AND {mine} ORDER BY id",
+        holder,
         written_by,
     )
     return [int(r[0]) for r in rows]

@@ -197,6 +197,12 @@ MIGRATIONS: list[str] = [
         finished_at BIGINT
     );
     CREATE INDEX payouts_open ON payouts (state) WHERE state = 'pending';
+    -- the process that holds a reservation or wrote an operation (its connections name
+    -- it): another process settles or finishes them only once that one's lease ran out
+    ALTER TABLE reservations ADD COLUMN holder TEXT
+        DEFAULT current_setting('routstr.holder', true);
+    ALTER TABLE operations ADD COLUMN holder TEXT
+        DEFAULT current_setting('routstr.holder', true);
     """,
 ]
 

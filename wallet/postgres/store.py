@@ -10,9 +10,11 @@ A transaction that meets a deadlock or a serialization failure runs again, whole
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -61,6 +63,31 @@ T = TypeVar("T")
 _RETRIES = 5
 _CONNECT_TIMEOUT_S = 10.0
 _POOL_SIZE = 10
+# a process is alive while it holds this advisory lock (namespace, hash of its name) on a
+# connection of its own: the server lets go of it the moment the process dies or loses
+# its connection, so another process takes its work up at once, with no lease to wait out
+_LIFE_LOCK = 0x52535452
+# what losing the database while serving looks like: answered 503, nothing charged
+_CONNECTION_LOST = (
+    OSError,
+    ConnectionError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+# the operations and open reservations a process may take over: its own, none's, or
+# those of a process whose lease ran out (it died, or lost the database that long)
+def _taken_over(table: str) -> str:
+    """The rows of ``table`` this process ($1) may take up: its own, nobody's, and those
+    of a process that is gone (its life lock is free)."""
+    return (
+        f"({table}.holder IS NULL OR {table}.holder = $1 OR NOT EXISTS (SELECT 1 FROM pg_locks"
+        f" WHERE locktype = 'advisory' AND classid = {_LIFE_LOCK}"
+        f" AND objid = hashtext({table}.holder)::oid AND granted))"
+    )
 
 
 class PostgresStore:
@@ -72,6 +99,8 @@ class PostgresStore:
         self.url = url
         self._pool_size = pool_size
         self._pool: Any = None
+        self.holder = uuid.uuid4().hex  # this process, as its rows name it
+        self._life: Any = None  # the connection holding this process's life lock
 
     @property
     def pool(self) -> Any:
@@ -88,6 +117,7 @@ class PostgresStore:
                 max_size=self._pool_size,
                 timeout=_CONNECT_TIMEOUT_S,
                 command_timeout=60,
+                server_settings={"routstr.holder": self.holder},
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
             raise StoreUnavailable(
@@ -100,9 +130,20 @@ class PostgresStore:
             ) from None
         async with self._pool.acquire() as conn:
             await migrate(conn)
+        self._life = await self._pool.acquire()
+        await self._life.execute(
+            "SELECT pg_advisory_lock($1, hashtext($2))", _LIFE_LOCK, self.holder
+        )
 
     async def close(self) -> None:
         if self._pool is not None:
+            if self._life is not None:
+                with contextlib.suppress(*_CONNECTION_LOST):
+                    await self._life.execute(
+                        "SELECT pg_advisory_unlock($1, hashtext($2))", _LIFE_LOCK, self.holder
+                    )
+                    await self._pool.release(self._life)
+                self._life = None
             await self._pool.close()
             self._pool = None
 
@@ -111,8 +152,9 @@ class PostgresStore:
         serialization failure (both roll everything back)."""
         for attempt in range(_RETRIES):
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    return await fn(conn)
+                with _reachable(self.url):
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        return await fn(conn)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if attempt == _RETRIES - 1:
                     raise
@@ -121,16 +163,18 @@ class PostgresStore:
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """``fn``'s statements on one snapshot."""
-        async with (
-            self.pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            return await fn(conn)
+        with _reachable(self.url):
+            async with (
+                self.pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                return await fn(conn)
 
     async def _one(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """A read of one statement: no transaction around it."""
-        async with self.pool.acquire() as conn:
-            return await fn(conn)
+        with _reachable(self.url):
+            async with self.pool.acquire() as conn:
+                return await fn(conn)
 
     # -- the seed and counters -----------------------------------------------------------
 
@@ -236,10 +280,15 @@ class PostgresStore:
         return await self._one(lambda c: ledger_sql.reservation_state(c, reservation_id))
 
     async def settle_open_reservations(self) -> int:
+        """Open request reservations of processes that are gone (never those another
+        process serving now holds): charged what they delivered, the rest released."""
+
         async def settle_all(c: Conn) -> int:
             rows = await c.fetch(
                 "SELECT id, delivered_msat FROM reservations"
-                " WHERE state = 'open' AND purpose = 'request' FOR UPDATE"
+                f" WHERE state = 'open' AND purpose = 'request' AND {_taken_over('reservations')}"
+                " FOR UPDATE SKIP LOCKED",
+                self.holder,
             )
             for row in rows:
                 await ledger_sql.settle(c, int(row[0]), int(row[1]))
@@ -422,10 +471,14 @@ class PostgresStore:
         return await self._one(lambda c: sql.operation_token(c, op_id))
 
     async def pending_operations(self) -> list[Operation]:
-        return await self._one(sql.pending_operations)
+        return await self._one(
+            lambda c: sql.pending_operations(c, _taken_over("operations"), self.holder)
+        )
 
     async def stale_operation_ids(self, written_by: int) -> list[int]:
-        return await self._one(lambda c: sql.stale_operation_ids(c, written_by))
+        return await self._one(
+            lambda c: sql.stale_operation_ids(c, written_by, _taken_over("operations"), self.holder)
+        )
 
     async def pending_receive_of_token(self, token_id: str) -> int | None:
         return await self._one(lambda c: sql.pending_receive_of_token(c, token_id))
@@ -528,3 +581,16 @@ class PostgresStore:
 
     async def audit_snapshot(self) -> LedgerSnapshot:
         return await self._read(audit_snapshot)
+
+
+@contextlib.contextmanager
+def _reachable(url: str) -> Iterator[None]:
+    """A lost connection to the database, as the wallet's error: the request that met it
+    is answered 503 and nothing was charged (its transaction did not commit, or its
+    reservation is settled with the rest once the process serves again)."""
+    try:
+        yield
+    except _CONNECTION_LOST as exc:
+        raise StoreUnavailable(
+            f"the database {redacted(url)} cannot be reached: {exc or type(exc).__name__}"
+        ) from None
