@@ -117,6 +117,8 @@ def from_domain(exc: Exception) -> ApiError | None:
                 "database_unavailable",
                 "the node's database cannot be reached now; nothing was charged, try again shortly",
             )
+        case wallet_errors.PayoutKeyReused():
+            return invalid_request("idempotency_key_reused", exc.message)
         case wallet_errors.InsufficientEarnings():
             return invalid_request("insufficient_earnings", exc.message, param="amount")
         case wallet_errors.InvoiceAmountMismatch():

@@ -96,5 +96,9 @@ class StoreUnavailable(WalletError):
     (at start), a 503 for a request (while serving: nothing was charged)."""
 
 
+class PayoutKeyReused(WalletError):
+    """An idempotency key given again with a different payout request."""
+
+
 class PayoutKeyTaken(WalletError):
     """A payout with this idempotency key was written by another request meanwhile."""

@@ -29,6 +29,7 @@ from wallet.errors import (
     InvoiceRejected,
     OperationInFlight,
     PaymentFailed,
+    PayoutKeyReused,
     PayoutKeyTaken,
     PayoutPending,
     WalletError,
@@ -78,6 +79,12 @@ class Payouts:
         async with self._key_lock(key):
             replay = await self._replay(key)
             if replay is not None:
+                _same_ask(
+                    replay,
+                    replay.kind is PayoutKind.TOKEN
+                    and replay.asked_sat == amount_sat
+                    and mint_url in (None, replay.mint_url),
+                )
                 return replay
             urls, now = await self._books_with_urls()
             mint = self._choose(now, urls, mint_url)
@@ -121,6 +128,12 @@ class Payouts:
         async with self._key_lock(key):
             replay = await self._replay(key)
             if replay is not None:
+                _same_ask(
+                    replay,
+                    replay.kind is kind
+                    and replay.destination == (destination or invoice)
+                    and mint_url in (None, replay.mint_url),
+                )
                 return replay
             urls, now = await self._books_with_urls()
             if mint_url is not None:
@@ -352,3 +365,13 @@ _ERRORS: dict[str, type[WalletError]] = {
 def _error_of(row: PayoutRow) -> WalletError:
     """A failed payout's error, the same for the request that made it and a repeat."""
     return _ERRORS.get(row.error_code or "", PaymentFailed)(row.error or "the payout failed")
+
+
+def _same_ask(replay: PayoutRow, same: bool) -> None:
+    """An idempotency key answers again only the request it was first given with: the
+    same key on another payout is a client's mistake, refused, never the old answer."""
+    if not same:
+        raise PayoutKeyReused(
+            f"this Idempotency-Key was used for payout {replay.id}, asked differently;"
+            " use a new key for a new payout"
+        )

@@ -221,6 +221,17 @@ async def test_a_repeated_withdrawal_answers_the_same_and_pays_once(
             admin, node, "POST", "/admin/api/withdraw", {"invoice": invoice}, key
         )
         assert repeat.status == 200 and repeat.body == paid.body
+        # the same key on a different payout is refused, and pays nothing
+        for reused, body in (
+            ("payout-1", {"amount": 6}),
+            ("payout-1", {"invoice": fake_invoice(4)}),
+            ("payout-2", {"invoice": fake_invoice(4)}),
+            ("payout-2", {"amount": 3}),
+        ):
+            refused = await admin_call(
+                admin, node, "POST", "/admin/api/withdraw", body, {"Idempotency-Key": reused}
+            )
+            assert_error(refused, 400, "idempotency_key_reused")
         after = (await books(admin, node))["totals"]["earnings_msat"]
         assert after == before - (5 + first.body["fee"] + 3 + paid.body["fee"]) * 1000
         assert query(node.data_dir, "SELECT COUNT(*) FROM payouts") == [(2,)]
