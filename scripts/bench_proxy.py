@@ -129,6 +129,7 @@ async def bench(args: argparse.Namespace) -> None:
                         mint.url,
                         upstream.url + "/v1",
                         records=args.records == "on",
+                        database_url=args.database_url,
                     )
                 )
                 node = start_node(
@@ -137,6 +138,7 @@ async def bench(args: argparse.Namespace) -> None:
                     work / "node.log",
                     memwatch=args.memory_evidence,
                     allocator=args.node_malloc,
+                    workers=args.workers,
                 )
                 args.memory_lines_seen = 0
                 children.append(node)
@@ -429,6 +431,17 @@ def main() -> None:
         choices=("on", "off"),
         default="on",
         help="the node keeps usage records ([logs] usage_records): compare on with off",
+    )
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="the node's ledger in this (empty) PostgreSQL database instead of SQLite",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="serving processes (run --workers N; more than 1 needs --database-url)",
     )
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "URL"), help=argparse.SUPPRESS)

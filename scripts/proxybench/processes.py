@@ -116,7 +116,13 @@ def _provider(upstream: str, upstream_model: str, input_sat: int) -> str:
 
 
 def node_toml(
-    data_dir: Path, port: int, mint_url: str, upstream_url: str, *, records: bool = True
+    data_dir: Path,
+    port: int,
+    mint_url: str,
+    upstream_url: str,
+    *,
+    records: bool = True,
+    database_url: str = "",
 ) -> str:
     """One-provider models, and for routing: a model with three providers (three
     upstream entries, so three sessions, in front of the same mock) and one whose first
@@ -181,6 +187,9 @@ usage_records = {"true" if records else "false"}
 requests_per_minute = 100000000
 requests_per_hour = 100000000
 requests_per_day = 100000000
+
+[database]
+url = "{database_url}"
 """
 
 
@@ -192,6 +201,7 @@ def start_node(
     *,
     memwatch: bool = False,
     allocator: str | None = None,
+    workers: int = 1,
 ) -> Child:
     script = str(Path(sys.executable).parent / "routstr-node")
     argv = [sys.executable]
@@ -200,6 +210,8 @@ def start_node(
     elif memwatch:  # memory evidence: see proxybench/memwatch.py
         argv += [str(Path(__file__).with_name("memwatch.py"))]
     argv += [script, "run", "--config", str(config)]
+    if workers > 1:  # a supervisor and its serving processes (PostgreSQL)
+        argv += ["--workers", str(workers)]
     env = dict(os.environ)
     if allocator is not None:
         env["PYTHONMALLOC"] = allocator
