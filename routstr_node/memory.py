@@ -6,10 +6,10 @@ transports, cyclic garbage that the tuned collector (server.settle_the_collector
 only free at a full pass a quiet node never reaches; idle upstream connections kept a
 minute (upstream.UPSTREAM_KEEPALIVE_S); and the allocators' free pages. Once quiet, the
 node now runs a full collection and glibc's ``malloc_trim``: +45..60 %, with every
-Python object of the streams gone (tracemalloc: +1.1 MB live against idle). The rest is
-pymalloc's arenas, freed only when wholly empty: with ``PYTHONMALLOC=malloc`` the same
-run comes back to +5..7 %, at about 25 % more CPU per request, so that stays the
-operator's choice (README, "Memory").
+Python object of the streams gone (tracemalloc: +1.1 MB live against idle); after
+5,000 streams +36 % (it was +248 %). The rest is pymalloc's arenas, freed only when
+wholly empty: with ``PYTHONMALLOC=malloc`` the same runs come back to +5..7 %, at 5..25 %
+more CPU per request, so that stays the operator's choice (README, "Memory").
 """
 
 from __future__ import annotations
