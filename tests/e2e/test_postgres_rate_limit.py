@@ -8,6 +8,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from support.accounts import funded_auth
+from support.e2e import chat_body, post
+from support.ecash import EcashFactory
 from support.node import _free_port as free_port
 from support.node import node_toml
 from support.node_process import NodeProcess
@@ -69,3 +72,21 @@ async def test_limit_holds_across_processes(
                     assert resp.headers["X-RateLimit-Limit"] == str(LIMIT)
                     assert (await resp.json())["error"]["code"] == "rate_limited"
     assert statuses == [200] * LIMIT + [429] * 3
+
+
+async def test_a_payer_limit_holds_across_processes(
+    two_limited_nodes: tuple[NodeProcess, NodeProcess], ecash: EcashFactory, mint: LocalMint
+) -> None:
+    """Paid requests of one account alternated between the processes: its own bucket
+    (not the address's) fills once across both."""
+    a, b = two_limited_nodes
+    auth = await funded_auth(a.url, ecash, mint.url, 1000)
+    body = chat_body("hello", max_tokens=5)
+    statuses = []
+    for i in range(LIMIT + 2):
+        answer = await post(f"{(a, b)[i % 2].url}/v1/chat/completions", body, auth)
+        statuses.append(answer.status)
+        if answer.status == 429:
+            assert int(answer.headers["Retry-After"]) > 0
+            assert answer.body["error"]["code"] == "rate_limited"
+    assert statuses == [200] * LIMIT + [429] * 2

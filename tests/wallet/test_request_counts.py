@@ -76,3 +76,52 @@ async def test_two_limiters_on_one_database_are_one_limit(store: PostgresStore) 
     # the key itself is never stored, only its hash
     keys = await store.pool.fetch("SELECT DISTINCT key_hash FROM request_counts")
     assert [r[0] for r in keys] == [bucket_hash("payer:1")]
+
+
+class _Forwarder:
+    """A TCP path to the PostgreSQL server that the test can cut: the database lost."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._pipe, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
+        self.writers += [writer, up_writer]
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()
+        await self.server.wait_closed()
+
+
+async def test_a_lost_database_counts_in_memory_and_answers() -> None:
+    """No 500 and no 503 from the limiter: it counts in this process's memory, from the
+    counts it last saw (a paid request meets the lost database in its payment)."""
+    async with temporary_database() as url:
+        forwarder = _Forwarder()
+        port = await forwarder.start()
+        store = PostgresStore(url.replace("127.0.0.1:5432", f"127.0.0.1:{port}"))
+        await store.open()
+        try:
+            limiter = RateLimiter(3, 100, 1000, clock=lambda: 1_699_999_980.0 + 30, shared=store)
+            assert (await limiter.count("ip:1")).remaining == 2
+            await forwarder.cut()
+            verdicts = [await limiter.count("ip:1") for _ in range(3)]
+            assert [v.allowed for v in verdicts] == [True, True, False]
+        finally:
+            await store.close()
