@@ -204,6 +204,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE operations ADD COLUMN holder TEXT
         DEFAULT current_setting('routstr.holder', true);
     """,
+    # 3: the node's generated Nostr key (no nsec configured): every process announces
+    # and answers under the same npub, whichever data_dir it has
+    """
+    CREATE TABLE nostr_key (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        secret TEXT NOT NULL
+    );
+    """,
 ]
 
 _LOCK_KEY = 0x726F75747374  # advisory lock: one process migrates at a time
