@@ -239,3 +239,11 @@ class PostgresUsageStore:
                 " WHERE id = 1",
                 reservation_id,
             )
+
+    async def written_after(self, record_id: int, limit: int) -> list[tuple[int, UsageRecord]]:
+        rows = await self.pool.fetch(
+            f"SELECT id, {_COLUMNS} FROM usage_records WHERE id > $1 ORDER BY id LIMIT $2",
+            record_id,
+            limit,
+        )
+        return [(int(r["id"]), _record(r)) for r in rows]

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -35,9 +36,13 @@ _DAY_S = 86400
 def usage_store_for(settings: Settings) -> UsageStore:
     """PostgreSQL when ``[database] url`` names it (shared by the node's processes),
     else a SQLite file in data_dir."""
-    if settings.database.url:
-        return PostgresUsageStore(settings.database.url)
-    return SqliteUsageStore(settings.node.data_dir / USAGE_FILE)
+    return usage_store_at(settings.node.data_dir, settings.database.url)
+
+
+def usage_store_at(data_dir: Path, database_url: str) -> UsageStore:
+    if database_url:
+        return PostgresUsageStore(database_url)
+    return SqliteUsageStore(data_dir / USAGE_FILE)
 
 
 class UsageRecords:

@@ -287,3 +287,13 @@ class SqliteUsageStore:
             )
 
         await self._run(write)
+
+    async def written_after(self, record_id: int, limit: int) -> list[tuple[int, UsageRecord]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[int, UsageRecord]]:
+            rows = conn.execute(
+                f"SELECT id, {_COLUMNS} FROM usage_records WHERE id > ? ORDER BY id LIMIT ?",
+                (record_id, limit),
+            )
+            return [(int(r[0]), _record(r[1:])) for r in rows]
+
+        return await self._run(read)

@@ -43,3 +43,7 @@ class UsageStore(Protocol):
         """Reservations up to this id are known to have their records."""
 
     async def set_checked_through(self, reservation_id: int) -> None: ...
+
+    async def written_after(self, record_id: int, limit: int) -> list[tuple[int, UsageRecord]]:
+        """Records in the order they were written, after ``record_id`` (with their ids):
+        how ``migrate`` moves them to another store, page by page."""

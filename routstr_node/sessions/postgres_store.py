@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from routstr_node.sessions.store import Message, SessionSummary, title_of
+from routstr_node.sessions.store import Message, SessionSummary, StoredSession, title_of
 
 _POOL_SIZE = 4
 _SCHEMA = """
@@ -190,3 +190,30 @@ class PostgresSessionStore:
             )
             status = await conn.execute("DELETE FROM sessions WHERE updated < $1", alive_since)
         return int(status.split()[-1])
+
+    async def export(self) -> list[StoredSession]:
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            texts: dict[tuple[int, str], list[str]] = {}
+            for row in await conn.fetch(
+                "SELECT account_id, session_id, message FROM session_messages"
+                " ORDER BY account_id, session_id, seq"
+            ):
+                texts.setdefault((row[0], row[1]), []).append(row[2])
+            rows = await conn.fetch("SELECT account_id, id, created, updated, title FROM sessions")
+        return [
+            StoredSession(int(a), i, int(c), int(u), t, tuple(texts.get((a, i), ())))
+            for a, i, c, u, t in rows
+        ]
+
+    async def restore(self, sessions: Sequence[StoredSession]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "INSERT INTO sessions (account_id, id, created, updated, title)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                [(s.account_id, s.id, s.created, s.updated, s.title) for s in sessions],
+            )
+            await conn.executemany(
+                "INSERT INTO session_messages (account_id, session_id, seq, message)"
+                " VALUES ($1, $2, $3, $4)",
+                [(s.account_id, s.id, n, m) for s in sessions for n, m in enumerate(s.messages)],
+            )

@@ -15,8 +15,8 @@ from aiohttp import web
 from routstr_node.account_api import account_of
 from routstr_node.errors import not_found
 from routstr_node.sessions.chat import alive_since
-from routstr_node.sessions.postgres_store import PostgresSessionStore
-from routstr_node.sessions.store import SESSIONS_FILE, SessionStore, SqliteSessionStore
+from routstr_node.sessions.store import SessionStore
+from routstr_node.sessions.stores import session_store_for
 from routstr_node.state import NODE
 
 SESSIONS = web.AppKey("sessions", SessionStore)
@@ -33,12 +33,7 @@ def add_routes(app: web.Application) -> None:
 
 async def _sessions_context(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE]
-    url = node.settings.database.url
-    store: SessionStore = (
-        PostgresSessionStore(url)
-        if url
-        else SqliteSessionStore(node.settings.node.data_dir / SESSIONS_FILE)
-    )
+    store = session_store_for(node.settings.node.data_dir, node.settings.database.url)
     await store.open()
     app[SESSIONS] = store
     expiry = asyncio.create_task(_remove_expired(app, store), name="expired-sessions")

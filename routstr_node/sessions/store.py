@@ -30,6 +30,19 @@ class SessionSummary:
     title: str
 
 
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A whole session as a store holds it (messages as their stored JSON text): what
+    ``migrate`` moves from one store to another."""
+
+    account_id: int
+    id: str
+    created: int
+    updated: int
+    title: str
+    messages: tuple[str, ...]
+
+
 class SessionStore(Protocol):
     async def open(self) -> None: ...
 
@@ -61,6 +74,12 @@ class SessionStore(Protocol):
     async def delete(self, account_id: int, session_id: str) -> bool: ...
 
     async def remove_expired(self, alive_since: int) -> int: ...
+
+    async def export(self) -> list[StoredSession]:
+        """Every session, expired ones too, with its messages in order."""
+
+    async def restore(self, sessions: Sequence[StoredSession]) -> None:
+        """Write ``sessions`` as they are (into a store that has none of them)."""
 
 
 _SCHEMA = """
@@ -246,6 +265,41 @@ class SqliteSessionStore:
                 ).rowcount
 
         return await self._run(write)
+
+    async def export(self) -> list[StoredSession]:
+        def read(conn: sqlite3.Connection) -> list[StoredSession]:
+            texts: dict[tuple[int, str], list[str]] = {}
+            for account_id, session_id, message in conn.execute(
+                "SELECT account_id, session_id, message FROM session_messages"
+                " ORDER BY account_id, session_id, seq"
+            ):
+                texts.setdefault((account_id, session_id), []).append(message)
+            return [
+                StoredSession(a, i, c, u, t, tuple(texts.get((a, i), ())))
+                for a, i, c, u, t in conn.execute(
+                    "SELECT account_id, id, created, updated, title FROM sessions"
+                )
+            ]
+
+        return await self._run(read)
+
+    async def restore(self, sessions: Sequence[StoredSession]) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN")
+                for one in sessions:
+                    conn.execute(
+                        "INSERT INTO sessions (account_id, id, created, updated, title)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (one.account_id, one.id, one.created, one.updated, one.title),
+                    )
+                    conn.executemany(
+                        "INSERT INTO session_messages (account_id, session_id, seq, message)"
+                        " VALUES (?, ?, ?, ?)",
+                        [(one.account_id, one.id, n, m) for n, m in enumerate(one.messages)],
+                    )
+
+        await self._run(write)
 
 
 def _trim(conn: sqlite3.Connection, account_id: int, session_id: str, max_messages: int) -> None:
