@@ -19,7 +19,7 @@ from routstr_node import admin, discovery, sessions, wallet_api
 from routstr_node.background import every
 from routstr_node.config import Settings
 from routstr_node.errors import ApiError, from_domain
-from routstr_node.identity import load_secret, npub
+from routstr_node.identity import key_to_share, load_secret, npub
 from routstr_node.media import routes as media_routes
 from routstr_node.memory import TRIM_EVERY_S, HeapTrimmer
 from routstr_node.metrics import Metrics
@@ -146,7 +146,13 @@ def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterat
         try:
             await wallet.open_for_serving()  # pending operations resolve beside serving
             await upstreams.configure(list(settings.upstreams))
-            nostr_secret = load_secret(settings.node.data_dir, settings.nostr.nsec)
+            data_dir = settings.node.data_dir
+            shared_key = (
+                await wallet.store.nostr_key(key_to_share(data_dir))
+                if wallet.store.shared
+                else None
+            )
+            nostr_secret = load_secret(data_dir, settings.nostr.nsec, shared_key)
             limits = settings.limits
             app[NODE] = NodeState(
                 settings=settings,
@@ -162,6 +168,7 @@ def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterat
                 ),
                 metrics=Metrics(),
                 npub=npub(nostr_secret),
+                shared_nostr_key=shared_key,
             )
             yield
         finally:

@@ -1,4 +1,5 @@
-"""The node's Nostr identity: from the configured nsec, or generated once in data_dir."""
+"""The node's Nostr identity: from the configured nsec, else generated once: in data_dir,
+or in the database when several processes share it (each with a data_dir of its own)."""
 
 from __future__ import annotations
 
@@ -47,9 +48,13 @@ def _usable(secret: bytes) -> bytes:
     return secret
 
 
-def load_secret(data_dir: Path, nsec: str | None) -> bytes:
+def load_secret(data_dir: Path, nsec: str | None, stored: bytes | None = None) -> bytes:
+    """The key in force: the configured nsec, else the shared store's generated key
+    (``stored``), else the one generated in data_dir."""
     if nsec:
         return secret_from_nsec(nsec)
+    if stored is not None:
+        return stored
     path = data_dir / KEY_FILE
     if path.exists():
         return bytes.fromhex(path.read_text().strip())
@@ -59,6 +64,16 @@ def load_secret(data_dir: Path, nsec: str | None) -> bytes:
     with os.fdopen(fd, "w") as f:
         f.write(secret.hex() + "\n")
     return secret
+
+
+def key_to_share(data_dir: Path) -> bytes:
+    """What this process offers a shared store as the node's key: the one it generated
+    before (the node keeps its npub when it moves to PostgreSQL), else a new one. The
+    first offer stored wins; nothing is written to data_dir."""
+    path = data_dir / KEY_FILE
+    if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    return os.urandom(32)
 
 
 def public_key_hex(secret: bytes) -> str:

@@ -68,6 +68,7 @@ class NodeState:
     limiter: RateLimiter
     metrics: Metrics
     npub: str
+    shared_nostr_key: bytes | None = field(default=None, repr=False)  # never logged
     started_at: float = field(default_factory=time.time)
     unsettled: Unsettled = field(default_factory=Unsettled)
     board: ProviderBoard = field(default_factory=ProviderBoard)
@@ -111,7 +112,7 @@ class NodeState:
                 limits.requests_per_minute, limits.requests_per_hour, limits.requests_per_day
             )
         if new.nostr.nsec != old.nostr.nsec:
-            self.npub = npub(load_secret(new.node.data_dir, new.nostr.nsec))
+            self.npub = npub(load_secret(new.node.data_dir, new.nostr.nsec, self.shared_nostr_key))
         self.settings = new
 
     async def btc_usd_or_none(self) -> Decimal | None:

@@ -62,6 +62,12 @@ class WalletStore(Protocol):
         """The wallet's 64-byte seed, made on first use."""
         ...
 
+    async def nostr_key(self, candidate: bytes) -> bytes:
+        """The node's generated Nostr key, the same in every process of a shared store:
+        ``candidate`` stored if none is yet (atomically: the first wins). A store no other
+        process uses returns ``candidate`` (the node keeps that key in its data_dir)."""
+        ...
+
     async def claim_counters(self, keyset_id: str, count: int) -> tuple[int, int | None]:
         """Counters for this process to derive outputs from: ``(first, end)``; end None
         when no other process uses the database (then every counter from first on)."""

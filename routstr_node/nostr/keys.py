@@ -17,13 +17,14 @@ class NodeKey:
 
 
 class KeyCache:
-    def __init__(self) -> None:
+    def __init__(self, shared: bytes | None = None) -> None:
+        self._shared = shared  # the generated key a shared store keeps for every process
         self._for: tuple[Path, str | None] | None = None
         self._key: NodeKey | None = None
 
     def key(self, settings: Settings) -> NodeKey:
         names = (settings.node.data_dir, settings.nostr.nsec)
         if self._key is None or self._for != names:
-            secret = load_secret(*names)
+            secret = load_secret(*names, self._shared)
             self._key, self._for = NodeKey(secret, public_key_hex(secret)), names
         return self._key

@@ -57,7 +57,7 @@ async def nostr_context(app: web.Application) -> AsyncIterator[None]:
         return node.settings  # replaced as a whole by every admin change
 
     session = aiohttp.ClientSession(timeout=_SESSION_TIMEOUT)
-    keys = KeyCache()
+    keys = KeyCache(node.shared_nostr_key)
     directory = NodeDirectory()
     app[NOSTR] = NostrService(directory, keys, settings)
     holder = uuid.uuid4().hex

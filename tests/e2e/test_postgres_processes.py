@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from routstr_node.audit_command import run_audit
 from routstr_node.config import load_settings
 from routstr_node.demo.mint import LocalMint
 from routstr_node.demo.upstream import RunningUpstream
+from routstr_node.identity import KEY_FILE, npub
 
 SWAP = "POST /v1/swap"
 PASSWORD = "correct horse battery staple"
@@ -226,3 +228,38 @@ async def _healthy(url: str) -> bool | None:
             return True if resp.status == 200 else None
     except aiohttp.ClientError:
         return None
+
+
+async def test_every_process_answers_under_the_node_s_one_npub(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream, database: str
+) -> None:
+    """No nsec configured: the key the first process generated before (its data_dir's
+    nostr.key) moves into the database; a process with a data_dir of its own - even one
+    holding another key - answers under the same npub, and so does a restart of it."""
+    first, other = os.urandom(32), os.urandom(32)
+    nodes = []
+    for name, key in (("a", first), ("b", other)):
+        config = _config(tmp_path, name, mint.url, upstream, database)
+        data_dir = load_settings(config).node.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / KEY_FILE).write_text(key.hex() + "\n")
+        nodes.append(NodeProcess(config, load_settings(config).node.port))
+    a, b = nodes
+    try:
+        await a.start()
+        await b.start()
+        seen = [await _npub(node.url) for node in (a, b)]
+        await b.kill()
+        (load_settings(b.config).node.data_dir / KEY_FILE).unlink()
+        await b.start()
+        seen.append(await _npub(b.url))
+    finally:
+        for node in nodes:
+            await node.kill()
+    assert seen == [npub(first)] * 3
+
+
+async def _npub(url: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/v1/info") as resp:
+        assert resp.status == 200
+        return str((await resp.json())["npub"])

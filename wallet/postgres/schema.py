@@ -204,7 +204,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE operations ADD COLUMN holder TEXT
         DEFAULT current_setting('routstr.holder', true);
     """,
-    # 3: the rate limiter's counts, shared so that a limit holds across processes; one
+    # 3: the node's generated Nostr key (no nsec configured): every process announces
+    # and answers under the same npub, whichever data_dir it has
+    """
+    CREATE TABLE nostr_key (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        secret TEXT NOT NULL
+    );
+    """,
+    # 4: the rate limiter's counts, shared so that a limit holds across processes; one
     # row per (payer or address hash, window size), its window's start moving on in place.
     # UNLOGGED: written on every request, and worth nothing after a crash of the server
     """

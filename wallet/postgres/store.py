@@ -194,6 +194,19 @@ class PostgresStore:
             raise ValueError("the database's wallet seed must be 64 bytes")
         return stored
 
+    async def nostr_key(self, candidate: bytes) -> bytes:
+        async def key(c: Conn) -> str:
+            await c.execute(
+                "INSERT INTO nostr_key (id, secret) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                candidate.hex(),
+            )
+            return str(await c.fetchval("SELECT secret FROM nostr_key WHERE id = 1"))
+
+        stored = bytes.fromhex(await self._write(key))
+        if len(stored) != 32:
+            raise ValueError("the database's Nostr key must be 32 bytes")
+        return stored
+
     async def claim_counters(self, keyset_id: str, count: int) -> tuple[int, int | None]:
         first = await self._write(lambda c: sql.claim_counters(c, keyset_id, count))
         return first, first + count

@@ -71,6 +71,9 @@ class SqliteStore:
     async def seed(self) -> bytes:
         return load_or_create_seed(self.data_dir)
 
+    async def nostr_key(self, candidate: bytes) -> bytes:
+        return candidate  # one process: its data_dir keeps the key
+
     async def claim_counters(self, keyset_id: str, count: int) -> tuple[int, int | None]:
         # one process: counters derived ahead and never written down are derived again
         # after a restart, which is safe (they were never sent)
