@@ -57,6 +57,7 @@ _REFUSALS = frozenset({400, 401, 402, 403, 404, 405, 409, 413})
 # a round is one indexed read when nothing is pending; an operation a request gave up
 # waiting for is asked about again within this (then less and less often)
 RESOLVE_PENDING_EVERY_S = 5.0
+FORGET_COUNTS_EVERY_S = 300.0  # ended rate-limit windows leave a shared database
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
 _request_numbers = itertools.count(1)
 
@@ -92,6 +93,9 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> web.Ap
     # a payment the mint left pending, an answer lost while a mint was away: resolved
     # while the node runs, not only at its next start
     app.cleanup_ctx.append(every(RESOLVE_PENDING_EVERY_S, "pending-operations", _resolve_stale))
+    app.cleanup_ctx.append(
+        every(FORGET_COUNTS_EVERY_S, "rate-counts", lambda node: node.limiter.forget_old_windows())
+    )
     trimmer = HeapTrimmer()
     app.cleanup_ctx.append(
         every(
@@ -157,7 +161,10 @@ def _node_context(settings: Settings) -> Callable[[web.Application], AsyncIterat
                 upstreams=upstreams,
                 rate=BtcUsdRate(settings.pricing, price_session),
                 limiter=RateLimiter(
-                    limits.requests_per_minute, limits.requests_per_hour, limits.requests_per_day
+                    limits.requests_per_minute,
+                    limits.requests_per_hour,
+                    limits.requests_per_day,
+                    shared=wallet.request_counts,
                 ),
                 metrics=Metrics(),
                 npub=npub(nostr_secret),
@@ -313,7 +320,7 @@ async def _rate_limit_middleware(request: web.Request, handler: Handler) -> web.
     refused = "refused-" + address
     is_token = key.startswith(_TOKEN_BUCKET)
     new_token = is_token and not node.limiter.knows(key)
-    verdict = (new_token and node.limiter.full(refused)) or node.limiter.hit(key or address)
+    verdict = (new_token and node.limiter.full(refused)) or await node.limiter.count(key or address)
     headers = {
         "X-RateLimit-Limit": str(verdict.limit),
         "X-RateLimit-Remaining": str(verdict.remaining),

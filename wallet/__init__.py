@@ -36,6 +36,7 @@ from wallet.records import (
     StoredSettings,
     Withdrawal,
 )
+from wallet.request_counts import RequestCounts
 from wallet.service import DB_FILE, NewAccount, WalletService
 from wallet.settings_store import PasswordOrigin, SettingsStore
 from wallet.store_errors import StoreUnavailable
@@ -67,6 +68,7 @@ __all__ = [
     "PaymentFailed",
     "PayoutKind",
     "PayoutRow",
+    "RequestCounts",
     "RequestTag",
     "SettingsStore",
     "Settlement",

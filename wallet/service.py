@@ -32,6 +32,7 @@ from wallet.operations import NewAccount as AccountToOpen
 from wallet.payouts import Payouts
 from wallet.records import AccountRow, Withdrawal
 from wallet.recovery import RecoveryReport, StaleOperations, recover_all
+from wallet.request_counts import RequestCounts
 from wallet.settings_store import SettingsStore
 from wallet.sqlite.store import DB_FILE
 from wallet.store import WalletStore
@@ -74,6 +75,14 @@ class WalletService:
         if self._custody is None:
             raise RuntimeError("wallet is not open")
         return self._custody
+
+    @property
+    def request_counts(self) -> RequestCounts | None:
+        """Where the rate limiter counts when other processes share this ledger (else the
+        limiter counts in memory: one process, no round trip)."""
+        if self.store.shared and isinstance(self.store, RequestCounts):
+            return self.store
+        return None
 
     async def open(self, *, recover: bool = True) -> RecoveryReport | None:
         """Open the database; with ``recover``, settle what the last run left open and

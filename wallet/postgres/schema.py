@@ -212,6 +212,18 @@ MIGRATIONS: list[str] = [
         secret TEXT NOT NULL
     );
     """,
+    # 4: the rate limiter's counts, shared so that a limit holds across processes; one
+    # row per (payer or address hash, window size), its window's start moving on in place.
+    # UNLOGGED: written on every request, and worth nothing after a crash of the server
+    """
+    CREATE UNLOGGED TABLE request_counts (
+        key_hash TEXT NOT NULL,
+        size_s INTEGER NOT NULL,
+        start_s BIGINT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (key_hash, size_s)
+    );
+    """,
 ]
 
 _LOCK_KEY = 0x726F75747374  # advisory lock: one process migrates at a time

@@ -36,6 +36,7 @@ from wallet.postgres import custody as sql
 from wallet.postgres import invoices as invoices_sql
 from wallet.postgres import ledger as ledger_sql
 from wallet.postgres import payouts as payouts_sql
+from wallet.postgres import request_counts as counts_sql
 from wallet.postgres.ledger import Conn
 from wallet.postgres.schema import migrate
 from wallet.postgres.settings import audit_snapshot, load_settings, save_settings
@@ -249,6 +250,17 @@ class PostgresStore:
     async def claim_counters(self, keyset_id: str, count: int) -> tuple[int, int | None]:
         first = await self._write(lambda c: sql.claim_counters(c, keyset_id, count))
         return first, first + count
+
+    # -- the rate limiter's counts (wallet.request_counts.RequestCounts) ----------------
+
+    async def count_request(self, key_hash: str, windows: Sequence[tuple[int, int]]) -> list[int]:
+        return await self._one(lambda c: counts_sql.count_request(c, key_hash, windows))
+
+    async def uncount_request(self, key_hash: str, windows: Sequence[tuple[int, int]]) -> None:
+        await self._one(lambda c: counts_sql.uncount_request(c, key_hash, windows))
+
+    async def forget_request_counts(self, now: int) -> int:
+        return await self._one(lambda c: counts_sql.forget_request_counts(c, now))
 
     # -- accounts ----------------------------------------------------------------------
 
