@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from support.accounts import balance_of, funded_auth, listed_withdrawals
-from support.e2e import chat_body, post, until
+from support.e2e import chat_body, get, post, until
 from support.ecash import EcashFactory
 from support.mint_proxy import MintProxy
 from support.node import _free_port as free_port
 from support.node import node_toml
 from support.node_process import NodeProcess
 from support.postgres import temporary_database
+from support.tcp_cut import tcp_cut
 
 from routstr_node.audit_command import run_audit
 from routstr_node.config import load_settings
@@ -263,3 +265,61 @@ async def _npub(url: str) -> str:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/v1/info") as resp:
         assert resp.status == 200
         return str((await resp.json())["npub"])
+
+
+async def test_a_process_that_lost_the_database_answers_503_then_serves_and_lives_again(
+    tmp_path: Path, mint: LocalMint, upstream: RunningUpstream, database: str, ecash: EcashFactory
+) -> None:
+    """The database cut off while the node serves: a paid request is answered 503
+    database_unavailable and costs nothing; once it is back the node serves paid requests
+    again and holds its life lock again (else the others would take it for dead)."""
+    async with tcp_cut(5432) as cut:
+        through = database.replace("127.0.0.1:5432", f"127.0.0.1:{cut.port}")
+        config = _config(tmp_path, "cut", mint.url, upstream, through)
+        node = NodeProcess(config, load_settings(config).node.port)
+        try:
+            await node.start()
+            auth = await funded_auth(node.url, ecash, mint.url, 1000)
+            body = chat_body("hello", max_tokens=10)
+            assert await _life_locks(database) == 1
+            cut.cut()
+            refused = await post(f"{node.url}/v1/chat/completions", body, auth)
+            assert refused.status == 503, refused.raw
+            assert refused.body["error"]["code"] == "database_unavailable"
+            await until(lambda: _life_held(database, 0), timeout_s=30)  # the others see it gone
+            cut.restore()
+            before = await until(lambda: _balance_or_none(node.url, auth), timeout_s=30)
+            assert (before["balance_msat"], before["reserved_msat"]) == (1_000_000, 0)
+            paid = await post(f"{node.url}/v1/chat/completions", body, auth)
+            assert paid.status == 200, paid.raw
+            spent = int(paid.headers["X-Routstr-Cost-Msats"])
+            assert (await balance_of(node.url, auth))["balance_msat"] == 1_000_000 - spent
+            await until(lambda: _life_held(database, 1), timeout_s=30)
+            await _audit(node)
+        finally:
+            await node.kill()
+
+
+async def _life_locks(database: str) -> int:
+    """How many processes hold a life lock on the database (each its own)."""
+    conn = await asyncpg.connect(database)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND classid = $1 AND granted AND database = (SELECT oid FROM pg_database"
+                " WHERE datname = current_database())",
+                0x52535452,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def _life_held(database: str, count: int) -> bool | None:
+    return True if await _life_locks(database) == count else None
+
+
+async def _balance_or_none(url: str, auth: dict[str, str]) -> dict[str, Any] | None:
+    answer = await get(f"{url}/v1/wallet/balance", auth)
+    return answer.body if answer.status == 200 else None  # type: ignore[no-any-return]

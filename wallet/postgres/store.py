@@ -68,6 +68,7 @@ _POOL_SIZE = 10
 # connection of its own: the server lets go of it the moment the process dies or loses
 # its connection, so another process takes its work up at once, with no lease to wait out
 _LIFE_LOCK = 0x52535452
+_LIFE_CHECK_S = 1.0  # how soon a process that lost the database takes its life lock again
 # what losing the database while serving looks like: answered 503, nothing charged
 _CONNECTION_LOST = (
     OSError,
@@ -102,6 +103,7 @@ class PostgresStore:
         self._pool: Any = None
         self.holder = uuid.uuid4().hex  # this process, as its rows name it
         self._life: Any = None  # the connection holding this process's life lock
+        self._keeping: asyncio.Task[None] | None = None
 
     @property
     def pool(self) -> Any:
@@ -135,8 +137,46 @@ class PostgresStore:
         await self._life.execute(
             "SELECT pg_advisory_lock($1, hashtext($2))", _LIFE_LOCK, self.holder
         )
+        self._keeping = asyncio.create_task(self._keep_life(), name="postgres-life-lock")
+
+    async def _keep_life(self) -> None:
+        """Take the life lock again once the database is back: without it the other
+        processes would take this living one for dead and settle its holds."""
+        while True:
+            await asyncio.sleep(_LIFE_CHECK_S)
+            try:
+                await self._hold_life()
+            except (*_CONNECTION_LOST, asyncpg.PostgresError) as exc:
+                log.warning("the database connection of this process's life lock: %s", exc)
+                with contextlib.suppress(*_CONNECTION_LOST, asyncpg.PostgresError):
+                    self._life.terminate()
+                    await self._pool.release(self._life)
+                with contextlib.suppress(*_CONNECTION_LOST, asyncpg.PostgresError):
+                    self._life = await self._pool.acquire(timeout=_CONNECT_TIMEOUT_S)
+
+    async def _hold_life(self) -> None:
+        """Take the life lock on its connection unless that holds it already (a try: a
+        session the server has not yet seen die may hold it still, and then the process
+        is alive to the others anyway)."""
+        held = await self._life.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+            " AND classid = $1 AND objid = hashtext($2)::oid AND granted"
+            " AND pid = pg_backend_pid())",
+            _LIFE_LOCK,
+            self.holder,
+            timeout=_CONNECT_TIMEOUT_S,
+        )
+        if not held and await self._life.fetchval(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))", _LIFE_LOCK, self.holder
+        ):
+            log.info("this process holds its life lock again")
 
     async def close(self) -> None:
+        if self._keeping is not None:
+            self._keeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeping
+            self._keeping = None
         if self._pool is not None:
             if self._life is not None:
                 with contextlib.suppress(*_CONNECTION_LOST):
