@@ -204,12 +204,14 @@ def upstream_form(
     if upload.file is None:
         yield form
         return
-    # through the spool's own buffer, not the descriptor: a buffer left holding read-ahead
-    # (the duration was read through it) rewinds the shared offset by that much when the
-    # spool is closed, and after a partial send that offset is below it (EINVAL at close:
-    # a 500 where the client was owed the upstream's error)
-    upload.file.spool.seek(0)
-    descriptor = os.dup(upload.file.spool.fileno())  # shares the offset, from the start
+    # the spool's buffer must hold no read-ahead (the duration was read through it): at
+    # close it rewinds the offset it shares with the descriptor by that much, and after a
+    # partial send that is below zero (EINVAL: a 500 where the client was owed the
+    # upstream's error). A seek from the end always drops the buffer; one to the start may
+    # only move within it.
+    upload.file.spool.seek(0, os.SEEK_END)
+    descriptor = os.dup(upload.file.spool.fileno())
+    os.lseek(descriptor, 0, os.SEEK_SET)  # the spool's offset too: they share it
     with os.fdopen(descriptor, "rb") as sent:
         part = form.append(sent, {"Content-Type": upload.file.content_type})
         part.set_content_disposition("form-data", name=FILE_FIELD, filename=upload.file.name)
