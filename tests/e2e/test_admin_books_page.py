@@ -72,6 +72,8 @@ async def test_the_books_page_shows_the_books_and_withdraws_earnings(
     watch.attach(page)
     await page.goto(node.url + "/admin/books")
     await expect(page.locator("#signin")).to_be_visible()  # no session yet
+    # the page's other request (refused too) ends before the next page: not cut short
+    await page.wait_for_load_state("networkidle")
     await page.goto(node.url + "/admin/")
     await page.locator("#password").fill(PASSWORD)
     await page.locator("#login-form").get_by_role("button", name="Log in").click()
