@@ -7,10 +7,8 @@ sat, and the ledger keeps what is needed to rebuild a charged request's record.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +18,7 @@ from routstr_node.records.model import (
     UsageGroup,
     UsageRecord,
 )
+from routstr_node.sqlite_file import SqliteFile
 
 T = TypeVar("T")
 USAGE_FILE = "usage.sqlite3"
@@ -141,34 +140,16 @@ class SqliteUsageStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-records")
-        self._conn: sqlite3.Connection | None = None
+        self._file = SqliteFile(path, _SCHEMA, "usage-records")
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            assert self._conn is not None, "the usage store is not open"
-            return fn(self._conn)
-
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+        return await self._file.run(fn)
 
     async def open(self) -> None:
-        def connect() -> None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
-
-        await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        await self._file.open()
 
     async def close(self) -> None:
-        def disconnect() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        await asyncio.get_running_loop().run_in_executor(self._thread, disconnect)
-        self._thread.shutdown(wait=True)
+        await self._file.close()
 
     async def add(self, records: Sequence[UsageRecord]) -> None:
         rows = [_row(r) for r in records]

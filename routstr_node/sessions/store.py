@@ -7,14 +7,14 @@ them (and as the upstream answered), as JSON text, in order.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+from routstr_node.sqlite_file import SqliteFile
 
 T = TypeVar("T")
 SESSIONS_FILE = "sessions.sqlite3"
@@ -133,34 +133,16 @@ class SqliteSessionStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessions")
-        self._conn: sqlite3.Connection | None = None
+        self._file = SqliteFile(path, _SCHEMA, "sessions")
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            assert self._conn is not None, "the session store is not open"
-            return fn(self._conn)
-
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+        return await self._file.run(fn)
 
     async def open(self) -> None:
-        def connect() -> None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
-
-        await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        await self._file.open()
 
     async def close(self) -> None:
-        def disconnect() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        await asyncio.get_running_loop().run_in_executor(self._thread, disconnect)
-        self._thread.shutdown(wait=True)
+        await self._file.close()
 
     async def messages(self, account_id: int, session_id: str, alive_since: int) -> list[Message]:
         def read(conn: sqlite3.Connection) -> list[Message]:
